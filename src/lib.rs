@@ -1,0 +1,7 @@
+//! softswitch: an actor-based SIP B2BUA.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod transport;
+pub mod txn;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! L3: the RFC 3261 §17 transaction layer, sans-IO.
