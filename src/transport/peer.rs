@@ -62,6 +62,10 @@ pub struct Peer {
 impl Peer {
     /// A UDP peer.
     pub fn udp(addr: SocketAddr) -> Peer {
-        Peer { transport: Transport::Udp, addr, conn: None }
+        Peer {
+            transport: Transport::Udp,
+            addr,
+            conn: None,
+        }
     }
 }

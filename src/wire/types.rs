@@ -173,12 +173,18 @@ pub struct Param {
 impl Param {
     /// A parameter with a value.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Param {
-        Param { name: name.into(), value: Some(value.into()) }
+        Param {
+            name: name.into(),
+            value: Some(value.into()),
+        }
     }
 
     /// A flag parameter.
     pub fn flag(name: impl Into<String>) -> Param {
-        Param { name: name.into(), value: None }
+        Param {
+            name: name.into(),
+            value: None,
+        }
     }
 }
 
@@ -346,7 +352,11 @@ pub struct NameAddr {
 impl NameAddr {
     /// A bare `<uri>` with no display name and no parameters.
     pub fn new(uri: Uri) -> NameAddr {
-        NameAddr { display: None, uri, params: Vec::new() }
+        NameAddr {
+            display: None,
+            uri,
+            params: Vec::new(),
+        }
     }
 
     /// The `tag` parameter (RFC 3261 §19.3).
@@ -357,7 +367,11 @@ impl NameAddr {
     /// Sets or replaces the `tag` parameter.
     pub fn set_tag(&mut self, tag: impl Into<String>) {
         let tag = tag.into();
-        match self.params.iter_mut().find(|p| p.name.eq_ignore_ascii_case("tag")) {
+        match self
+            .params
+            .iter_mut()
+            .find(|p| p.name.eq_ignore_ascii_case("tag"))
+        {
             Some(p) => p.value = Some(tag),
             None => self.params.push(Param::new("tag", tag)),
         }
@@ -409,7 +423,8 @@ impl Via {
 
     /// The `received` parameter, brackets removed for IPv6 (RFC 5118 §4.5).
     pub fn received(&self) -> Option<&str> {
-        param_value(&self.params, "received").map(|v| v.trim_start_matches('[').trim_end_matches(']'))
+        param_value(&self.params, "received")
+            .map(|v| v.trim_start_matches('[').trim_end_matches(']'))
     }
 
     /// `Some(None)` for a bare `;rport` flag, `Some(Some(n))` for `rport=n`.
@@ -424,9 +439,16 @@ impl Via {
 
     /// Sets (or replaces) a parameter.
     pub fn set_param(&mut self, name: &str, value: Option<String>) {
-        match self.params.iter_mut().find(|p| p.name.eq_ignore_ascii_case(name)) {
+        match self
+            .params
+            .iter_mut()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+        {
             Some(p) => p.value = value,
-            None => self.params.push(Param { name: name.to_string(), value }),
+            None => self.params.push(Param {
+                name: name.to_string(),
+                value,
+            }),
         }
     }
 }
@@ -467,7 +489,10 @@ pub struct Header {
 impl Header {
     /// A header.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Header {
-        Header { name: name.into(), value: value.into() }
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -503,7 +528,10 @@ impl Common {
 
     /// The first value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.header_values(name).next()
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
     }
 
     /// Every comma-separated token of a list header such as Require, Supported, Allow.
@@ -684,7 +712,11 @@ fn write_message(start: &str, c: &Common) -> Bytes {
     if let Some(mf) = c.max_forwards {
         let _ = write!(s, "Max-Forwards: {mf}\r\n");
     }
-    let _ = write!(s, "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\n", c.from, c.to, c.call_id, c.cseq);
+    let _ = write!(
+        s,
+        "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\n",
+        c.from, c.to, c.call_id, c.cseq
+    );
     for h in &c.headers {
         let _ = write!(s, "{}: {}\r\n", h.name, h.value);
     }
