@@ -1,7 +1,21 @@
 //! softswitch: an actor-based SIP B2BUA.
+//!
+//! Layers (bytes flow up, intents flow down; see ARCHITECTURE.md):
+//! * L1 [`transport`]: UDP and TCP sockets.
+//! * L2 [`wire`]: framing, limits, parsing, the message model.
+//! * L3 [`txn`]: the RFC 3261 §17 transaction layer, sans-IO.
+//! * [`driver`]: the one task that owns L3 and its timer; [`endpoint`]: admission checks
+//!   and what the switch answers itself.
+//! * L5 [`config`], [`metrics`], [`http`], [`server`]: the switch's outside.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod driver;
+pub mod endpoint;
+pub mod http;
+pub mod metrics;
+pub mod server;
 pub mod transport;
 pub mod txn;
 pub mod wire;

@@ -1,1 +1,118 @@
-fn main() {}
+//! The `softswitch` binary: parse the command line, load the configuration, start
+//! logging and metrics, start the switch, wait for SIGTERM or SIGINT, drain, exit 0.
+
+use softswitch::config::{self, Config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: softswitch [--config FILE] | --check-config FILE | --healthcheck URL | --version";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut config_path: Option<PathBuf> = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" | "-c" => match args.next() {
+                Some(p) => config_path = Some(PathBuf::from(p)),
+                None => return usage(),
+            },
+            "--check-config" => {
+                return match args.next() {
+                    Some(p) => exit(config::check_config_main(std::path::Path::new(&p))),
+                    None => usage(),
+                }
+            }
+            "--healthcheck" => {
+                let target = args.next().unwrap_or_else(|| "127.0.0.1:9090".to_string());
+                return exit(softswitch::http::healthcheck(&target));
+            }
+            "--version" | "-V" => {
+                println!("softswitch {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => return usage(),
+        }
+    }
+    let config = match Config::load(config_path.as_deref(), config::env_vars()) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config.log.level);
+    let handle = match softswitch::metrics::install(env!("CARGO_PKG_VERSION")) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let system = actix_rt::System::new();
+    let result = system.block_on(async move {
+        let running = softswitch::server::start(&config, handle).await?;
+        for a in &running.udp {
+            println!("listening udp {a}");
+        }
+        for a in &running.tcp {
+            println!("listening tcp {a}");
+        }
+        println!("listening http {}", running.http);
+        println!("ready");
+        tracing::info!(udp = ?running.udp, tcp = ?running.tcp, http = %running.http, domain = %config.sip.domain, "softswitch ready");
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        Ok::<(), std::io::Error>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("softswitch: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

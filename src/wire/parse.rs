@@ -136,6 +136,11 @@ fn parse_inner(head: &[u8], body: &[u8]) -> Result<Message, WireError> {
                 return Err(WireError::CSeqMethodMismatch);
             }
             let uri = parse_uri(uri).map_err(|e| WireError::BadRequestUri(e.0))?;
+            // RFC 3261 §19.1.1 (table 1): headers are not allowed in a Request-URI, and
+            // turning them into headers would let a peer inject Route (RFC 4475 §3.1.2.11).
+            if matches!(&uri, super::types::Uri::Sip(u) if u.headers.is_some()) {
+                return Err(WireError::BadRequestUri("headers not allowed in Request-URI"));
+            }
             Ok(Message::Request(Request {
                 method,
                 uri,

@@ -1,0 +1,252 @@
+//! The async driver: the one task that owns the transaction layer (L3) and its one
+//! re-armed sleep, between the transport (L1) and the transaction user.
+//!
+//! Inbound messages arrive on one bounded channel. For a request the driver applies
+//! RFC 3261 §18.2.1 and RFC 3581 (adds `received` and fills `rport` on the top Via) and
+//! works out where responses go (§18.2.2: the connection it came on for TCP; for UDP the
+//! source address, at the source port when `rport` was asked for, else at the sent-by
+//! port). Then it feeds the layer, drains its transmits to the transport and its events
+//! to the transaction user, and sleeps until the next message or `poll_timeout()`.
+//!
+//! On shutdown ([`Control::drain`]) new INVITEs are refused with 503 + Retry-After, and
+//! the driver ends once every transaction has ended or the drain deadline has passed.
+
+use crate::endpoint::Endpoint;
+use crate::metrics;
+use crate::transport::{local_tag, Inbound, Peer, Transport, Transports};
+use crate::txn::{Timer, TxEvent, TxId, TxKind, TxLayer, TxStats};
+use crate::wire::{Host, Message, Request, Response};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Shutdown control shared with `main` and the HTTP readiness probe.
+#[derive(Debug, Clone)]
+pub struct Control {
+    endpoint: Arc<Endpoint>,
+}
+
+impl Control {
+    /// Starts draining: refuse new calls, let transactions finish.
+    pub fn drain(&self) {
+        self.endpoint.draining.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The driver.
+pub struct Driver {
+    layer: TxLayer,
+    transports: Arc<Transports>,
+    endpoint: Arc<Endpoint>,
+    inbound: mpsc::Receiver<Inbound>,
+    exported: TxStats,
+    drain_timeout: Duration,
+    force_rport: bool,
+}
+
+impl Driver {
+    /// A driver over a layer, the transports and the endpoint.
+    pub fn new(
+        layer: TxLayer,
+        transports: Arc<Transports>,
+        endpoint: Arc<Endpoint>,
+        inbound: mpsc::Receiver<Inbound>,
+        drain_timeout: Duration,
+        force_rport: bool,
+    ) -> Driver {
+        Driver { layer, transports, endpoint, inbound, exported: TxStats::default(), drain_timeout, force_rport }
+    }
+
+    /// The control handle.
+    pub fn control(&self) -> Control {
+        Control { endpoint: self.endpoint.clone() }
+    }
+
+    /// Runs until drained (after [`Control::drain`]) or until every transport is gone.
+    pub async fn run(mut self) {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            if self.endpoint.draining.load(Ordering::Relaxed) {
+                let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + self.drain_timeout);
+                if self.layer.is_empty() || Instant::now() >= deadline {
+                    tracing::info!(left = self.layer.len(), "transaction layer drained");
+                    return;
+                }
+            }
+            let next = self.layer.poll_timeout();
+            // While draining, wake at least every 100 ms to check the deadline.
+            let wake = match (next, drain_deadline) {
+                (Some(t), Some(_)) => Some(t.min(Instant::now() + Duration::from_millis(100))),
+                (None, Some(_)) => Some(Instant::now() + Duration::from_millis(100)),
+                (t, None) => t,
+            };
+            if let Some(t) = wake {
+                sleep.as_mut().reset(tokio::time::Instant::from_std(t));
+            }
+            tokio::select! {
+                msg = self.inbound.recv() => {
+                    let Some(inbound) = msg else { return };
+                    let now = Instant::now();
+                    self.handle_inbound(now, inbound);
+                    // Take whatever else is already queued before polling (batching).
+                    for _ in 0..64 {
+                        match self.inbound.try_recv() {
+                            Ok(i) => self.handle_inbound(now, i),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = &mut sleep, if wake.is_some() => {
+                    self.layer.handle_timeout(Instant::now());
+                }
+            }
+            self.drain_layer();
+            self.export_stats();
+        }
+    }
+
+    fn handle_inbound(&mut self, now: Instant, inbound: Inbound) {
+        match inbound.message {
+            Message::Request(mut req) => {
+                metrics::sip_request_received(req.method.metric_label());
+                let reply_to = stamp_via(&mut req, &inbound.peer, self.force_rport);
+                tracing::trace!(method = %req.method, call_id = %req.common.call_id, "request in");
+                self.layer.handle_request(now, reply_to, req);
+            }
+            Message::Response(resp) => {
+                self.layer.handle_response(now, inbound.peer, resp);
+            }
+        }
+        self.drain_layer();
+    }
+
+    fn drain_layer(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.layer.poll_transmit() {
+                progressed = true;
+                if !self.transports.send(&t.peer, t.bytes) {
+                    if let Some(tx) = t.tx {
+                        self.layer.handle_transport_error(Instant::now(), tx);
+                    }
+                }
+            }
+            while let Some(ev) = self.layer.poll_event() {
+                progressed = true;
+                self.on_event(ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: TxEvent) {
+        let now = Instant::now();
+        match ev {
+            TxEvent::Request { tx, request, .. } => {
+                let answer = match self.endpoint.admit(&request) {
+                    Err(refusal) => {
+                        metrics::sip_message_rejected(refusal.metric_reason());
+                        Some(refusal.response(&request, &local_tag()))
+                    }
+                    Ok(()) => self.endpoint.respond(&request, &local_tag()),
+                };
+                if let Some(resp) = answer {
+                    self.respond(now, tx, resp);
+                }
+            }
+            TxEvent::Cancel { tx, request, target, .. } => {
+                // Every INVITE is answered at once by the endpoint, so a CANCEL that finds
+                // its INVITE finds it answered: 200 for the CANCEL, no effect (§9.2).
+                let resp = match target {
+                    Some(_) => request.response(200, None, Some(&local_tag())),
+                    None => crate::endpoint::Refusal::CallDoesNotExist.response(&request, &local_tag()),
+                };
+                self.respond(now, tx, resp);
+            }
+            TxEvent::Ack { .. } | TxEvent::StrayResponse { .. } | TxEvent::Response { .. } => {}
+            TxEvent::Timeout { tx, timer } => {
+                tracing::debug!(?tx, ?timer, "transaction timeout");
+            }
+            TxEvent::TransportError { tx } => tracing::debug!(?tx, "transport error"),
+            TxEvent::Terminated { .. } => {}
+        }
+    }
+
+    fn respond(&mut self, now: Instant, tx: TxId, resp: Response) {
+        let status = resp.status;
+        match self.layer.send_response(now, tx, resp) {
+            Ok(()) => metrics::sip_response_sent(status),
+            Err(e) => tracing::error!(error = %e, ?tx, "response refused by the transaction layer"),
+        }
+    }
+
+    fn export_stats(&mut self) {
+        let s = self.layer.stats();
+        let e = &self.exported;
+        metrics::retransmissions("sent", s.retransmissions_sent - e.retransmissions_sent);
+        metrics::retransmissions("received", s.retransmissions_received - e.retransmissions_received);
+        for (timer, now, before) in [
+            (Timer::B, s.timeouts_b, e.timeouts_b),
+            (Timer::F, s.timeouts_f, e.timeouts_f),
+            (Timer::H, s.timeouts_h, e.timeouts_h),
+        ] {
+            for _ in before..now {
+                metrics::transaction_timeout(timer_label(timer));
+            }
+        }
+        if s.terminated != e.terminated || s.created != e.created {
+            for kind in TxKind::ALL {
+                metrics::transactions_active(kind.as_str(), self.layer.count(kind));
+            }
+        }
+        self.exported = s.clone();
+    }
+}
+
+fn timer_label(t: Timer) -> &'static str {
+    match t {
+        Timer::B => "B",
+        Timer::F => "F",
+        Timer::H => "H",
+        _ => "other",
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581 §4: records the source on the top Via and returns the
+/// peer responses go to (§18.2.2, RFC 3581 §4). With `force_rport` (the default, as
+/// Asterisk's `force_rport=yes`) UDP responses go to the source port even when the client
+/// did not ask with `;rport`, which is what a phone behind NAT needs; without it the
+/// sent-by port is used as §18.2.2 says. The host is always the packet's source address
+/// (`received`), never the sent-by host, so a forged Via cannot aim responses elsewhere.
+fn stamp_via(req: &mut Request, source: &Peer, force_rport: bool) -> Peer {
+    let Some(via) = req.common.via.first_mut() else {
+        return *source;
+    };
+    let src_ip = source.addr.ip();
+    let sent_by_ip = match &via.sent_by.host {
+        Host::V4(a) => Some(IpAddr::V4(*a)),
+        Host::V6(a) => Some(IpAddr::V6(*a)),
+        Host::Name(_) => None,
+    };
+    let rport_asked = via.rport().is_some();
+    if sent_by_ip != Some(src_ip) || rport_asked {
+        via.set_param("received", Some(src_ip.to_string()));
+    }
+    if rport_asked {
+        via.set_param("rport", Some(source.addr.port().to_string()));
+    }
+    match source.transport {
+        Transport::Tcp => *source,
+        Transport::Udp if rport_asked || force_rport => *source,
+        Transport::Udp => {
+            let port = via.sent_by.port.unwrap_or(5060);
+            Peer::udp(SocketAddr::new(src_ip, port))
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! What the switch itself answers, and the checks every request passes before a
+//! transaction user sees it (RFC 3261 §8.2.1–§8.2.3, §11, §16.3; RFC 4475 §3.3).
+//!
+//! [`Refusal`] is the one mapping from "why not" to the status, reason phrase and headers
+//! that say it. [`Endpoint::admit`] applies the checks in the order of RFC 3261 §8.2:
+//! method (405/501 with Allow), Request-URI scheme (416), Require and Proxy-Require
+//! (420 with Unsupported), body type (415 with Accept), Accept (406), then the routing
+//! checks a forwarding element makes (483 for Max-Forwards 0, 403 for another domain).
+//! [`Endpoint::respond`] answers what the switch serves itself: OPTIONS addressed to it
+//! (200 with Allow, Accept, Supported), and, until the registrar and call controller take
+//! over those requests, the lookups that fail (404 unknown user, 480 not registered).
+
+use crate::wire::{Header, Host, Method, Request, Response, Uri};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Methods the switch serves (the Allow header).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+/// Body types the switch understands (the Accept header).
+pub const ACCEPT: &str = "application/sdp";
+/// Option tags the switch supports (the Supported header); none yet.
+pub const SUPPORTED: &[&str] = &[];
+/// Body types accepted on requests that carry a session description.
+const ACCEPTED_BODIES: &[&str] = &["application/sdp", "multipart/mixed", "multipart/alternative"];
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// An extension method the switch does not implement (§8.2.1).
+    NotImplemented,
+    /// A known method the switch does not serve (§8.2.1).
+    MethodNotAllowed,
+    /// A Request-URI scheme other than sip, sips, tel (§8.2.2.1).
+    UnsupportedUriScheme,
+    /// Option tags in Require/Proxy-Require the switch does not support (§8.2.2.3).
+    BadExtension(Vec<String>),
+    /// A body type the switch does not understand (§8.2.3).
+    UnsupportedMediaType,
+    /// The request's Accept excludes every type the answer would carry (§8.2.3).
+    NotAcceptable,
+    /// Max-Forwards is 0 on a request the switch would forward (§16.3 step 3).
+    TooManyHops,
+    /// The Request-URI is in a domain the switch does not serve: no relaying.
+    NotOurDomain,
+    /// No such user.
+    NotFound,
+    /// A known user with no reachable contact.
+    TemporarilyUnavailable,
+    /// An in-dialog request or CANCEL that matches nothing (§12.2.2, §9.2).
+    CallDoesNotExist,
+    /// The switch is draining for shutdown.
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::NotImplemented => 501,
+            Refusal::MethodNotAllowed => 405,
+            Refusal::UnsupportedUriScheme => 416,
+            Refusal::BadExtension(_) => 420,
+            Refusal::UnsupportedMediaType => 415,
+            Refusal::NotAcceptable => 406,
+            Refusal::TooManyHops => 483,
+            Refusal::NotOurDomain => 403,
+            Refusal::NotFound => 404,
+            Refusal::TemporarilyUnavailable => 480,
+            Refusal::CallDoesNotExist => 481,
+            Refusal::ShuttingDown => 503,
+        }
+    }
+
+    /// The reason phrase.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NotImplemented => "Not Implemented",
+            Refusal::MethodNotAllowed => "Method Not Allowed",
+            Refusal::UnsupportedUriScheme => "Unsupported URI Scheme",
+            Refusal::BadExtension(_) => "Bad Extension",
+            Refusal::UnsupportedMediaType => "Unsupported Media Type",
+            Refusal::NotAcceptable => "Not Acceptable",
+            Refusal::TooManyHops => "Too Many Hops",
+            Refusal::NotOurDomain => "Forbidden (relaying denied)",
+            Refusal::NotFound => "Not Found",
+            Refusal::TemporarilyUnavailable => "Temporarily Unavailable",
+            Refusal::CallDoesNotExist => "Call/Transaction Does Not Exist",
+            Refusal::ShuttingDown => "Service Unavailable (shutting down)",
+        }
+    }
+
+    /// The headers that explain the refusal.
+    pub fn headers(&self) -> Vec<Header> {
+        match self {
+            Refusal::NotImplemented | Refusal::MethodNotAllowed => vec![Header::new("Allow", ALLOW)],
+            Refusal::BadExtension(tags) => vec![Header::new("Unsupported", tags.join(", "))],
+            Refusal::UnsupportedMediaType | Refusal::NotAcceptable => vec![Header::new("Accept", ACCEPT)],
+            Refusal::ShuttingDown => vec![Header::new("Retry-After", "5")],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The metrics label (closed set).
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Refusal::NotImplemented | Refusal::MethodNotAllowed => "method",
+            Refusal::UnsupportedUriScheme => "scheme",
+            Refusal::BadExtension(_) => "extension",
+            Refusal::UnsupportedMediaType | Refusal::NotAcceptable => "media_type",
+            Refusal::TooManyHops => "max_forwards",
+            _ => "routing",
+        }
+    }
+
+    /// The response to `req` that carries this refusal.
+    pub fn response(&self, req: &Request, to_tag: &str) -> Response {
+        let mut r = req.response(self.status(), Some(self.reason()), Some(to_tag));
+        r.common.headers = self.headers();
+        r
+    }
+}
+
+/// The switch's own identity and directory, as far as admission needs them.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The served domain.
+    pub domain: String,
+    /// Addresses the listeners are bound to.
+    pub local: Vec<SocketAddr>,
+    /// The advertised host, if configured.
+    pub advertised: Option<String>,
+    /// Known user names.
+    pub users: Vec<String>,
+    /// Set while draining for shutdown.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Endpoint {
+    /// Whether `host` names the switch: the domain, the advertised host, or an address
+    /// it listens on (any address when it listens on an unspecified one).
+    pub fn is_local_host(&self, host: &Host) -> bool {
+        match host {
+            Host::Name(n) => {
+                n.eq_ignore_ascii_case(&self.domain)
+                    || self.advertised.as_deref().is_some_and(|a| a.split(':').next().is_some_and(|h| h.eq_ignore_ascii_case(n)))
+                    || n.eq_ignore_ascii_case("localhost")
+            }
+            Host::V4(a) => self.is_local_ip(IpAddr::V4(*a)),
+            Host::V6(a) => self.is_local_ip(IpAddr::V6(*a)),
+        }
+    }
+
+    fn is_local_ip(&self, ip: IpAddr) -> bool {
+        self.local.iter().any(|l| l.ip() == ip || (l.ip().is_unspecified() && l.is_ipv4() == ip.is_ipv4()))
+            || self.advertised.as_deref().is_some_and(|a| a.trim_matches(['[', ']']).starts_with(&ip.to_string()))
+    }
+
+    /// The checks of RFC 3261 §8.2.1–§8.2.3 and §16.3, in that order. ACK is never
+    /// refused (it has no response).
+    pub fn admit(&self, req: &Request) -> Result<(), Refusal> {
+        if req.method == Method::Ack {
+            return Ok(());
+        }
+        match req.method {
+            Method::Invite | Method::Cancel | Method::Bye | Method::Options => {}
+            Method::Extension(_) => return Err(Refusal::NotImplemented),
+            _ => return Err(Refusal::MethodNotAllowed),
+        }
+        if !matches!(req.uri, Uri::Sip(_) | Uri::Tel(_)) {
+            return Err(Refusal::UnsupportedUriScheme);
+        }
+        if req.method != Method::Cancel {
+            let unsupported: Vec<String> = req
+                .common
+                .tokens("Require")
+                .chain(req.common.tokens("Proxy-Require"))
+                .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+                .map(str::to_string)
+                .collect();
+            if !unsupported.is_empty() {
+                return Err(Refusal::BadExtension(unsupported));
+            }
+        }
+        if !req.common.body.is_empty() && matches!(req.method, Method::Invite | Method::Options) {
+            let ct = req.common.header("Content-Type").unwrap_or("application/sdp");
+            let mt = ct.split(';').next().unwrap_or("").trim();
+            if !ACCEPTED_BODIES.iter().any(|a| a.eq_ignore_ascii_case(mt)) {
+                return Err(Refusal::UnsupportedMediaType);
+            }
+        }
+        if req.method == Method::Invite && req.common.header("Accept").is_some() {
+            let ok = req.common.tokens("Accept").any(|t| {
+                let mt = t.split(';').next().unwrap_or("").trim();
+                ["application/sdp", "application/*", "*/*"].iter().any(|a| a.eq_ignore_ascii_case(mt))
+            });
+            if !ok {
+                return Err(Refusal::NotAcceptable);
+            }
+        }
+        if req.method == Method::Invite && self.draining.load(Ordering::Relaxed) {
+            return Err(Refusal::ShuttingDown);
+        }
+        if !self.addressed_to_switch(req) && req.common.max_forwards == Some(0) {
+            return Err(Refusal::TooManyHops);
+        }
+        Ok(())
+    }
+
+    /// True for a request the switch answers itself rather than routing to a user: a
+    /// SIP URI with no user part naming the switch.
+    pub fn addressed_to_switch(&self, req: &Request) -> bool {
+        match &req.uri {
+            Uri::Sip(u) => u.user.is_none() && self.is_local_host(&u.host.host),
+            _ => false,
+        }
+    }
+
+    /// The answer to an admitted request that no transaction user has taken, or `None`
+    /// for ACK.
+    pub fn respond(&self, req: &Request, to_tag: &str) -> Option<Response> {
+        match req.method {
+            Method::Ack => None,
+            Method::Options if self.addressed_to_switch(req) => Some(self.options_ok(req, to_tag)),
+            Method::Bye | Method::Cancel => Some(Refusal::CallDoesNotExist.response(req, to_tag)),
+            _ => Some(self.route(req).response(req, to_tag)),
+        }
+    }
+
+    /// The 200 answer to OPTIONS addressed to the switch (§11.2).
+    pub fn options_ok(&self, req: &Request, to_tag: &str) -> Response {
+        let mut r = req.response(200, None, Some(to_tag));
+        r.common.headers = vec![
+            Header::new("Allow", ALLOW),
+            Header::new("Accept", ACCEPT),
+            Header::new("Accept-Encoding", "identity"),
+            Header::new("Accept-Language", "en"),
+            Header::new("Supported", SUPPORTED.join(", ")),
+            Header::new("Server", concat!("softswitch/", env!("CARGO_PKG_VERSION"))),
+        ];
+        r
+    }
+
+    /// Where a request for a user would go: refused until a location service exists.
+    fn route(&self, req: &Request) -> Refusal {
+        let (user, host) = match &req.uri {
+            Uri::Sip(u) => (u.user.as_deref(), Some(&u.host.host)),
+            Uri::Tel(t) => (Some(t.number.as_str()), None),
+            Uri::Other { .. } => return Refusal::UnsupportedUriScheme,
+        };
+        if host.is_some_and(|h| !self.is_local_host(h)) {
+            return Refusal::NotOurDomain;
+        }
+        match user {
+            Some(u) if self.users.iter().any(|k| k == u) => Refusal::TemporarilyUnavailable,
+            _ => Refusal::NotFound,
+        }
+    }
+}

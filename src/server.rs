@@ -1,0 +1,115 @@
+//! Starting and stopping the whole switch: bind every listener, start the transport
+//! readers, the driver and the HTTP server, and drain on shutdown. `main` calls only this.
+
+use crate::config::Config;
+use crate::driver::{Control, Driver};
+use crate::endpoint::Endpoint;
+use crate::http::{self, EmptyApi, HttpState};
+use crate::transport::tcp::{TcpPool, TcpSettings};
+use crate::transport::{udp, Transport, Transports};
+use crate::txn::{TimerConfig, TxLayer};
+use crate::wire::Limits;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Inbound messages queued between the transport readers and the driver.
+const INBOUND_QUEUE: usize = 4096;
+
+/// A started switch.
+pub struct Running {
+    /// Bound UDP listeners.
+    pub udp: Vec<SocketAddr>,
+    /// Bound TCP listeners.
+    pub tcp: Vec<SocketAddr>,
+    /// The bound HTTP listener.
+    pub http: SocketAddr,
+    control: Control,
+    http_state: Arc<HttpState>,
+    driver: JoinHandle<()>,
+}
+
+/// The framing limits a configuration sets.
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        max_message_bytes: config.limits.max_message_bytes,
+        max_headers: config.limits.max_headers,
+        max_header_line_bytes: config.limits.max_header_line_bytes,
+        max_body_bytes: config.limits.max_body_bytes,
+    }
+}
+
+/// Binds every listener and starts serving. Must run inside a tokio runtime (actix-rt's).
+pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Running> {
+    let limits = limits(config);
+    let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+    let tcp_pool = TcpPool::new(
+        TcpSettings {
+            max_connections: config.sip.tcp_max_connections,
+            idle_timeout: config.sip.tcp_idle_timeout(),
+            limits,
+        },
+        tx.clone(),
+    );
+    let mut udp_socks = Vec::new();
+    let mut udp_addrs = Vec::new();
+    let mut tcp_addrs = Vec::new();
+    for spec in &config.sip.listen {
+        match spec.transport {
+            Transport::Udp => {
+                let sock = Arc::new(tokio::net::UdpSocket::bind(spec.addr).await.map_err(|e| bind_error(spec.addr, e))?);
+                udp_addrs.push(sock.local_addr()?);
+                udp_socks.push(sock);
+            }
+            Transport::Tcp => {
+                let l = tokio::net::TcpListener::bind(spec.addr).await.map_err(|e| bind_error(spec.addr, e))?;
+                tcp_addrs.push(l.local_addr()?);
+                tokio::spawn(tcp_pool.clone().accept_loop(l));
+            }
+        }
+    }
+    for sock in &udp_socks {
+        tokio::spawn(udp::run(sock.clone(), limits, tx.clone()));
+    }
+    drop(tx);
+    let users = config.users_or_demo()?.into_iter().map(|u| u.user).collect();
+    let endpoint = Arc::new(Endpoint {
+        domain: config.sip.domain.clone(),
+        local: udp_addrs.iter().chain(tcp_addrs.iter()).copied().collect(),
+        advertised: config.sip.advertised_host.clone(),
+        users,
+        draining: Arc::new(AtomicBool::new(false)),
+    });
+    let transports = Arc::new(Transports::new(udp_socks, tcp_pool));
+    let layer = TxLayer::new(TimerConfig { t1: config.sip.t1(), t2: config.sip.t2(), t4: config.sip.t4() });
+    let driver = Driver::new(layer, transports, endpoint, rx, config.sip.drain_timeout(), config.sip.force_rport);
+    let control = driver.control();
+    let driver = tokio::spawn(driver.run());
+
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| bind_error(config.http.listen, e))?;
+    let http_addr = http_listener.local_addr()?;
+    let http_state = Arc::new(HttpState::new(metrics, Arc::new(EmptyApi)));
+    tokio::spawn(http::serve(http_listener, http_state.clone()));
+    http_state.set_ready();
+    Ok(Running { udp: udp_addrs, tcp: tcp_addrs, http: http_addr, control, http_state, driver })
+}
+
+fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))
+}
+
+impl Running {
+    /// Drains: readiness turns 503, new INVITEs get 503 + Retry-After, and this returns
+    /// once every transaction has ended or the drain deadline has passed.
+    pub async fn shutdown(self) {
+        self.http_state.set_draining();
+        self.control.drain();
+        let _ = self.driver.await;
+    }
+}

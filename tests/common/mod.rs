@@ -1,0 +1,292 @@
+//! Test helpers: start the real `softswitch` binary on loopback and talk to it.
+//!
+//! The binary prints one line per bound listener on stdout (`listening udp ADDR`,
+//! `listening tcp ADDR`, `listening http ADDR`) and then `ready`; [`Switch::start`]
+//! waits for those lines with a deadline, so no test sleeps to synchronise.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the switch may take to start.
+pub const START_DEADLINE: Duration = Duration::from_secs(20);
+/// How long to wait for an answer.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(3);
+
+/// A running switch.
+pub struct Switch {
+    child: Child,
+    /// UDP listeners.
+    pub udp: Vec<SocketAddr>,
+    /// TCP listeners.
+    pub tcp: Vec<SocketAddr>,
+    /// The HTTP listener.
+    pub http: SocketAddr,
+    /// Its data directory.
+    pub dir: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "softswitch-test-{tag}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&d).expect("create temp dir");
+    d
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+impl Switch {
+    /// Starts the switch on 127.0.0.1 with ephemeral ports and extra env overrides.
+    pub fn start(env: &[(&str, &str)]) -> Switch {
+        Switch::start_on("127.0.0.1", env)
+    }
+
+    /// Starts the switch listening on `host` (e.g. `127.0.0.1` or `[::1]`).
+    pub fn start_on(host: &str, env: &[(&str, &str)]) -> Switch {
+        let dir = temp_dir("sw");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_softswitch"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SOFTSWITCH_SIP_LISTEN", format!("udp:{host}:0,tcp:{host}:0"))
+            .env("SOFTSWITCH_HTTP_LISTEN", "127.0.0.1:0")
+            .env("SOFTSWITCH_SIP_DOMAIN", "example.test")
+            .env("SOFTSWITCH_BILLING_CDR_PATH", dir.join("cdr.jsonl"))
+            .env("SOFTSWITCH_LOG_LEVEL", "warn")
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn softswitch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut sw = Switch { child, udp: vec![], tcp: vec![], http: "127.0.0.1:0".parse().unwrap(), dir, lines: rx };
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = sw.lines.recv_timeout(left).unwrap_or_else(|_| panic!("switch not ready within {START_DEADLINE:?}"));
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["listening", "udp", a] => sw.udp.push(a.parse().expect("udp addr")),
+                ["listening", "tcp", a] => sw.tcp.push(a.parse().expect("tcp addr")),
+                ["listening", "http", a] => sw.http = a.parse().expect("http addr"),
+                ["ready"] => break,
+                _ => {}
+            }
+        }
+        sw
+    }
+
+    /// The first UDP listener.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp[0]
+    }
+
+    /// The first TCP listener.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp[0]
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status, with a deadline.
+    pub fn terminate(mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A UDP client socket bound on the same loopback family as `to`.
+pub fn udp_client(to: SocketAddr) -> UdpSocket {
+    let bind = if to.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let s = UdpSocket::bind(bind).expect("bind udp client");
+    s.set_read_timeout(Some(ANSWER_DEADLINE)).expect("timeout");
+    s
+}
+
+/// Receives one datagram within the deadline.
+pub fn udp_recv(s: &UdpSocket) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 65_535];
+    match s.recv_from(&mut buf) {
+        Ok((n, _)) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+/// Receives datagrams until one is a final response (status ≥ 200) or the deadline
+/// passes; returns every response seen.
+pub fn udp_responses(s: &UdpSocket, deadline: Duration) -> Vec<String> {
+    let end = Instant::now() + deadline;
+    let mut out = Vec::new();
+    while Instant::now() < end {
+        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left)).expect("timeout");
+        match udp_recv(s) {
+            Some(b) => {
+                let text = String::from_utf8_lossy(&b).into_owned();
+                let fin = status_of(&text).is_some_and(|c| c >= 200);
+                out.push(text);
+                if fin {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// Sends bytes to the switch over UDP and returns the final response, if any.
+pub fn udp_exchange(to: SocketAddr, msg: &[u8]) -> Option<String> {
+    let s = udp_client(to);
+    s.send_to(msg, to).expect("send");
+    udp_responses(&s, ANSWER_DEADLINE).into_iter().rev().find(|r| status_of(r).is_some_and(|c| c >= 200))
+}
+
+/// The status code of a response's status line.
+pub fn status_of(resp: &str) -> Option<u16> {
+    let line = resp.lines().next()?;
+    let mut it = line.split(' ');
+    (it.next()? == "SIP/2.0").then_some(())?;
+    it.next()?.parse().ok()
+}
+
+/// The reason phrase of a response.
+pub fn reason_of(resp: &str) -> String {
+    resp.lines().next().unwrap_or("").splitn(3, ' ').nth(2).unwrap_or("").to_string()
+}
+
+/// The first value of a header (long name, case-insensitive).
+pub fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    resp.lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// A TCP connection to the switch with a read deadline.
+pub fn tcp_connect(to: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&to, ANSWER_DEADLINE).expect("connect");
+    s.set_read_timeout(Some(ANSWER_DEADLINE)).expect("timeout");
+    s
+}
+
+/// Reads from a TCP stream until `count` complete responses (by Content-Length) arrived
+/// or the deadline passes.
+pub fn tcp_read_responses(s: &mut TcpStream, count: usize, deadline: Duration) -> Vec<String> {
+    let end = Instant::now() + deadline;
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while out.len() < count && Instant::now() < end {
+        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left)).expect("timeout");
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+        while let Some(end_head) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end_head]).into_owned();
+            let cl: usize = header(&head, "Content-Length").or_else(|| header(&head, "l")).and_then(|v| v.parse().ok()).unwrap_or(0);
+            if buf.len() < end_head + 4 + cl {
+                break;
+            }
+            let msg = String::from_utf8_lossy(&buf[..end_head + 4 + cl]).into_owned();
+            buf.drain(..end_head + 4 + cl);
+            out.push(msg);
+        }
+    }
+    out
+}
+
+/// Waits until the peer closes the connection (read returns 0) within the deadline.
+pub fn tcp_wait_closed(s: &mut TcpStream, deadline: Duration) -> bool {
+    let end = Instant::now() + deadline;
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < end {
+        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left)).expect("timeout");
+        match s.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// GET over HTTP/1.1; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tcp_connect(addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// An OPTIONS request addressed to the switch itself.
+pub fn options_to(target: SocketAddr, transport: &str, branch: &str) -> String {
+    let host = match target {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    };
+    format!(
+        "OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/{transport} client.invalid:5999;branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:probe@example.test>;tag=p{branch}\r\nTo: <sip:{host}>\r\nCall-ID: {branch}@client\r\nCSeq: 1 OPTIONS\r\nAccept: application/sdp\r\nContent-Length: 0\r\n\r\n"
+    )
+}
