@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod http;
 pub mod metrics;
 pub mod transport;
 pub mod txn;
