@@ -1,0 +1,1374 @@
+//! L5: the switch's configuration — a TOML file, then `SOFTSWITCH_<SECTION>_<KEY>`
+//! environment overrides, then semantic validation (`spec/interface.md`, "Configuration").
+//!
+//! Loading never stops at the first mistake: [`Config::load`] gathers every problem it
+//! can find, each named by its key, so `softswitch --check-config FILE` can print them
+//! all at once ([`check_config_main`]).
+//!
+//! The shape of every section is inferred from [`Config::default`] (serialised with every
+//! optional key filled in), so the unknown-key check and the type of each environment
+//! override cannot drift from the structs below.
+//!
+//! Secrets: [`UserConfig`]'s `Debug` hides passwords and HA1 values, and the demo
+//! directory's generated passwords go to a 0600 file, never to a log
+//! ([`Config::users_or_demo`]).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::transport::Transport;
+
+/// The prefix of every environment override.
+pub const ENV_PREFIX: &str = "SOFTSWITCH_";
+
+/// The demo directory's user names, used when the configuration has no `[[users]]`.
+pub const DEMO_USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+
+/// The file, next to `billing.cdr_path`, that receives generated demo passwords.
+pub const DEMO_USERS_FILE: &str = "demo-users.txt";
+
+/// The whole configuration. Every section and key is optional; see the defaults below.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[sip]`: listeners, domain and protocol timers.
+    pub sip: SipConfig,
+    /// `[limits]`: bounds on what a peer may send.
+    pub limits: LimitsConfig,
+    /// `[http]`: the metrics, health and API listener.
+    pub http: HttpConfig,
+    /// `[billing]`: where CDRs go.
+    pub billing: BillingConfig,
+    /// `[log]`: the tracing filter.
+    pub log: LogConfig,
+    /// `[[users]]`: the directory. Empty means "use the demo directory".
+    pub users: Vec<UserConfig>,
+}
+
+/// `[sip]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Sockets to listen on, as `transport:ip:port` (`udp:0.0.0.0:5060`, `tcp:[::1]:5060`).
+    pub listen: Vec<ListenSpec>,
+    /// The served domain; also the digest realm.
+    pub domain: String,
+    /// `host[:port]` to put in Via/Contact/Record-Route when behind NAT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_host: Option<String>,
+    /// Ring time before call forwarding on no answer, or 480 (seconds).
+    pub no_answer_timeout_s: u64,
+    /// RFC 3261 T1, the round-trip estimate (milliseconds).
+    pub t1_ms: u64,
+    /// RFC 3261 T2, the cap on non-INVITE retransmission intervals (milliseconds).
+    pub t2_ms: u64,
+    /// RFC 3261 T4, the longest a message stays in the network (milliseconds).
+    pub t4_ms: u64,
+    /// Close a TCP connection idle this long (seconds).
+    pub tcp_idle_timeout_s: u64,
+    /// Refuse TCP connections beyond this many.
+    pub tcp_max_connections: usize,
+    /// On SIGTERM, wait at most this long for calls and transactions to end (seconds).
+    pub drain_timeout_s: u64,
+}
+
+/// `[limits]`: what the wire layer refuses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest whole message (head and body), in bytes.
+    pub max_message_bytes: usize,
+    /// Most header fields in one message.
+    pub max_headers: usize,
+    /// Longest single header line, in bytes.
+    pub max_header_line_bytes: usize,
+    /// Largest body, in bytes; must be below `max_message_bytes`.
+    pub max_body_bytes: usize,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// The address `/metrics`, `/healthz`, `/readyz` and `/api/*` listen on.
+    pub listen: SocketAddr,
+}
+
+/// `[billing]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// The JSON-lines file CDRs are appended to.
+    pub cdr_path: PathBuf,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive string, e.g. `info,softswitch::txn=debug`.
+    pub level: String,
+}
+
+/// One `[[users]]` entry. Exactly one of `password` and `ha1` must be set.
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user part of the AOR `sip:<user>@<domain>`.
+    pub user: String,
+    /// The digest password in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// MD5(user:realm:password) as 32 hex digits (RFC 2617 §3.2.2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha1: Option<String>,
+    /// Offer a second call to a busy user instead of busy treatment.
+    #[serde(default)]
+    pub call_waiting: bool,
+    /// Forward every call to this user name or SIP URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_unconditional: Option<String>,
+    /// Forward when busy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_busy: Option<String>,
+    /// Forward when not answered in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_no_answer: Option<String>,
+    /// This user's ring time, overriding `sip.no_answer_timeout_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_answer_timeout_s: Option<u64>,
+}
+
+/// A socket to listen on: `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenSpec {
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// The IP address and port (a host name is not accepted).
+    pub addr: SocketAddr,
+}
+
+/// One thing wrong with a configuration, named by its key (`sip.t1_ms`, `users[2].ha1`,
+/// or the environment variable it came from). Displays as `key: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Where the problem is.
+    pub key: String,
+    /// What is wrong, as a sentence fragment.
+    pub message: String,
+}
+
+impl Config {
+    /// Loads the configuration: built-in defaults, overlaid by the TOML file at `path`
+    /// (if any), overlaid by every `SOFTSWITCH_<SECTION>_<KEY>` variable in `env`, then
+    /// validated. Returns every problem found, not just the first.
+    ///
+    /// An environment value takes the TOML type of its key: integers and booleans are
+    /// parsed, lists are comma-separated (`SOFTSWITCH_SIP_LISTEN=udp:127.0.0.1:5070,tcp:127.0.0.1:5070`).
+    /// `[[users]]` cannot be set from the environment.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut table = match path {
+            Some(p) => read_table(p, &mut problems),
+            None => toml::Table::new(),
+        };
+        let schema = schema();
+        check_shape(&table, &schema, &mut problems);
+        apply_env(&mut table, &schema, env, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let config: Config = match toml::Value::Table(table).try_into() {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(vec![ConfigProblem::new(
+                    "config",
+                    e.message().trim().to_string(),
+                )])
+            }
+        };
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Parses a TOML document (no file, no environment) and validates it.
+    pub fn from_toml_str(text: &str) -> Result<Config, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let table = parse_table(text, "config", &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let schema = schema();
+        check_shape(&table, &schema, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    vec![ConfigProblem::new("config", e.message().trim().to_string())]
+                })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The semantic checks that types alone cannot express. Empty means valid.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut p = Vec::new();
+        let s = &self.sip;
+        if s.listen.is_empty() {
+            p.push(ConfigProblem::new(
+                "sip.listen",
+                "at least one listener is needed",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for spec in &s.listen {
+            if !seen.insert(*spec) {
+                p.push(ConfigProblem::new(
+                    "sip.listen",
+                    format!("{spec} is listed twice"),
+                ));
+            }
+        }
+        if s.domain.is_empty() || s.domain.chars().any(|c| c.is_whitespace() || c == '@') {
+            p.push(ConfigProblem::new(
+                "sip.domain",
+                "must be a non-empty host name without spaces or '@'",
+            ));
+        }
+        if let Some(h) = &s.advertised_host {
+            if h.is_empty() || h.chars().any(char::is_whitespace) {
+                p.push(ConfigProblem::new(
+                    "sip.advertised_host",
+                    "must be a non-empty host[:port] without spaces",
+                ));
+            }
+        }
+        for (key, v) in [
+            ("sip.no_answer_timeout_s", s.no_answer_timeout_s),
+            ("sip.t1_ms", s.t1_ms),
+            ("sip.t2_ms", s.t2_ms),
+            ("sip.t4_ms", s.t4_ms),
+            ("sip.tcp_idle_timeout_s", s.tcp_idle_timeout_s),
+            ("sip.tcp_max_connections", s.tcp_max_connections as u64),
+        ] {
+            if v == 0 {
+                p.push(ConfigProblem::new(key, "must be greater than 0"));
+            }
+        }
+        if s.t1_ms > s.t2_ms {
+            p.push(ConfigProblem::new(
+                "sip.t1_ms",
+                format!("T1 ({} ms) must not exceed T2 ({} ms)", s.t1_ms, s.t2_ms),
+            ));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_message_bytes", l.max_message_bytes),
+            ("limits.max_headers", l.max_headers),
+            ("limits.max_header_line_bytes", l.max_header_line_bytes),
+            ("limits.max_body_bytes", l.max_body_bytes),
+        ] {
+            if v == 0 {
+                p.push(ConfigProblem::new(key, "must be greater than 0"));
+            }
+        }
+        if l.max_body_bytes >= l.max_message_bytes {
+            p.push(ConfigProblem::new(
+                "limits.max_body_bytes",
+                format!(
+                    "must be less than limits.max_message_bytes ({})",
+                    l.max_message_bytes
+                ),
+            ));
+        }
+        if l.max_header_line_bytes > l.max_message_bytes {
+            p.push(ConfigProblem::new(
+                "limits.max_header_line_bytes",
+                "must not exceed limits.max_message_bytes",
+            ));
+        }
+        if self.billing.cdr_path.as_os_str().is_empty() {
+            p.push(ConfigProblem::new("billing.cdr_path", "must not be empty"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            p.push(ConfigProblem::new(
+                "log.level",
+                format!("not a valid filter directive: {e}"),
+            ));
+        }
+        self.validate_users(&mut p);
+        p
+    }
+
+    fn validate_users(&self, p: &mut Vec<ConfigProblem>) {
+        let names: HashSet<&str> = self.users.iter().map(|u| u.user.as_str()).collect();
+        let mut seen = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let key = |field: &str| format!("users[{i}].{field}");
+            if !is_sip_user(&u.user) {
+                p.push(ConfigProblem::new(
+                    key("user"),
+                    format!("{:?} is not a valid SIP user name", u.user),
+                ));
+            }
+            if !seen.insert(u.user.as_str()) {
+                p.push(ConfigProblem::new(
+                    key("user"),
+                    format!("user {:?} is defined twice", u.user),
+                ));
+            }
+            match (&u.password, &u.ha1) {
+                (Some(_), Some(_)) => p.push(ConfigProblem::new(
+                    key("password"),
+                    "set either password or ha1, not both",
+                )),
+                (None, None) => p.push(ConfigProblem::new(
+                    key("password"),
+                    "password or ha1 is required",
+                )),
+                (Some(pw), None) if pw.is_empty() => {
+                    p.push(ConfigProblem::new(key("password"), "must not be empty"))
+                }
+                (None, Some(h)) if !(h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit())) => {
+                    p.push(ConfigProblem::new(
+                        key("ha1"),
+                        "must be 32 hexadecimal digits",
+                    ))
+                }
+                _ => {}
+            }
+            for (field, target) in [
+                ("forward_unconditional", &u.forward_unconditional),
+                ("forward_busy", &u.forward_busy),
+                ("forward_no_answer", &u.forward_no_answer),
+            ] {
+                let Some(t) = target else { continue };
+                let t = t.trim();
+                if t.is_empty() {
+                    p.push(ConfigProblem::new(key(field), "must not be empty"));
+                } else if is_sip_uri(t) {
+                    // A URI outside the directory: the switch routes it as dialled.
+                } else if t == u.user {
+                    p.push(ConfigProblem::new(
+                        key(field),
+                        "a user cannot forward to themselves",
+                    ));
+                } else if !names.contains(t) {
+                    p.push(ConfigProblem::new(
+                        key(field),
+                        format!("{t:?} is neither a user in [[users]] nor a sip:/sips: URI"),
+                    ));
+                }
+            }
+            if u.no_answer_timeout_s == Some(0) {
+                p.push(ConfigProblem::new(
+                    key("no_answer_timeout_s"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+    }
+
+    /// True when every SIP listener and the HTTP listener are on loopback addresses, so
+    /// nothing outside this host can reach the demo directory.
+    pub fn is_loopback_only(&self) -> bool {
+        self.sip.listen.iter().all(|l| l.addr.ip().is_loopback())
+            && self.http.listen.ip().is_loopback()
+    }
+
+    /// The configured directory, or the demo directory (alice, bob, carol, dave) when
+    /// `[[users]]` is empty.
+    ///
+    /// On a loopback-only configuration the demo passwords are fixed (`alice-demo`, …).
+    /// Otherwise each start-up generates random passwords and writes them, one
+    /// `user password` pair a line, to [`DEMO_USERS_FILE`] beside `billing.cdr_path`
+    /// with mode 0600; they are never printed or logged. Errors are those of creating
+    /// that file.
+    pub fn users_or_demo(&self) -> io::Result<Vec<UserConfig>> {
+        if !self.users.is_empty() {
+            return Ok(self.users.clone());
+        }
+        let loopback = self.is_loopback_only();
+        let users: Vec<UserConfig> = DEMO_USERS
+            .iter()
+            .map(|name| UserConfig {
+                user: (*name).to_string(),
+                password: Some(if loopback {
+                    format!("{name}-demo")
+                } else {
+                    random_password()
+                }),
+                ..UserConfig::default()
+            })
+            .collect();
+        if !loopback {
+            write_demo_file(&self.demo_users_path(), &users)?;
+        }
+        Ok(users)
+    }
+
+    /// Where [`Config::users_or_demo`] writes generated demo passwords.
+    pub fn demo_users_path(&self) -> PathBuf {
+        match self.billing.cdr_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(DEMO_USERS_FILE),
+            _ => PathBuf::from(DEMO_USERS_FILE),
+        }
+    }
+}
+
+impl SipConfig {
+    /// T1 as a duration.
+    pub fn t1(&self) -> Duration {
+        Duration::from_millis(self.t1_ms)
+    }
+    /// T2 as a duration.
+    pub fn t2(&self) -> Duration {
+        Duration::from_millis(self.t2_ms)
+    }
+    /// T4 as a duration.
+    pub fn t4(&self) -> Duration {
+        Duration::from_millis(self.t4_ms)
+    }
+    /// The default ring time as a duration.
+    pub fn no_answer_timeout(&self) -> Duration {
+        Duration::from_secs(self.no_answer_timeout_s)
+    }
+    /// The TCP idle timeout as a duration.
+    pub fn tcp_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.tcp_idle_timeout_s)
+    }
+    /// The shutdown drain deadline as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_s)
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let any = SocketAddr::from(([0, 0, 0, 0], 5060));
+        SipConfig {
+            listen: vec![
+                ListenSpec {
+                    transport: Transport::Udp,
+                    addr: any,
+                },
+                ListenSpec {
+                    transport: Transport::Tcp,
+                    addr: any,
+                },
+            ],
+            domain: "localhost".to_string(),
+            advertised_host: None,
+            no_answer_timeout_s: 20,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            tcp_idle_timeout_s: 300,
+            tcp_max_connections: 4096,
+            drain_timeout_s: 30,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 65536,
+            max_headers: 256,
+            max_header_line_bytes: 8192,
+            max_body_bytes: 32768,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            cdr_path: PathBuf::from("data/cdr.jsonl"),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+        }
+    }
+}
+
+impl UserConfig {
+    /// This user's ring time: its own, else the switch-wide one.
+    pub fn no_answer_timeout(&self, sip: &SipConfig) -> Duration {
+        Duration::from_secs(self.no_answer_timeout_s.unwrap_or(sip.no_answer_timeout_s))
+    }
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ha1", &self.ha1.as_ref().map(|_| "<redacted>"))
+            .field("call_waiting", &self.call_waiting)
+            .field("forward_unconditional", &self.forward_unconditional)
+            .field("forward_busy", &self.forward_busy)
+            .field("forward_no_answer", &self.forward_no_answer)
+            .field("no_answer_timeout_s", &self.no_answer_timeout_s)
+            .finish()
+    }
+}
+
+impl FromStr for ListenSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (t, addr) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?} is not transport:ip:port"))?;
+        let transport = match t.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            _ => return Err(format!("{s:?}: transport must be udp or tcp")),
+        };
+        let addr = addr.parse::<SocketAddr>().map_err(|_| {
+            format!("{s:?}: expected an IP address and port, such as udp:0.0.0.0:5060 or tcp:[::1]:5060")
+        })?;
+        Ok(ListenSpec { transport, addr })
+    }
+}
+
+impl fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport, self.addr)
+    }
+}
+
+impl Serialize for ListenSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl ConfigProblem {
+    /// A problem at `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigProblem {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
+
+/// The process environment as UTF-8 pairs; entries that are not UTF-8 are skipped
+/// (they cannot be `SOFTSWITCH_*` settings we understand anyway).
+pub fn env_vars() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
+/// `softswitch --check-config FILE`: loads `path` with the process environment applied
+/// (as the switch would run), prints `ok` or one `key: message` line per problem to
+/// stderr, and returns the exit code: 0 when valid, 2 otherwise.
+pub fn check_config_main(path: &Path) -> i32 {
+    match Config::load(Some(path), env_vars()) {
+        Ok(_) => {
+            eprintln!("ok");
+            0
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            2
+        }
+    }
+}
+
+/// RFC 3261 §25.1 `user`: unreserved / user-unreserved characters (no escapes).
+fn is_sip_user(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b))
+}
+
+fn is_sip_uri(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    (lower.starts_with("sip:") && s.len() > 4) || (lower.starts_with("sips:") && s.len() > 5)
+}
+
+fn random_password() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    Alphanumeric.sample_string(&mut rand::rngs::OsRng, 20)
+}
+
+fn write_demo_file(path: &Path, users: &[UserConfig]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // The mode above applies only to a new file; tighten one that already existed.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    let mut text = String::from(
+        "# softswitch demo directory: generated at start-up because no [[users]] are\n\
+         # configured and a listener is not on loopback. user password\n",
+    );
+    for u in users {
+        text.push_str(&u.user);
+        text.push(' ');
+        text.push_str(u.password.as_deref().unwrap_or(""));
+        text.push('\n');
+    }
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+fn read_table(path: &Path, problems: &mut Vec<ConfigProblem>) -> toml::Table {
+    let key = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_table(&text, &key, problems),
+        Err(e) => {
+            problems.push(ConfigProblem::new(key, format!("cannot read: {e}")));
+            toml::Table::new()
+        }
+    }
+}
+
+fn parse_table(text: &str, key: &str, problems: &mut Vec<ConfigProblem>) -> toml::Table {
+    match text.parse::<toml::Table>() {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e
+                .span()
+                .map(|sp| {
+                    let before = &text[..sp.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {col}: ")
+                })
+                .unwrap_or_default();
+            problems.push(ConfigProblem::new(
+                key,
+                format!("{at}{}", e.message().trim()),
+            ));
+            toml::Table::new()
+        }
+    }
+}
+
+/// The expected shape: the defaults, with every optional key filled in, as TOML.
+/// `users` maps to a one-element array holding a fully-populated user.
+fn schema() -> toml::Table {
+    let mut full = Config::default();
+    full.sip.advertised_host = Some(String::new());
+    full.users = vec![UserConfig {
+        user: String::new(),
+        password: Some(String::new()),
+        ha1: Some(String::new()),
+        call_waiting: false,
+        forward_unconditional: Some(String::new()),
+        forward_busy: Some(String::new()),
+        forward_no_answer: Some(String::new()),
+        no_answer_timeout_s: Some(0),
+    }];
+    match toml::Value::try_from(&full) {
+        Ok(toml::Value::Table(t)) => t,
+        // Serialising our own plain structs cannot fail; an empty schema would only
+        // make every key "unknown", which the unit tests would catch at once.
+        _ => toml::Table::new(),
+    }
+}
+
+fn kind(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date-time",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+/// Reports unknown sections and keys, and values of the wrong TOML type.
+fn check_shape(table: &toml::Table, schema: &toml::Table, problems: &mut Vec<ConfigProblem>) {
+    for (section, value) in table {
+        let Some(expected) = schema.get(section) else {
+            problems.push(ConfigProblem::new(section.as_str(), "unknown section"));
+            continue;
+        };
+        match (value, expected) {
+            (toml::Value::Table(t), toml::Value::Table(e)) => {
+                check_keys(section, t, e, problems);
+            }
+            (toml::Value::Array(items), toml::Value::Array(e)) if section == "users" => {
+                let Some(toml::Value::Table(user_schema)) = e.first() else {
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        toml::Value::Table(t) => {
+                            check_keys(&format!("users[{i}]"), t, user_schema, problems)
+                        }
+                        other => problems.push(ConfigProblem::new(
+                            format!("users[{i}]"),
+                            format!("expected a table ([[users]]), found {}", kind(other)),
+                        )),
+                    }
+                }
+            }
+            (other, e) => problems.push(ConfigProblem::new(
+                section.as_str(),
+                format!("expected {}, found {}", kind(e), kind(other)),
+            )),
+        }
+    }
+}
+
+fn check_keys(
+    prefix: &str,
+    table: &toml::Table,
+    schema: &toml::Table,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    for (key, value) in table {
+        let path = format!("{prefix}.{key}");
+        match schema.get(key) {
+            None => problems.push(ConfigProblem::new(path, "unknown key")),
+            Some(expected) => {
+                if let Err(msg) = check_value(&path, value, expected) {
+                    problems.push(ConfigProblem::new(path, msg));
+                }
+            }
+        }
+    }
+}
+
+fn check_value(path: &str, value: &toml::Value, expected: &toml::Value) -> Result<(), String> {
+    use toml::Value as V;
+    match (value, expected) {
+        (V::Integer(i), V::Integer(_)) if *i < 0 => Err("must not be negative".to_string()),
+        (V::Array(items), V::Array(_)) => {
+            for (i, item) in items.iter().enumerate() {
+                let V::String(s) = item else {
+                    return Err(format!("item {i}: expected a string, found {}", kind(item)));
+                };
+                if path == "sip.listen" {
+                    s.parse::<ListenSpec>()?;
+                }
+            }
+            Ok(())
+        }
+        (V::String(s), V::String(_)) if path == "http.listen" => s
+            .parse::<SocketAddr>()
+            .map(|_| ())
+            .map_err(|_| format!("{s:?}: expected an IP address and port, such as 127.0.0.1:9090")),
+        (v, e) if std::mem::discriminant(v) == std::mem::discriminant(e) => Ok(()),
+        (v, e) => Err(format!("expected {}, found {}", kind(e), kind(v))),
+    }
+}
+
+/// Applies `SOFTSWITCH_<SECTION>_<KEY>` overrides, typed after the schema.
+fn apply_env(
+    table: &mut toml::Table,
+    schema: &toml::Table,
+    env: impl Iterator<Item = (String, String)>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once('_') else {
+            problems.push(ConfigProblem::new(
+                name.as_str(),
+                "expected SOFTSWITCH_<SECTION>_<KEY>",
+            ));
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        if section == "users" {
+            problems.push(ConfigProblem::new(
+                name.as_str(),
+                "[[users]] cannot be set from the environment; use the config file",
+            ));
+            continue;
+        }
+        let Some(toml::Value::Table(sec_schema)) = schema.get(&section) else {
+            problems.push(ConfigProblem::new(name.as_str(), "unknown section"));
+            continue;
+        };
+        let Some(expected) = sec_schema.get(&key) else {
+            problems.push(ConfigProblem::new(name.as_str(), "unknown key"));
+            continue;
+        };
+        let value = match env_value(&raw, expected) {
+            Ok(v) => v,
+            Err(msg) => {
+                problems.push(ConfigProblem::new(name.as_str(), msg));
+                continue;
+            }
+        };
+        if let Err(msg) = check_value(&format!("{section}.{key}"), &value, expected) {
+            problems.push(ConfigProblem::new(name.as_str(), msg));
+            continue;
+        }
+        let entry = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = entry {
+            t.insert(key, value);
+        }
+        // A non-table section was already reported by check_shape.
+    }
+}
+
+fn env_value(raw: &str, expected: &toml::Value) -> Result<toml::Value, String> {
+    use toml::Value as V;
+    let raw = raw.trim();
+    Ok(match expected {
+        V::Integer(_) => V::Integer(
+            raw.parse::<i64>()
+                .map_err(|_| format!("{raw:?} is not an integer"))?,
+        ),
+        V::Boolean(_) => V::Boolean(match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(format!("{raw:?} is not a boolean (true or false)")),
+        }),
+        V::Array(_) => V::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| V::String(s.to_string()))
+                .collect(),
+        ),
+        _ => V::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    fn problems_of(text: &str) -> Vec<String> {
+        match Config::from_toml_str(text) {
+            Ok(_) => Vec::new(),
+            Err(ps) => ps.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn has(problems: &[String], key: &str) -> bool {
+        problems.iter().any(|p| p.starts_with(&format!("{key}: ")))
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "softswitch-config-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&d).expect("temp dir is writable");
+        d
+    }
+
+    #[test]
+    fn defaults_match_interface_md() {
+        let c = Config::load(None, env(&[])).expect("defaults are valid");
+        let listen: Vec<String> = c.sip.listen.iter().map(|l| l.to_string()).collect();
+        assert_eq!(listen, ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]);
+        assert_eq!(c.sip.domain, "localhost");
+        assert_eq!(c.sip.advertised_host, None);
+        assert_eq!(
+            (
+                c.sip.no_answer_timeout_s,
+                c.sip.t1_ms,
+                c.sip.t2_ms,
+                c.sip.t4_ms
+            ),
+            (20, 500, 4000, 5000)
+        );
+        assert_eq!(
+            (
+                c.sip.tcp_idle_timeout_s,
+                c.sip.tcp_max_connections,
+                c.sip.drain_timeout_s
+            ),
+            (300, 4096, 30)
+        );
+        assert_eq!(
+            (
+                c.limits.max_message_bytes,
+                c.limits.max_headers,
+                c.limits.max_header_line_bytes,
+                c.limits.max_body_bytes
+            ),
+            (65536, 256, 8192, 32768)
+        );
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.billing.cdr_path, PathBuf::from("data/cdr.jsonl"));
+        assert_eq!(c.log.level, "info");
+        assert!(c.users.is_empty());
+        assert_eq!(c.sip.t1(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn parses_the_interface_md_example() {
+        let text = r#"
+[sip]
+listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+domain = "example.test"
+advertised_host = "203.0.113.7"
+no_answer_timeout_s = 20
+
+[http]
+listen = "127.0.0.1:9090"
+
+[billing]
+cdr_path = "data/cdr.jsonl"
+
+[[users]]
+user = "alice"
+password = "secret-a"
+call_waiting = true
+forward_unconditional = "dave"
+forward_busy = "carol"
+forward_no_answer = "carol"
+no_answer_timeout_s = 8
+
+[[users]]
+user = "carol"
+ha1 = "0123456789abcdef0123456789ABCDEF"
+
+[[users]]
+user = "dave"
+password = "d"
+forward_busy = "sip:voicemail@example.test"
+"#;
+        let c = Config::from_toml_str(text).expect("example is valid");
+        assert_eq!(c.sip.domain, "example.test");
+        assert_eq!(c.sip.advertised_host.as_deref(), Some("203.0.113.7"));
+        assert_eq!(c.users.len(), 3);
+        let a = &c.users[0];
+        assert!(a.call_waiting);
+        assert_eq!(a.forward_unconditional.as_deref(), Some("dave"));
+        assert_eq!(a.no_answer_timeout(&c.sip), Duration::from_secs(8));
+        assert_eq!(
+            c.users[1].no_answer_timeout(&c.sip),
+            Duration::from_secs(20)
+        );
+        assert!(!c.users[1].call_waiting);
+        assert!(c.is_loopback_only());
+    }
+
+    #[test]
+    fn listen_specs_parse_and_print() {
+        for (text, t, addr) in [
+            ("udp:127.0.0.1:5060", Transport::Udp, "127.0.0.1:5060"),
+            ("tcp:[::1]:5060", Transport::Tcp, "[::1]:5060"),
+            ("udp:0.0.0.0:5060", Transport::Udp, "0.0.0.0:5060"),
+            ("TCP:10.0.0.1:5080", Transport::Tcp, "10.0.0.1:5080"),
+        ] {
+            let spec: ListenSpec = text.parse().expect(text);
+            assert_eq!(spec.transport, t);
+            assert_eq!(spec.addr.to_string(), addr);
+            assert_eq!(spec.to_string(), format!("{}:{}", t, addr));
+        }
+        for bad in [
+            "",
+            "udp",
+            "sctp:127.0.0.1:5060",
+            "udp:localhost:5060",
+            "udp:127.0.0.1",
+            "tcp:::1:5060",
+        ] {
+            assert!(
+                bad.parse::<ListenSpec>().is_err(),
+                "{bad:?} should not parse"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_sections_and_keys_are_problems() {
+        let ps = problems_of("[sip]\nlisten_on = []\n[nope]\nx = 1\n[[users]]\nuser = \"a\"\npassword = \"p\"\nvoicemail = true\n");
+        assert!(has(&ps, "sip.listen_on"), "{ps:?}");
+        assert!(has(&ps, "nope"), "{ps:?}");
+        assert!(has(&ps, "users[0].voicemail"), "{ps:?}");
+    }
+
+    #[test]
+    fn wrong_types_are_problems_with_their_key() {
+        let ps = problems_of(
+            "[sip]\nt1_ms = \"fast\"\nlisten = [\"udp:nowhere\"]\n[http]\nlisten = \"localhost\"\n[limits]\nmax_headers = -1\n",
+        );
+        assert!(has(&ps, "sip.t1_ms"), "{ps:?}");
+        assert!(has(&ps, "sip.listen"), "{ps:?}");
+        assert!(has(&ps, "http.listen"), "{ps:?}");
+        assert!(has(&ps, "limits.max_headers"), "{ps:?}");
+    }
+
+    #[test]
+    fn toml_syntax_error_names_line_and_column() {
+        let ps = problems_of("[sip]\ndomain = \n");
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(ps[0].starts_with("config: line 2, column"), "{ps:?}");
+    }
+
+    #[test]
+    fn env_overrides_ints_strings_lists_and_paths() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("SOFTSWITCH_SIP_T1_MS", "250"),
+                (
+                    "SOFTSWITCH_SIP_LISTEN",
+                    "udp:127.0.0.1:5070, tcp:127.0.0.1:5070",
+                ),
+                ("SOFTSWITCH_SIP_NO_ANSWER_TIMEOUT_S", "9"),
+                ("SOFTSWITCH_SIP_ADVERTISED_HOST", "198.51.100.1:5060"),
+                ("SOFTSWITCH_HTTP_LISTEN", "0.0.0.0:9191"),
+                (
+                    "SOFTSWITCH_BILLING_CDR_PATH",
+                    "/var/lib/softswitch/cdr.jsonl",
+                ),
+                ("SOFTSWITCH_LOG_LEVEL", "debug,softswitch::txn=trace"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .expect("overrides are valid");
+        assert_eq!(c.sip.t1_ms, 250);
+        assert_eq!(c.sip.no_answer_timeout_s, 9);
+        assert_eq!(
+            c.sip
+                .listen
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>(),
+            ["udp:127.0.0.1:5070", "tcp:127.0.0.1:5070"]
+        );
+        assert_eq!(c.sip.advertised_host.as_deref(), Some("198.51.100.1:5060"));
+        assert_eq!(c.http.listen.to_string(), "0.0.0.0:9191");
+        assert_eq!(
+            c.billing.cdr_path,
+            PathBuf::from("/var/lib/softswitch/cdr.jsonl")
+        );
+        assert_eq!(c.log.level, "debug,softswitch::txn=trace");
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let dir = temp_dir("file");
+        let path = dir.join("softswitch.toml");
+        std::fs::write(
+            &path,
+            "[sip]\nt1_ms = 100\nt2_ms = 2000\ndomain = \"a.test\"\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&path), env(&[("SOFTSWITCH_SIP_T1_MS", "200")])).expect("valid");
+        assert_eq!((c.sip.t1_ms, c.sip.t2_ms), (200, 2000));
+        assert_eq!(c.sip.domain, "a.test");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn env_bool_parses_against_the_schema() {
+        let schema = toml::Value::Boolean(false);
+        assert_eq!(env_value("true", &schema), Ok(toml::Value::Boolean(true)));
+        assert_eq!(env_value("0", &schema), Ok(toml::Value::Boolean(false)));
+        assert!(env_value("maybe", &schema).is_err());
+        let list = toml::Value::Array(vec![]);
+        assert_eq!(env_value(" , ", &list), Ok(toml::Value::Array(vec![])));
+    }
+
+    #[test]
+    fn bad_env_overrides_are_problems_named_by_variable() {
+        let ps: Vec<String> = Config::load(
+            None,
+            env(&[
+                ("SOFTSWITCH_SIP_T1_MS", "soon"),
+                ("SOFTSWITCH_SIP_NOPE", "1"),
+                ("SOFTSWITCH_BOGUS_KEY", "1"),
+                ("SOFTSWITCH_USERS_ALICE", "x"),
+                ("SOFTSWITCH_DEBUG", "1"),
+                ("SOFTSWITCH_SIP_LISTEN", "udp:example.test:5060"),
+                ("SOFTSWITCH_HTTP_LISTEN", "9090"),
+            ]),
+        )
+        .expect_err("all bad")
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+        for key in [
+            "SOFTSWITCH_SIP_T1_MS",
+            "SOFTSWITCH_SIP_NOPE",
+            "SOFTSWITCH_BOGUS_KEY",
+            "SOFTSWITCH_USERS_ALICE",
+            "SOFTSWITCH_DEBUG",
+            "SOFTSWITCH_SIP_LISTEN",
+            "SOFTSWITCH_HTTP_LISTEN",
+        ] {
+            assert!(has(&ps, key), "{key} missing from {ps:?}");
+        }
+    }
+
+    #[test]
+    fn empty_listen_list_is_a_problem() {
+        let ps: Vec<String> = Config::load(None, env(&[("SOFTSWITCH_SIP_LISTEN", "")]))
+            .expect_err("empty")
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert!(has(&ps, "sip.listen"), "{ps:?}");
+    }
+
+    #[test]
+    fn validation_of_sip_and_limits() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"udp:127.0.0.1:5060\"]",
+                "sip.listen",
+            ),
+            ("[sip]\ndomain = \"\"", "sip.domain"),
+            ("[sip]\ndomain = \"a b\"", "sip.domain"),
+            ("[sip]\nadvertised_host = \"\"", "sip.advertised_host"),
+            ("[sip]\nt1_ms = 5000\nt2_ms = 4000", "sip.t1_ms"),
+            ("[sip]\nt1_ms = 0", "sip.t1_ms"),
+            ("[sip]\nt4_ms = 0", "sip.t4_ms"),
+            ("[sip]\nno_answer_timeout_s = 0", "sip.no_answer_timeout_s"),
+            ("[sip]\ntcp_max_connections = 0", "sip.tcp_max_connections"),
+            ("[sip]\ntcp_idle_timeout_s = 0", "sip.tcp_idle_timeout_s"),
+            ("[limits]\nmax_headers = 0", "limits.max_headers"),
+            (
+                "[limits]\nmax_message_bytes = 0",
+                "limits.max_message_bytes",
+            ),
+            (
+                "[limits]\nmax_header_line_bytes = 0",
+                "limits.max_header_line_bytes",
+            ),
+            ("[limits]\nmax_body_bytes = 0", "limits.max_body_bytes"),
+            ("[limits]\nmax_body_bytes = 65536", "limits.max_body_bytes"),
+            (
+                "[limits]\nmax_header_line_bytes = 70000",
+                "limits.max_header_line_bytes",
+            ),
+            ("[billing]\ncdr_path = \"\"", "billing.cdr_path"),
+            ("[log]\nlevel = \"softswitch=loud\"", "log.level"),
+        ];
+        for (text, key) in cases {
+            let ps = problems_of(text);
+            assert!(has(&ps, key), "{text:?}: expected {key}, got {ps:?}");
+        }
+        assert!(problems_of("[sip]\ndrain_timeout_s = 0").is_empty());
+    }
+
+    #[test]
+    fn validation_of_users() {
+        let user = |body: &str| {
+            format!("[[users]]\nuser = \"alice\"\n{body}\n[[users]]\nuser = \"bob\"\npassword = \"b\"\n")
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (user(""), "users[0].password"),
+            (user("password = \"a\"\nha1 = \"0123456789abcdef0123456789abcdef\""), "users[0].password"),
+            (user("password = \"\""), "users[0].password"),
+            (user("ha1 = \"0123\""), "users[0].ha1"),
+            (user("ha1 = \"0123456789abcdef0123456789abcdeg\""), "users[0].ha1"),
+            (user("password = \"a\"\nforward_busy = \"\""), "users[0].forward_busy"),
+            (user("password = \"a\"\nforward_no_answer = \"zed\""), "users[0].forward_no_answer"),
+            (user("password = \"a\"\nforward_unconditional = \"alice\""), "users[0].forward_unconditional"),
+            (user("password = \"a\"\nforward_unconditional = \"sip:\""), "users[0].forward_unconditional"),
+            (user("password = \"a\"\nno_answer_timeout_s = 0"), "users[0].no_answer_timeout_s"),
+            ("[[users]]\nuser = \"al ice\"\npassword = \"a\"".to_string(), "users[0].user"),
+            ("[[users]]\nuser = \"\"\npassword = \"a\"".to_string(), "users[0].user"),
+            ("[[users]]\nuser = \"a@b\"\npassword = \"a\"".to_string(), "users[0].user"),
+            (
+                "[[users]]\nuser = \"a\"\npassword = \"a\"\n[[users]]\nuser = \"a\"\npassword = \"b\"".to_string(),
+                "users[1].user",
+            ),
+            ("users = 3".to_string(), "users"),
+        ];
+        for (text, key) in &cases {
+            let ps = problems_of(text);
+            assert!(has(&ps, key), "{text:?}: expected {key}, got {ps:?}");
+        }
+        assert!(problems_of(&user(
+            "password = \"a\"\nforward_busy = \"bob\"\nforward_no_answer = \"sips:vm@x.test\""
+        ))
+        .is_empty());
+    }
+
+    #[test]
+    fn problems_display_as_key_colon_message() {
+        assert_eq!(
+            ConfigProblem::new("sip.t1_ms", "must be greater than 0").to_string(),
+            "sip.t1_ms: must be greater than 0"
+        );
+    }
+
+    #[test]
+    fn user_debug_redacts_secrets() {
+        let u = UserConfig {
+            user: "alice".into(),
+            password: Some("hunter2".into()),
+            ..UserConfig::default()
+        };
+        let s = format!("{u:?}");
+        assert!(!s.contains("hunter2") && s.contains("redacted"), "{s}");
+    }
+
+    #[test]
+    fn demo_directory_on_loopback_is_fixed_and_writes_nothing() {
+        let dir = temp_dir("demo-lo");
+        let c = Config::load(
+            None,
+            env(&[
+                ("SOFTSWITCH_SIP_LISTEN", "udp:127.0.0.1:5060,tcp:[::1]:5060"),
+                (
+                    "SOFTSWITCH_BILLING_CDR_PATH",
+                    &dir.join("cdr.jsonl").to_string_lossy(),
+                ),
+            ]),
+        )
+        .expect("valid");
+        let users = c.users_or_demo().expect("demo");
+        let names: Vec<&str> = users.iter().map(|u| u.user.as_str()).collect();
+        assert_eq!(names, DEMO_USERS);
+        assert_eq!(users[0].password.as_deref(), Some("alice-demo"));
+        assert!(!c.demo_users_path().exists());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn demo_directory_off_loopback_is_random_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("demo-any");
+        let cdr = dir.join("sub").join("cdr.jsonl");
+        let c = Config::load(
+            None,
+            env(&[("SOFTSWITCH_BILLING_CDR_PATH", &cdr.to_string_lossy())]),
+        )
+        .expect("valid");
+        assert!(!c.is_loopback_only());
+        let first = c.users_or_demo().expect("demo");
+        let second = c.users_or_demo().expect("demo");
+        let path = c.demo_users_path();
+        assert_eq!(path, dir.join("sub").join(DEMO_USERS_FILE));
+        let mode = std::fs::metadata(&path)
+            .expect("written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).expect("readable");
+        for (a, b) in first.iter().zip(&second) {
+            let pa = a.password.as_deref().expect("set");
+            assert!(pa.len() >= 16 && !pa.contains("demo"));
+            assert_ne!(
+                a.password, b.password,
+                "each start-up generates new passwords"
+            );
+            assert!(text.contains(&format!(
+                "{} {}",
+                b.user,
+                b.password.as_deref().unwrap_or("")
+            )));
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn configured_users_win_over_demo() {
+        let c =
+            Config::from_toml_str("[[users]]\nuser = \"zoe\"\npassword = \"z\"\n").expect("valid");
+        let users = c.users_or_demo().expect("no io");
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].user, "zoe");
+    }
+
+    #[test]
+    fn check_config_main_exit_codes() {
+        let dir = temp_dir("check");
+        let good = dir.join("good.toml");
+        let bad = dir.join("bad.toml");
+        std::fs::write(&good, "[sip]\ndomain = \"x.test\"\n").expect("write");
+        std::fs::write(&bad, "[sip]\nt1_ms = 0\n").expect("write");
+        assert_eq!(check_config_main(&good), 0);
+        assert_eq!(check_config_main(&bad), 2);
+        assert_eq!(check_config_main(&dir.join("missing.toml")), 2);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn schema_covers_every_field() {
+        let s = schema();
+        let sip = s.get("sip").and_then(|v| v.as_table()).expect("sip");
+        assert!(sip.contains_key("advertised_host") && sip.contains_key("listen"));
+        let users = s.get("users").and_then(|v| v.as_array()).expect("users");
+        let u = users[0].as_table().expect("user table");
+        assert_eq!(u.len(), 8);
+        for section in ["limits", "http", "billing", "log"] {
+            assert!(s.contains_key(section), "{section}");
+        }
+    }
+}
