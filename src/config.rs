@@ -77,6 +77,10 @@ pub struct SipConfig {
     pub tcp_max_connections: usize,
     /// On SIGTERM, wait at most this long for calls and transactions to end (seconds).
     pub drain_timeout_s: u64,
+    /// Send UDP responses to the packet's source port even without `;rport` in the Via
+    /// (RFC 3581 behaviour for every client, as Asterisk's `force_rport=yes`); when false,
+    /// responses go to the Via's sent-by port as RFC 3261 §18.2.2 says.
+    pub force_rport: bool,
 }
 
 /// `[limits]`: what the wire layer refuses.
@@ -487,6 +491,7 @@ impl Default for SipConfig {
             tcp_idle_timeout_s: 300,
             tcp_max_connections: 4096,
             drain_timeout_s: 30,
+            force_rport: true,
         }
     }
 }
