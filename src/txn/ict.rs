@@ -26,7 +26,7 @@ pub struct ExpectResponse {
 }
 
 /// Proceeding: a provisional response arrived, waiting for the final one. No timer runs
-/// (the TU cancels if it tires, §9.1).
+/// until the TU sends a CANCEL; then Timer B is re-armed for the 64·T1 wait of §9.1.
 #[derive(Debug)]
 pub struct ExpectFinal;
 
@@ -177,6 +177,19 @@ impl ExpectFinal {
     }
 }
 
+impl ExpectFinal {
+    fn on_timer(self, _sh: &mut Shared, ctx: &mut Ctx<'_>, timer: Timer) -> State {
+        match timer {
+            // §9.1: no final response 64·T1 after the CANCEL; the TU treats it as 408.
+            Timer::B => {
+                ctx.timeout(Timer::B);
+                State::Terminated
+            }
+            _ => State::Proceeding(self),
+        }
+    }
+}
+
 impl AbsorbFinalRetransmissions {
     fn on_response(self, sh: &mut Shared, ctx: &mut Ctx<'_>, response: Response) -> State {
         if (3..=6).contains(&response.class()) {
@@ -265,9 +278,20 @@ impl Ict {
     pub(crate) fn on_timer(&mut self, ctx: &mut Ctx<'_>, timer: Timer) {
         self.step(|state, sh| match (state, timer) {
             (State::Calling(s), _) => s.on_timer(sh, ctx, timer),
+            (State::Proceeding(s), _) => s.on_timer(sh, ctx, timer),
             (State::Completed(_), Timer::D) | (State::Accepted(_), Timer::M) => State::Terminated,
             (other, _) => other,
         });
+    }
+
+    /// The TU sent a CANCEL for this INVITE. §9.1: if no final response arrives within
+    /// 64·T1 the client transaction is destroyed, or a peer that never sends the 487
+    /// (an RFC 2543 UAS) would keep it in Proceeding for ever. Timer B measures that
+    /// wait: it is re-armed in Proceeding and already running in Calling.
+    pub(crate) fn on_cancel_sent(&mut self, ctx: &mut Ctx<'_>) {
+        if let State::Proceeding(_) = self.state {
+            ctx.arm(&mut self.shared.timers, Timer::B, ctx.cfg.t1x64());
+        }
     }
 
     /// The transport failed to send the INVITE or the ACK (§17.1.4). In Accepted the
@@ -431,6 +455,39 @@ mod tests {
         assert!(h.events().contains(&TxEvent::Terminated { tx }));
         h.layer.handle_response(h.now, h.peer, ok);
         assert!(matches!(h.events()[..], [TxEvent::StrayResponse { .. }]));
+    }
+
+    #[test]
+    fn ict_cancel_in_proceeding_destroys_invite_after_64_t1_without_final() {
+        let mut h = Harness::udp();
+        let invite = invite_request(&new_branch_for_test());
+        let tx = h.layer.send_request(h.now, h.peer, invite.clone()).unwrap();
+        h.layer
+            .handle_response(h.now, h.peer, invite.response(180, None, Some("b")));
+        h.advance(Duration::from_secs(60));
+        assert_eq!(h.layer.poll_timeout(), None);
+        let cancel = cancel_for(&invite);
+        let ctx = h.layer.send_request(h.now, h.peer, cancel.clone()).unwrap();
+        h.layer
+            .handle_response(h.now, h.peer, cancel.response(200, None, Some("b")));
+        h.events();
+        // The UAS never sends the 487: Timer B, re-armed by the CANCEL, ends the INVITE.
+        h.advance_to_next();
+        assert_eq!(h.elapsed(), 60.0 + 5.0, "the CANCEL's Timer K");
+        assert_eq!(h.events(), vec![TxEvent::Terminated { tx: ctx }]);
+        h.advance_to_next();
+        assert_eq!(h.elapsed(), 60.0 + 32.0);
+        assert_eq!(
+            h.events(),
+            vec![
+                TxEvent::Timeout {
+                    tx,
+                    timer: Timer::B
+                },
+                TxEvent::Terminated { tx }
+            ]
+        );
+        assert_eq!(h.layer.len(), 0);
     }
 
     #[test]

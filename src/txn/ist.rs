@@ -360,6 +360,23 @@ mod tests {
     }
 
     #[test]
+    fn ist_retransmitted_invite_in_completed_resends_final_response() {
+        let mut h = Harness::tcp();
+        let (tx, invite) = new_invite(&mut h, &new_branch_for_test());
+        h.transmits();
+        let busy = invite.response(486, None, Some("uas"));
+        h.layer.send_response(h.now, tx, busy.clone()).unwrap();
+        h.transmits();
+        h.layer.handle_request(h.now, h.peer, invite.clone());
+        let again = h.transmits();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].bytes, busy.to_bytes());
+        assert_eq!(again[0].peer, h.peer, "same TCP connection");
+        assert_eq!(again[0].tx, Some(tx));
+        assert!(h.events().is_empty());
+    }
+
+    #[test]
     fn timer_h_without_ack() {
         let mut h = Harness::udp();
         let (tx, invite) = new_invite(&mut h, &new_branch_for_test());

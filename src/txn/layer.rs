@@ -428,12 +428,29 @@ impl TxLayer {
             cfg: self.cfg,
             out: &mut self.out,
         };
+        // §9.1: a CANCEL bounds its INVITE's wait for a final response.
+        let cancelled = (request.method == Method::Cancel)
+            .then(|| {
+                self.clients.get(&ClientKey {
+                    branch: key.branch.clone(),
+                    method: Method::Invite,
+                })
+            })
+            .flatten()
+            .copied();
         let machine = if request.method == Method::Invite {
             Machine::Ict(Ict::start(&mut ctx, to, request))
         } else {
             Machine::Nict(Nict::start(&mut ctx, to, &request))
         };
         self.insert(id, Key::Client(key), machine);
+        if let Some(invite) = cancelled {
+            self.drive(now, invite, |m, ctx| {
+                if let Machine::Ict(t) = m {
+                    t.on_cancel_sent(ctx);
+                }
+            });
+        }
         Ok(id)
     }
 
