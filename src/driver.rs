@@ -56,12 +56,22 @@ impl Driver {
         drain_timeout: Duration,
         force_rport: bool,
     ) -> Driver {
-        Driver { layer, transports, endpoint, inbound, exported: TxStats::default(), drain_timeout, force_rport }
+        Driver {
+            layer,
+            transports,
+            endpoint,
+            inbound,
+            exported: TxStats::default(),
+            drain_timeout,
+            force_rport,
+        }
     }
 
     /// The control handle.
     pub fn control(&self) -> Control {
-        Control { endpoint: self.endpoint.clone() }
+        Control {
+            endpoint: self.endpoint.clone(),
+        }
     }
 
     /// Runs until drained (after [`Control::drain`]) or until every transport is gone.
@@ -71,7 +81,8 @@ impl Driver {
         let mut drain_deadline: Option<Instant> = None;
         loop {
             if self.endpoint.draining.load(Ordering::Relaxed) {
-                let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + self.drain_timeout);
+                let deadline =
+                    *drain_deadline.get_or_insert_with(|| Instant::now() + self.drain_timeout);
                 if self.layer.is_empty() || Instant::now() >= deadline {
                     tracing::info!(left = self.layer.len(), "transaction layer drained");
                     return;
@@ -160,12 +171,19 @@ impl Driver {
                     self.respond(now, tx, resp);
                 }
             }
-            TxEvent::Cancel { tx, request, target, .. } => {
+            TxEvent::Cancel {
+                tx,
+                request,
+                target,
+                ..
+            } => {
                 // Every INVITE is answered at once by the endpoint, so a CANCEL that finds
                 // its INVITE finds it answered: 200 for the CANCEL, no effect (§9.2).
                 let resp = match target {
                     Some(_) => request.response(200, None, Some(&local_tag())),
-                    None => crate::endpoint::Refusal::CallDoesNotExist.response(&request, &local_tag()),
+                    None => {
+                        crate::endpoint::Refusal::CallDoesNotExist.response(&request, &local_tag())
+                    }
                 };
                 self.respond(now, tx, resp);
             }
@@ -190,7 +208,10 @@ impl Driver {
         let s = self.layer.stats();
         let e = &self.exported;
         metrics::retransmissions("sent", s.retransmissions_sent - e.retransmissions_sent);
-        metrics::retransmissions("received", s.retransmissions_received - e.retransmissions_received);
+        metrics::retransmissions(
+            "received",
+            s.retransmissions_received - e.retransmissions_received,
+        );
         for (timer, now, before) in [
             (Timer::B, s.timeouts_b, e.timeouts_b),
             (Timer::F, s.timeouts_f, e.timeouts_f),

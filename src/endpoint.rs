@@ -22,7 +22,11 @@ pub const ACCEPT: &str = "application/sdp";
 /// Option tags the switch supports (the Supported header); none yet.
 pub const SUPPORTED: &[&str] = &[];
 /// Body types accepted on requests that carry a session description.
-const ACCEPTED_BODIES: &[&str] = &["application/sdp", "multipart/mixed", "multipart/alternative"];
+const ACCEPTED_BODIES: &[&str] = &[
+    "application/sdp",
+    "multipart/mixed",
+    "multipart/alternative",
+];
 
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,9 +97,13 @@ impl Refusal {
     /// The headers that explain the refusal.
     pub fn headers(&self) -> Vec<Header> {
         match self {
-            Refusal::NotImplemented | Refusal::MethodNotAllowed => vec![Header::new("Allow", ALLOW)],
+            Refusal::NotImplemented | Refusal::MethodNotAllowed => {
+                vec![Header::new("Allow", ALLOW)]
+            }
             Refusal::BadExtension(tags) => vec![Header::new("Unsupported", tags.join(", "))],
-            Refusal::UnsupportedMediaType | Refusal::NotAcceptable => vec![Header::new("Accept", ACCEPT)],
+            Refusal::UnsupportedMediaType | Refusal::NotAcceptable => {
+                vec![Header::new("Accept", ACCEPT)]
+            }
             Refusal::ShuttingDown => vec![Header::new("Retry-After", "5")],
             _ => Vec::new(),
         }
@@ -143,7 +151,11 @@ impl Endpoint {
         match host {
             Host::Name(n) => {
                 n.eq_ignore_ascii_case(&self.domain)
-                    || self.advertised.as_deref().is_some_and(|a| a.split(':').next().is_some_and(|h| h.eq_ignore_ascii_case(n)))
+                    || self.advertised.as_deref().is_some_and(|a| {
+                        a.split(':')
+                            .next()
+                            .is_some_and(|h| h.eq_ignore_ascii_case(n))
+                    })
                     || n.eq_ignore_ascii_case("localhost")
             }
             Host::V4(a) => self.is_local_ip(IpAddr::V4(*a)),
@@ -152,8 +164,13 @@ impl Endpoint {
     }
 
     fn is_local_ip(&self, ip: IpAddr) -> bool {
-        self.local.iter().any(|l| l.ip() == ip || (l.ip().is_unspecified() && l.is_ipv4() == ip.is_ipv4()))
-            || self.advertised.as_deref().is_some_and(|a| a.trim_matches(['[', ']']).starts_with(&ip.to_string()))
+        self.local
+            .iter()
+            .any(|l| l.ip() == ip || (l.ip().is_unspecified() && l.is_ipv4() == ip.is_ipv4()))
+            || self
+                .advertised
+                .as_deref()
+                .is_some_and(|a| a.trim_matches(['[', ']']).starts_with(&ip.to_string()))
     }
 
     /// The checks of RFC 3261 §8.2.1–§8.2.3 and §16.3, in that order. ACK is never
@@ -183,7 +200,10 @@ impl Endpoint {
             }
         }
         if !req.common.body.is_empty() && matches!(req.method, Method::Invite | Method::Options) {
-            let ct = req.common.header("Content-Type").unwrap_or("application/sdp");
+            let ct = req
+                .common
+                .header("Content-Type")
+                .unwrap_or("application/sdp");
             let mt = ct.split(';').next().unwrap_or("").trim();
             if !ACCEPTED_BODIES.iter().any(|a| a.eq_ignore_ascii_case(mt)) {
                 return Err(Refusal::UnsupportedMediaType);
@@ -192,7 +212,9 @@ impl Endpoint {
         if req.method == Method::Invite && req.common.header("Accept").is_some() {
             let ok = req.common.tokens("Accept").any(|t| {
                 let mt = t.split(';').next().unwrap_or("").trim();
-                ["application/sdp", "application/*", "*/*"].iter().any(|a| a.eq_ignore_ascii_case(mt))
+                ["application/sdp", "application/*", "*/*"]
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(mt))
             });
             if !ok {
                 return Err(Refusal::NotAcceptable);

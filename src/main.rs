@@ -5,7 +5,8 @@ use softswitch::config::{self, Config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: softswitch [--config FILE] | --check-config FILE | --healthcheck URL | --version";
+const USAGE: &str =
+    "usage: softswitch [--config FILE] | --check-config FILE | --healthcheck URL | --version";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -91,8 +92,12 @@ fn exit(code: i32) -> ExitCode {
 }
 
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn wait_for_signal() {

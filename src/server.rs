@@ -61,12 +61,18 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
     for spec in &config.sip.listen {
         match spec.transport {
             Transport::Udp => {
-                let sock = Arc::new(tokio::net::UdpSocket::bind(spec.addr).await.map_err(|e| bind_error(spec.addr, e))?);
+                let sock = Arc::new(
+                    tokio::net::UdpSocket::bind(spec.addr)
+                        .await
+                        .map_err(|e| bind_error(spec.addr, e))?,
+                );
                 udp_addrs.push(sock.local_addr()?);
                 udp_socks.push(sock);
             }
             Transport::Tcp => {
-                let l = tokio::net::TcpListener::bind(spec.addr).await.map_err(|e| bind_error(spec.addr, e))?;
+                let l = tokio::net::TcpListener::bind(spec.addr)
+                    .await
+                    .map_err(|e| bind_error(spec.addr, e))?;
                 tcp_addrs.push(l.local_addr()?);
                 tokio::spawn(tcp_pool.clone().accept_loop(l));
             }
@@ -76,7 +82,11 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         tokio::spawn(udp::run(sock.clone(), limits, tx.clone()));
     }
     drop(tx);
-    let users = config.users_or_demo()?.into_iter().map(|u| u.user).collect();
+    let users = config
+        .users_or_demo()?
+        .into_iter()
+        .map(|u| u.user)
+        .collect();
     let endpoint = Arc::new(Endpoint {
         domain: config.sip.domain.clone(),
         local: udp_addrs.iter().chain(tcp_addrs.iter()).copied().collect(),
@@ -85,8 +95,19 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         draining: Arc::new(AtomicBool::new(false)),
     });
     let transports = Arc::new(Transports::new(udp_socks, tcp_pool));
-    let layer = TxLayer::new(TimerConfig { t1: config.sip.t1(), t2: config.sip.t2(), t4: config.sip.t4() });
-    let driver = Driver::new(layer, transports, endpoint, rx, config.sip.drain_timeout(), config.sip.force_rport);
+    let layer = TxLayer::new(TimerConfig {
+        t1: config.sip.t1(),
+        t2: config.sip.t2(),
+        t4: config.sip.t4(),
+    });
+    let driver = Driver::new(
+        layer,
+        transports,
+        endpoint,
+        rx,
+        config.sip.drain_timeout(),
+        config.sip.force_rport,
+    );
     let control = driver.control();
     let driver = tokio::spawn(driver.run());
 
@@ -97,7 +118,14 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
     let http_state = Arc::new(HttpState::new(metrics, Arc::new(EmptyApi)));
     tokio::spawn(http::serve(http_listener, http_state.clone()));
     http_state.set_ready();
-    Ok(Running { udp: udp_addrs, tcp: tcp_addrs, http: http_addr, control, http_state, driver })
+    Ok(Running {
+        udp: udp_addrs,
+        tcp: tcp_addrs,
+        http: http_addr,
+        control,
+        http_state,
+        driver,
+    })
 }
 
 fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {

@@ -25,11 +25,24 @@ enum Expect {
 fn expectation(file: &str) -> Expect {
     use Expect::*;
     match file {
-        "rfc4475/badinv01.dat" | "rfc4475/clerr.dat" | "rfc4475/ncl.dat" | "rfc4475/scalar02.dat"
-        | "rfc4475/quotbal.dat" | "rfc4475/ltgtruri.dat" | "rfc4475/lwsruri.dat" | "rfc4475/lwsstart.dat"
-        | "rfc4475/trws.dat" | "rfc4475/escruri.dat" | "rfc4475/regbadct.dat" | "rfc4475/badaspec.dat"
-        | "rfc4475/baddn.dat" | "rfc4475/mismatch01.dat" | "rfc4475/insuf.dat" | "rfc4475/multi01.dat"
-        | "rfc4475/mcl01.dat" | "rfc5118/ipv6-bad.dat" => Status(&[400]),
+        "rfc4475/badinv01.dat"
+        | "rfc4475/clerr.dat"
+        | "rfc4475/ncl.dat"
+        | "rfc4475/scalar02.dat"
+        | "rfc4475/quotbal.dat"
+        | "rfc4475/ltgtruri.dat"
+        | "rfc4475/lwsruri.dat"
+        | "rfc4475/lwsstart.dat"
+        | "rfc4475/trws.dat"
+        | "rfc4475/escruri.dat"
+        | "rfc4475/regbadct.dat"
+        | "rfc4475/badaspec.dat"
+        | "rfc4475/baddn.dat"
+        | "rfc4475/mismatch01.dat"
+        | "rfc4475/insuf.dat"
+        | "rfc4475/multi01.dat"
+        | "rfc4475/mcl01.dat"
+        | "rfc5118/ipv6-bad.dat" => Status(&[400]),
         "rfc4475/badvers.dat" => Status(&[505]),
         "rfc4475/mismatch02.dat" => Status(&[501, 400]),
         "rfc4475/intmeth.dat" | "rfc4475/esc02.dat" => Status(&[501]),
@@ -42,7 +55,10 @@ fn expectation(file: &str) -> Expect {
         "rfc4475/baddate.dat" => Status(&[400, 403, 404, 480]),
         // No Via at all: nothing to route a response by (RFC 3261 §8.2.6.2), so dropped.
         "rfc4475/test.dat" => Discard,
-        "rfc4475/scalarlg.dat" | "rfc4475/bigcode.dat" | "rfc4475/bcast.dat" | "rfc4475/unreason.dat"
+        "rfc4475/scalarlg.dat"
+        | "rfc4475/bigcode.dat"
+        | "rfc4475/bcast.dat"
+        | "rfc4475/unreason.dat"
         | "rfc4475/noreason.dat" => Discard,
         _ => NotParseError,
     }
@@ -62,7 +78,9 @@ fn manifest() -> Vec<(String, String, String)> {
 }
 
 fn corpus_file(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torture").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/torture")
+        .join(name);
     std::fs::read(p).expect("corpus file")
 }
 
@@ -84,7 +102,8 @@ fn torture_corpus_over_udp() {
     // Several corpus files reuse a branch, sent-by and method: to one switch those are
     // retransmissions of one transaction (answered to the first sender, correctly), so
     // each such file goes to the first switch that has not seen its key.
-    let mut switches: Vec<(Switch, std::collections::HashSet<String>)> = vec![(Switch::start(&[]), Default::default())];
+    let mut switches: Vec<(Switch, std::collections::HashSet<String>)> =
+        vec![(Switch::start(&[]), Default::default())];
     let rows = manifest();
     assert_eq!(rows.len(), 62, "50 RFC 4475 + 12 RFC 5118 messages");
     let mut failures = Vec::new();
@@ -109,27 +128,52 @@ fn torture_corpus_over_udp() {
         let to = switches[idx].0.udp_addr();
         let s = udp_client(to);
         s.send_to(&bytes, to).expect("send");
-        let wait = if expect == Expect::Discard { Duration::from_millis(300) } else { ANSWER_DEADLINE };
+        let wait = if expect == Expect::Discard {
+            Duration::from_millis(300)
+        } else {
+            ANSWER_DEADLINE
+        };
         let responses = udp_responses(&s, wait);
-        let finals: Vec<&String> = responses.iter().filter(|r| status_of(r).is_some_and(|c| c >= 200)).collect();
-        let got = finals.first().map(|r| format!("{} {}", status_of(r).unwrap_or(0), reason_of(r)));
+        let finals: Vec<&String> = responses
+            .iter()
+            .filter(|r| status_of(r).is_some_and(|c| c >= 200))
+            .collect();
+        let got = finals
+            .first()
+            .map(|r| format!("{} {}", status_of(r).unwrap_or(0), reason_of(r)));
         let ok = match expect {
-            Expect::Status(codes) => finals.len() == 1 && codes.contains(&status_of(finals[0]).unwrap_or(0)),
+            Expect::Status(codes) => {
+                finals.len() == 1 && codes.contains(&status_of(finals[0]).unwrap_or(0))
+            }
             Expect::Discard => responses.is_empty(),
             Expect::NotParseError => {
                 finals.len() == 1 && !matches!(status_of(finals[0]), Some(400 | 505 | 513 | 413))
             }
         };
-        report.push(format!("{file}\t{verdict}\texpected {expect:?}\tgot {}", got.clone().unwrap_or_else(|| "nothing".into())));
+        report.push(format!(
+            "{file}\t{verdict}\texpected {expect:?}\tgot {}",
+            got.clone().unwrap_or_else(|| "nothing".into())
+        ));
         if !ok {
-            failures.push(format!("{file}: expected {expect:?}, got {got:?} ({} responses)", responses.len()));
+            failures.push(format!(
+                "{file}: expected {expect:?}, got {got:?} ({} responses)",
+                responses.len()
+            ));
         }
     }
     println!("{}", report.join("\n"));
-    assert!(failures.is_empty(), "corpus failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "corpus failures:\n{}",
+        failures.join("\n")
+    );
     // After the whole corpus every switch still answers.
     for (sw, _) in &switches {
-        let ok = udp_exchange(sw.udp_addr(), options_to(sw.udp_addr(), "UDP", "after").as_bytes()).expect("OPTIONS answer");
+        let ok = udp_exchange(
+            sw.udp_addr(),
+            options_to(sw.udp_addr(), "UDP", "after").as_bytes(),
+        )
+        .expect("OPTIONS answer");
         assert_eq!(status_of(&ok), Some(200), "{ok}");
     }
 }
@@ -138,12 +182,18 @@ fn torture_corpus_over_udp() {
 fn dblreq_trailing_octets_are_not_a_second_message() {
     let sw = Switch::start(&[]);
     let s = udp_client(sw.udp_addr());
-    s.send_to(&corpus_file("rfc4475/dblreq.dat"), sw.udp_addr()).expect("send");
+    s.send_to(&corpus_file("rfc4475/dblreq.dat"), sw.udp_addr())
+        .expect("send");
     let responses = udp_responses(&s, ANSWER_DEADLINE);
     assert_eq!(responses.len(), 1, "{responses:?}");
-    assert!(responses[0].contains("CSeq: 1 REGISTER") || responses[0].contains("REGISTER"), "{}", responses[0]);
+    assert!(
+        responses[0].contains("CSeq: 1 REGISTER") || responses[0].contains("REGISTER"),
+        "{}",
+        responses[0]
+    );
     // Nothing more arrives: the trailing INVITE was dropped, not parsed.
-    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     assert!(udp_recv(&s).is_none());
 }
 
@@ -157,19 +207,33 @@ fn framing_cases_over_tcp() {
         let r = tcp_read_responses(&mut c, 1, ANSWER_DEADLINE);
         assert_eq!(r.len(), 1, "{file}: no answer");
         assert_eq!(status_of(&r[0]), Some(400), "{file}: {}", r[0]);
-        assert!(tcp_wait_closed(&mut c, ANSWER_DEADLINE), "{file}: connection stayed open");
+        assert!(
+            tcp_wait_closed(&mut c, ANSWER_DEADLINE),
+            "{file}: connection stayed open"
+        );
     }
     // Content-Length larger than what was sent: the switch waits for the rest, sends
     // nothing, and closes the idle connection.
     let mut c = tcp_connect(sw.tcp_addr());
     c.write_all(&corpus_file("rfc4475/clerr.dat")).unwrap();
     assert!(tcp_read_responses(&mut c, 1, Duration::from_millis(500)).is_empty());
-    assert!(tcp_wait_closed(&mut c, Duration::from_secs(10)), "idle connection not closed");
+    assert!(
+        tcp_wait_closed(&mut c, Duration::from_secs(10)),
+        "idle connection not closed"
+    );
     // Well-formed corpus messages over TCP get the same answers as over UDP.
-    for (file, code) in [("rfc4475/badvers.dat", 505), ("rfc4475/bext01.dat", 420), ("rfc4475/intmeth.dat", 501)] {
+    for (file, code) in [
+        ("rfc4475/badvers.dat", 505),
+        ("rfc4475/bext01.dat", 420),
+        ("rfc4475/intmeth.dat", 501),
+    ] {
         let mut c = tcp_connect(sw.tcp_addr());
         c.write_all(&corpus_file(file)).unwrap();
         let r = tcp_read_responses(&mut c, 1, ANSWER_DEADLINE);
-        assert_eq!(r.first().and_then(|r| status_of(r)), Some(code), "{file}: {r:?}");
+        assert_eq!(
+            r.first().and_then(|r| status_of(r)),
+            Some(code),
+            "{file}: {r:?}"
+        );
     }
 }

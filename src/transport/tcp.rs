@@ -98,7 +98,9 @@ impl TcpPool {
     fn try_reserve(&self) -> bool {
         let max = self.settings.max_connections;
         self.active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -115,7 +117,13 @@ impl TcpPool {
     fn start(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) -> ConnId {
         let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        self.conns.insert(id, Conn { tx: tx.clone(), addr });
+        self.conns.insert(
+            id,
+            Conn {
+                tx: tx.clone(),
+                addr,
+            },
+        );
         self.by_addr.insert(addr, id);
         metrics::tcp_connections_active(self.len());
         let local = stream.local_addr().ok();
@@ -129,21 +137,33 @@ impl TcpPool {
         id
     }
 
-    async fn reader(&self, mut read: tokio::net::tcp::OwnedReadHalf, id: ConnId, addr: SocketAddr, local: Option<SocketAddr>, tx: mpsc::Sender<Bytes>) {
+    async fn reader(
+        &self,
+        mut read: tokio::net::tcp::OwnedReadHalf,
+        id: ConnId,
+        addr: SocketAddr,
+        local: Option<SocketAddr>,
+        tx: mpsc::Sender<Bytes>,
+    ) {
         let limits = self.settings.limits;
         let mut framer = StreamFramer::new();
         let mut buf = vec![0u8; 16 * 1024];
-        let peer = Peer { transport: Transport::Tcp, addr, conn: Some(id) };
+        let peer = Peer {
+            transport: Transport::Tcp,
+            addr,
+            conn: Some(id),
+        };
         let local = local.unwrap_or(addr);
         loop {
-            let n = match tokio::time::timeout(self.settings.idle_timeout, read.read(&mut buf)).await {
-                Err(_) => {
-                    tracing::debug!(%addr, "TCP connection idle, closing");
-                    return;
-                }
-                Ok(Ok(0)) | Ok(Err(_)) => return,
-                Ok(Ok(n)) => n,
-            };
+            let n =
+                match tokio::time::timeout(self.settings.idle_timeout, read.read(&mut buf)).await {
+                    Err(_) => {
+                        tracing::debug!(%addr, "TCP connection idle, closing");
+                        return;
+                    }
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(n)) => n,
+                };
             framer.push(&buf[..n]);
             loop {
                 match framer.next_item(&limits) {
@@ -151,22 +171,36 @@ impl TcpPool {
                     Ok(Some(StreamItem::Ping)) => {
                         let _ = tx.try_send(Bytes::from_static(b"\r\n"));
                     }
-                    Ok(Some(StreamItem::Message { head, body })) => match parse_message(&head, &body) {
-                        Ok(message) => {
-                            if self.inbound.send(Inbound { peer, local, message }).await.is_err() {
-                                return;
+                    Ok(Some(StreamItem::Message { head, body })) => {
+                        match parse_message(&head, &body) {
+                            Ok(message) => {
+                                if self
+                                    .inbound
+                                    .send(Inbound {
+                                        peer,
+                                        local,
+                                        message,
+                                    })
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                if let Some(reply) = error_reply(&e, &Salvage::from_head(&head)) {
+                                    let _ = tx.try_send(reply);
+                                }
                             }
                         }
-                        Err(r) => {
-                            if let Some(reply) = error_reply(&r.error, &r.salvage) {
-                                let _ = tx.try_send(reply);
-                            }
-                        }
-                    },
+                    }
                     Err(e) => {
                         // After a framing error the next message's start is unknowable:
                         // answer if possible, then close (RFC 4475 §3.1.2.3, §3.3.9).
-                        let salvage = Salvage::from_head(crate::wire::framing::salvage_head(framer.buffer(), &limits));
+                        let salvage = Salvage::from_head(crate::wire::framing::salvage_head(
+                            framer.buffer(),
+                            &limits,
+                        ));
                         if let Some(reply) = error_reply(&WireError::Frame(e), &salvage) {
                             let _ = tx.try_send(reply);
                         }

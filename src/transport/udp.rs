@@ -1,7 +1,9 @@
 //! UDP listeners (RFC 3261 §18.1.1, §18.2.1, §18.3): one datagram, one message.
 
 use super::{error_reply, Inbound, InboundTx, Peer};
-use crate::wire::{frame_datagram, framing::salvage_head, parse_message, Limits, Message, Salvage, WireError};
+use crate::wire::{
+    frame_datagram, framing::salvage_head, parse_message, Limits, Message, Salvage, WireError,
+};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,11 +35,20 @@ pub async fn run(sock: Arc<UdpSocket>, limits: Limits, tx: InboundTx) {
         match classify(data, &limits) {
             Ok(None) => {}
             Ok(Some(message)) => {
-                if tx.send(Inbound { peer, local, message }).await.is_err() {
+                if tx
+                    .send(Inbound {
+                        peer,
+                        local,
+                        message,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
-            Err((error, salvage)) => {
+            Err(error) => {
+                let salvage = Salvage::from_head(salvage_head(data, &limits));
                 if let Some(reply) = error_reply(&error, &salvage) {
                     send(&sock, from, reply);
                 }
@@ -47,11 +58,11 @@ pub async fn run(sock: Arc<UdpSocket>, limits: Limits, tx: InboundTx) {
 }
 
 /// Frames and parses one datagram: `Ok(None)` for a keep-alive.
-pub fn classify(data: &[u8], limits: &Limits) -> Result<Option<Message>, (WireError, Salvage)> {
+pub fn classify(data: &[u8], limits: &Limits) -> Result<Option<Message>, WireError> {
     match frame_datagram(data, limits) {
         Ok(None) => Ok(None),
-        Ok(Some(f)) => parse_message(f.head, f.body).map(Some).map_err(|r| (r.error, r.salvage)),
-        Err(e) => Err((WireError::Frame(e), Salvage::from_head(salvage_head(data, limits)))),
+        Ok(Some(f)) => parse_message(f.head, f.body).map(Some),
+        Err(e) => Err(WireError::Frame(e)),
     }
 }
 

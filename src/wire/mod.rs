@@ -43,7 +43,7 @@ pub mod uri;
 
 pub use error::{Salvage, WireError};
 pub use framing::{frame_datagram, Frame, FrameError, Limits, StreamFramer, StreamItem};
-pub use parse::{parse_message, parse_name_addr, parse_params, parse_via, split_list, Rejected};
+pub use parse::{parse_message, parse_name_addr, parse_params, parse_via, split_list};
 pub use types::*;
 pub use uri::parse_uri;
 
@@ -60,11 +60,8 @@ pub fn fuzz_entry(data: &[u8]) {
                 let again = parse_message(f.head, f.body).expect("re-parse of our own output");
                 assert_eq!(again, m, "round trip changed the message");
             }
-        } else if let Err(r) = parse_message(head, body) {
-            let _ = r.error.reason();
-            let _ = r
-                .salvage
-                .response(r.error.status(), &r.error.reason(), "t", &[]);
+        } else if let Err(e) = parse_message(head, body) {
+            let _ = Salvage::from_head(head).response(e.status(), &e.reason(), "t", &[]);
         }
     };
     if let Ok(Some(f)) = frame_datagram(data, &limits) {

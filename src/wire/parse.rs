@@ -10,7 +10,7 @@
 //! request method, CSeq below 2^31, Max-Forwards 0–255.
 
 use super::compact::canonical_name;
-use super::error::{Salvage, WireError};
+use super::error::WireError;
 use super::types::{
     CSeq, Common, Header, Message, Method, NameAddr, Param, Request, Response, Via,
 };
@@ -18,24 +18,10 @@ use super::uri::{parse_hostport, parse_uri};
 use bytes::Bytes;
 use std::borrow::Cow;
 
-/// A message that failed to parse: the error and what could be salvaged to answer it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// What is wrong.
-    pub error: WireError,
-    /// The headers needed to build an error response, as written.
-    pub salvage: Salvage,
-}
-
-/// Parses a framed message. `head` is the header section without the blank line.
-pub fn parse_message(head: &[u8], body: &[u8]) -> Result<Message, Rejected> {
-    parse_inner(head, body).map_err(|error| Rejected {
-        error,
-        salvage: Salvage::from_head(head),
-    })
-}
-
-fn parse_inner(head: &[u8], body: &[u8]) -> Result<Message, WireError> {
+/// Parses a framed message. `head` is the header section without the blank line. On an
+/// error, [`super::Salvage::from_head`] recovers what is needed to answer it (a cold
+/// path, so the happy path copies nothing for it).
+pub fn parse_message(head: &[u8], body: &[u8]) -> Result<Message, WireError> {
     let head = std::str::from_utf8(head).map_err(|_| WireError::NotUtf8)?;
     let mut lines = Lines::new(head);
     let start = lines
@@ -139,7 +125,9 @@ fn parse_inner(head: &[u8], body: &[u8]) -> Result<Message, WireError> {
             // RFC 3261 §19.1.1 (table 1): headers are not allowed in a Request-URI, and
             // turning them into headers would let a peer inject Route (RFC 4475 §3.1.2.11).
             if matches!(&uri, super::types::Uri::Sip(u) if u.headers.is_some()) {
-                return Err(WireError::BadRequestUri("headers not allowed in Request-URI"));
+                return Err(WireError::BadRequestUri(
+                    "headers not allowed in Request-URI",
+                ));
             }
             Ok(Message::Request(Request {
                 method,
@@ -529,11 +517,9 @@ fn parse_max_forwards(v: &str) -> Result<u32, &'static str> {
 /// Syntax checks of structured headers the stack relies on later.
 fn check_structured(name: &str, v: &str) -> Result<(), WireError> {
     match name {
-        "Contact" => {
-            if v != "*" {
-                for item in split_list(v).map_err(|r| WireError::BadHeader("Contact", r))? {
-                    parse_name_addr(item).map_err(|r| WireError::BadHeader("Contact", r))?;
-                }
+        "Contact" if v != "*" => {
+            for item in split_list(v).map_err(|r| WireError::BadHeader("Contact", r))? {
+                parse_name_addr(item).map_err(|r| WireError::BadHeader("Contact", r))?;
             }
         }
         "Route" | "Record-Route" => {
@@ -575,21 +561,19 @@ mod tests {
 
     fn err(s: &str) -> WireError {
         let (head, body) = s.split_once("\r\n\r\n").unwrap();
-        parse_message(format!("{head}\r\n").as_bytes(), body.as_bytes())
-            .unwrap_err()
-            .error
+        parse_message(format!("{head}\r\n").as_bytes(), body.as_bytes()).unwrap_err()
     }
 
     const BASE: &str = "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c1\r\n";
 
     #[test]
     fn compact_equals_long_form() {
-        let long = req(&format!(
-            "INVITE sip:bob@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\nContent-Type: application/sdp\r\nSupported: timer\r\nContent-Length: 0\r\n\r\n"
-        ));
-        let compact = req(&format!(
-            "INVITE sip:bob@x SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKa\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c\r\nCSeq: 1 INVITE\r\nm: <sip:a@h>\r\nc: application/sdp\r\nk: timer\r\nl: 0\r\n\r\n"
-        ));
+        let long = req(
+            "INVITE sip:bob@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\nContent-Type: application/sdp\r\nSupported: timer\r\nContent-Length: 0\r\n\r\n",
+        );
+        let compact = req(
+            "INVITE sip:bob@x SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bKa\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c\r\nCSeq: 1 INVITE\r\nm: <sip:a@h>\r\nc: application/sdp\r\nk: timer\r\nl: 0\r\n\r\n",
+        );
         assert_eq!(long, compact);
     }
 
@@ -605,7 +589,7 @@ mod tests {
 
     #[test]
     fn multiple_via_values_in_one_line() {
-        let r = req(&format!("OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1 , SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bK2;received=[2001:db8::9:255]\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\r\n"));
+        let r = req("OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1 , SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bK2;received=[2001:db8::9:255]\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\r\n");
         assert_eq!(r.common.via.len(), 2);
         let v = &r.common.via[1];
         assert_eq!(v.sent_by.host, Host::V6("2001:db8::9:1".parse().unwrap()));

@@ -61,7 +61,10 @@ impl Switch {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_softswitch"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SOFTSWITCH_SIP_LISTEN", format!("udp:{host}:0,tcp:{host}:0"))
+            .env(
+                "SOFTSWITCH_SIP_LISTEN",
+                format!("udp:{host}:0,tcp:{host}:0"),
+            )
             .env("SOFTSWITCH_HTTP_LISTEN", "127.0.0.1:0")
             .env("SOFTSWITCH_SIP_DOMAIN", "example.test")
             .env("SOFTSWITCH_BILLING_CDR_PATH", dir.join("cdr.jsonl"))
@@ -84,11 +87,21 @@ impl Switch {
                 }
             }
         });
-        let mut sw = Switch { child, udp: vec![], tcp: vec![], http: "127.0.0.1:0".parse().unwrap(), dir, lines: rx };
+        let mut sw = Switch {
+            child,
+            udp: vec![],
+            tcp: vec![],
+            http: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            lines: rx,
+        };
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = sw.lines.recv_timeout(left).unwrap_or_else(|_| panic!("switch not ready within {START_DEADLINE:?}"));
+            let line = sw
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("switch not ready within {START_DEADLINE:?}"));
             let parts: Vec<&str> = line.split_whitespace().collect();
             match parts.as_slice() {
                 ["listening", "udp", a] => sw.udp.push(a.parse().expect("udp addr")),
@@ -118,7 +131,10 @@ impl Switch {
 
     /// Sends SIGTERM and waits for the exit status, with a deadline.
     pub fn terminate(mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let end = Instant::now() + deadline;
         while Instant::now() < end {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -145,7 +161,11 @@ impl Drop for Switch {
 
 /// A UDP client socket bound on the same loopback family as `to`.
 pub fn udp_client(to: SocketAddr) -> UdpSocket {
-    let bind = if to.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let bind = if to.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
     let s = UdpSocket::bind(bind).expect("bind udp client");
     s.set_read_timeout(Some(ANSWER_DEADLINE)).expect("timeout");
     s
@@ -166,7 +186,9 @@ pub fn udp_responses(s: &UdpSocket, deadline: Duration) -> Vec<String> {
     let end = Instant::now() + deadline;
     let mut out = Vec::new();
     while Instant::now() < end {
-        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let left = end
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left)).expect("timeout");
         match udp_recv(s) {
             Some(b) => {
@@ -187,7 +209,10 @@ pub fn udp_responses(s: &UdpSocket, deadline: Duration) -> Vec<String> {
 pub fn udp_exchange(to: SocketAddr, msg: &[u8]) -> Option<String> {
     let s = udp_client(to);
     s.send_to(msg, to).expect("send");
-    udp_responses(&s, ANSWER_DEADLINE).into_iter().rev().find(|r| status_of(r).is_some_and(|c| c >= 200))
+    udp_responses(&s, ANSWER_DEADLINE)
+        .into_iter()
+        .rev()
+        .find(|r| status_of(r).is_some_and(|c| c >= 200))
 }
 
 /// The status code of a response's status line.
@@ -200,7 +225,13 @@ pub fn status_of(resp: &str) -> Option<u16> {
 
 /// The reason phrase of a response.
 pub fn reason_of(resp: &str) -> String {
-    resp.lines().next().unwrap_or("").splitn(3, ' ').nth(2).unwrap_or("").to_string()
+    resp.lines()
+        .next()
+        .unwrap_or("")
+        .splitn(3, ' ')
+        .nth(2)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The first value of a header (long name, case-insensitive).
@@ -227,7 +258,9 @@ pub fn tcp_read_responses(s: &mut TcpStream, count: usize, deadline: Duration) -
     let mut out = Vec::new();
     let mut chunk = [0u8; 8192];
     while out.len() < count && Instant::now() < end {
-        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let left = end
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left)).expect("timeout");
         match s.read(&mut chunk) {
             Ok(0) => break,
@@ -236,7 +269,10 @@ pub fn tcp_read_responses(s: &mut TcpStream, count: usize, deadline: Duration) -
         }
         while let Some(end_head) = find(&buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end_head]).into_owned();
-            let cl: usize = header(&head, "Content-Length").or_else(|| header(&head, "l")).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let cl: usize = header(&head, "Content-Length")
+                .or_else(|| header(&head, "l"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             if buf.len() < end_head + 4 + cl {
                 break;
             }
@@ -253,7 +289,9 @@ pub fn tcp_wait_closed(s: &mut TcpStream, deadline: Duration) -> bool {
     let end = Instant::now() + deadline;
     let mut chunk = [0u8; 4096];
     while Instant::now() < end {
-        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let left = end
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left)).expect("timeout");
         match s.read(&mut chunk) {
             Ok(0) => return true,
@@ -272,11 +310,22 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 /// GET over HTTP/1.1; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tcp_connect(addr);
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
