@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The one command that tests everything, on a fresh Debian machine of the project's kind
+# (root, apt reachable): installs what the tests need, then lint, build, tests, and a
+# bounded fuzz run. `.ci/run` calls exactly this. Expect about 8-12 minutes on 2 cores
+# from a cold cache (build ~2-3 min, tests, fuzz ~3.5 min); the budget is 30.
+#
+# Knobs: FUZZ_SECONDS=60 (0 skips the fuzz step), CARGO_TARGET_DIR as usual.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+CARGO_FUZZ_VERSION=0.13.2
+T0=$SECONDS
+
+section() { printf '\n===== %s  [%ds elapsed] =====\n' "$*" "$((SECONDS - T0))"; }
+die() { printf 'test-all: FAIL: %s\n' "$*" >&2; exit 1; }
+
+section "prerequisites"
+if ! command -v sipp >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "sipp missing: apt-get install sip-tester"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null
+  fi
+fi
+command -v sipp >/dev/null 2>&1 || die "sipp (Debian package sip-tester) is required and could not be installed"
+echo "sipp: $(sipp -v 2>&1 | grep -m1 -o 'SIPp v[^ ,]*' || echo present)"
+cargo --version
+cargo fmt --version >/dev/null || die "rustfmt missing"
+cargo clippy --version >/dev/null || die "clippy missing"
+
+section "cargo fmt --check"
+cargo fmt --all -- --check
+
+section "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# Tests run on the release profile: the loopback load, torture and SIPp tests drive the
+# real binary (CARGO_BIN_EXE_softswitch) and need realistic speed; a debug build makes
+# timer-sensitive tests slow and flaky on 2 cores. Overflow checks and debug assertions
+# stay on for both steps (the same flags, so the build is reused), so arithmetic bugs
+# still panic in tests instead of wrapping silently.
+export CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true
+export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
+
+section "cargo build --release"
+cargo build --workspace --release --locked
+
+section "cargo test --workspace --release"
+cargo test --workspace --release --locked
+
+unset CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS
+
+section "fuzz: wire (${FUZZ_SECONDS}s)"
+if [ "$FUZZ_SECONDS" = 0 ]; then
+  echo "skipped (FUZZ_SECONDS=0)"
+elif ! grep -rqs 'pub fn fuzz_entry' src/wire/; then
+  echo "skipped: softswitch::wire::fuzz_entry does not exist yet"
+else
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz $CARGO_FUZZ_VERSION (about 70 s)"
+    cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+  fi
+  # --sanitizer none works on the stable toolchain (no -Z flags); our crates forbid
+  # unsafe, and cargo-fuzz still builds with debug assertions and overflow checks.
+  # fuzz/corpus/wire (ignored by git) keeps what libFuzzer learns; the torture corpus
+  # is a read-only seed.
+  mkdir -p fuzz/corpus/wire
+  seeds=()
+  [ -d tests/data/torture ] && seeds+=(tests/data/torture)
+  cargo fuzz run --sanitizer none wire fuzz/corpus/wire "${seeds[@]}" -- \
+    -max_total_time="$FUZZ_SECONDS" -max_len=65536 -timeout=10 -print_final_stats=1
+fi
+
+section "all passed in $((SECONDS - T0))s"
