@@ -79,7 +79,10 @@ fn rate(msg: &[u8], limits: &Limits) -> f64 {
         let mut n = 0u64;
         while start.elapsed() < dur {
             for _ in 0..1000 {
-                let f = frame_datagram(black_box(msg), limits).ok().flatten().expect("frames");
+                let f = frame_datagram(black_box(msg), limits)
+                    .ok()
+                    .flatten()
+                    .expect("frames");
                 let m = parse_message(f.head, f.body).expect("parses");
                 black_box(m);
             }
@@ -100,8 +103,17 @@ fn main() {
     }
     let limits = Limits::default();
     println!("parse throughput, one core, median of 5 one-second rounds (frame + parse + typed Via/From/To/CSeq/Call-ID/Contact)");
-    for (name, msg) in [("INVITE with SDP", INVITE), ("REGISTER", REGISTER), ("200 OK with SDP", OK200)] {
+    for (name, msg) in [
+        ("INVITE with SDP", INVITE),
+        ("REGISTER", REGISTER),
+        ("200 OK with SDP", OK200),
+    ] {
         let r = rate(msg.as_bytes(), &limits);
-        println!("{name:>16} ({:>4} B): {:>10.0} msgs/s  ({:.2} µs/msg)", msg.len(), r, 1e6 / r);
+        println!(
+            "{name:>16} ({:>4} B): {:>10.0} msgs/s  ({:.2} µs/msg)",
+            msg.len(),
+            r,
+            1e6 / r
+        );
     }
 }
