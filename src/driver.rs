@@ -26,12 +26,15 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone)]
 pub struct Control {
     endpoint: Arc<Endpoint>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Control {
     /// Starts draining: refuse new calls, let transactions finish.
     pub fn drain(&self) {
         self.endpoint.draining.store(true, Ordering::Relaxed);
+        // Wake an idle driver so it sees the flag (a stored permit if it is busy).
+        self.wake.notify_one();
     }
 }
 
@@ -44,6 +47,8 @@ pub struct Driver {
     exported: TxStats,
     drain_timeout: Duration,
     force_rport: bool,
+    counters: metrics::SipCounters,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Driver {
@@ -64,6 +69,8 @@ impl Driver {
             exported: TxStats::default(),
             drain_timeout,
             force_rport,
+            counters: metrics::SipCounters::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -71,6 +78,7 @@ impl Driver {
     pub fn control(&self) -> Control {
         Control {
             endpoint: self.endpoint.clone(),
+            wake: self.wake.clone(),
         }
     }
 
@@ -114,6 +122,7 @@ impl Driver {
                 _ = &mut sleep, if wake.is_some() => {
                     self.layer.handle_timeout(Instant::now());
                 }
+                _ = self.wake.notified() => {}
             }
             self.drain_layer();
             self.export_stats();
@@ -123,9 +132,21 @@ impl Driver {
     fn handle_inbound(&mut self, now: Instant, inbound: Inbound) {
         match inbound.message {
             Message::Request(mut req) => {
-                metrics::sip_request_received(req.method.metric_label());
+                self.counters.request_received(req.method.metric_label());
                 let reply_to = stamp_via(&mut req, &inbound.peer, self.force_rport);
                 tracing::trace!(method = %req.method, call_id = %req.common.call_id, "request in");
+                if self.endpoint.answers_statelessly(&req) {
+                    let tag = self.endpoint.stateless_tag(&req);
+                    if let Some((resp, refused)) = self.endpoint.answer(&req, &tag) {
+                        if let Some(reason) = refused {
+                            metrics::sip_message_rejected(reason);
+                        }
+                        self.counters.response_sent(resp.status);
+                        self.layer
+                            .send_stateless(reply_to, &Message::Response(resp));
+                    }
+                    return;
+                }
                 self.layer.handle_request(now, reply_to, req);
             }
             Message::Response(resp) => {
@@ -160,14 +181,10 @@ impl Driver {
         let now = Instant::now();
         match ev {
             TxEvent::Request { tx, request, .. } => {
-                let answer = match self.endpoint.admit(&request) {
-                    Err(refusal) => {
-                        metrics::sip_message_rejected(refusal.metric_reason());
-                        Some(refusal.response(&request, &local_tag()))
+                if let Some((resp, refused)) = self.endpoint.answer(&request, &local_tag()) {
+                    if let Some(reason) = refused {
+                        metrics::sip_message_rejected(reason);
                     }
-                    Ok(()) => self.endpoint.respond(&request, &local_tag()),
-                };
-                if let Some(resp) = answer {
                     self.respond(now, tx, resp);
                 }
             }
@@ -199,7 +216,7 @@ impl Driver {
     fn respond(&mut self, now: Instant, tx: TxId, resp: Response) {
         let status = resp.status;
         match self.layer.send_response(now, tx, resp) {
-            Ok(()) => metrics::sip_response_sent(status),
+            Ok(()) => self.counters.response_sent(status),
             Err(e) => tracing::error!(error = %e, ?tx, "response refused by the transaction layer"),
         }
     }
@@ -223,7 +240,8 @@ impl Driver {
         }
         if s.terminated != e.terminated || s.created != e.created {
             for kind in TxKind::ALL {
-                metrics::transactions_active(kind.as_str(), self.layer.count(kind));
+                self.counters
+                    .transactions_active(kind.as_str(), self.layer.count(kind));
             }
         }
         self.exported = s.clone();

@@ -142,6 +142,8 @@ pub struct Endpoint {
     pub users: Vec<String>,
     /// Set while draining for shutdown.
     pub draining: Arc<AtomicBool>,
+    /// Keys the To tags of stateless responses (random per process).
+    pub tag_key: std::collections::hash_map::RandomState,
 }
 
 impl Endpoint {
@@ -171,6 +173,34 @@ impl Endpoint {
                 .advertised
                 .as_deref()
                 .is_some_and(|a| a.trim_matches(['[', ']']).starts_with(&ip.to_string()))
+    }
+
+    /// Whether the endpoint answers this request without a transaction (RFC 3261 §8.2.7):
+    /// every non-INVITE request it answers itself. INVITE needs its server transaction
+    /// (final responses are retransmitted until the ACK), CANCEL must find its INVITE's,
+    /// and ACK belongs to the INVITE's.
+    pub fn answers_statelessly(&self, req: &Request) -> bool {
+        !matches!(req.method, Method::Invite | Method::Ack | Method::Cancel)
+    }
+
+    /// The To tag of a stateless response: the same for every retransmission of a request
+    /// (§8.2.7), unpredictable to others (keyed by a per-process random key).
+    pub fn stateless_tag(&self, req: &Request) -> String {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = self.tag_key.build_hasher();
+        req.common.call_id.hash(&mut h);
+        req.common.from.tag().hash(&mut h);
+        req.common.cseq.seq.hash(&mut h);
+        req.common.top_via().and_then(|v| v.branch()).hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// The answer to a request the endpoint handles: its refusal, or its own response.
+    pub fn answer(&self, req: &Request, to_tag: &str) -> Option<(Response, Option<&'static str>)> {
+        match self.admit(req) {
+            Err(refusal) => Some((refusal.response(req, to_tag), Some(refusal.metric_reason()))),
+            Ok(()) => self.respond(req, to_tag).map(|r| (r, None)),
+        }
     }
 
     /// The checks of RFC 3261 §8.2.1–§8.2.3 and §16.3, in that order. ACK is never

@@ -110,7 +110,12 @@ pub const DIRECTIONS: [&str; 2] = ["sent", "received"];
 /// whose firing ends a transaction in failure.
 pub const TIMEOUT_TIMERS: [&str; 3] = ["B", "F", "H"];
 /// `kind` label values of [`TRANSACTIONS_ACTIVE`] (`txn/{ict,nict,ist,nist}.rs`).
-pub const TRANSACTION_KINDS: [&str; 4] = ["ict", "nict", "ist", "nist"];
+pub const TRANSACTION_KINDS: [&str; 4] = [
+    "invite_client",
+    "non_invite_client",
+    "invite_server",
+    "non_invite_server",
+];
 /// `actor` label values of [`MAILBOX_REJECTED_TOTAL`].
 pub const ACTORS: [&str; 5] = ["registrar", "location", "call", "leg", "billing"];
 
@@ -218,6 +223,77 @@ pub fn status_class(status: u16) -> &'static str {
         500..=599 => "5xx",
         600..=699 => "6xx",
         _ => OTHER,
+    }
+}
+
+/// Handles of the per-message series, fetched once from the installed recorder so the
+/// hot path (one request, one response) does no registry lookup. Create it after
+/// [`install`]; a handle fetched before a recorder exists records nothing.
+pub struct SipCounters {
+    requests: Vec<metrics::Counter>,
+    responses: Vec<metrics::Counter>,
+    retransmissions_sent: metrics::Counter,
+    retransmissions_received: metrics::Counter,
+    transactions: Vec<metrics::Gauge>,
+}
+
+impl SipCounters {
+    /// Fetches every handle from the current recorder.
+    pub fn new() -> SipCounters {
+        SipCounters {
+            requests: METHODS
+                .iter()
+                .map(|m| counter!(SIP_REQUESTS_RECEIVED_TOTAL, "method" => *m))
+                .collect(),
+            responses: CLASSES
+                .iter()
+                .map(|c| counter!(SIP_RESPONSES_SENT_TOTAL, "class" => *c))
+                .collect(),
+            retransmissions_sent: counter!(SIP_RETRANSMISSIONS_TOTAL, "direction" => "sent"),
+            retransmissions_received: counter!(SIP_RETRANSMISSIONS_TOTAL, "direction" => "received"),
+            transactions: TRANSACTION_KINDS
+                .iter()
+                .map(|k| gauge!(TRANSACTIONS_ACTIVE, "kind" => *k))
+                .collect(),
+        }
+    }
+
+    /// A request arrived; `method` is a method name or a [`METHODS`] label.
+    pub fn request_received(&self, method: &str) {
+        let label = method_label(method);
+        if let Some(i) = METHODS.iter().position(|m| *m == label) {
+            self.requests[i].increment(1);
+        }
+    }
+
+    /// A response left.
+    pub fn response_sent(&self, status: u16) {
+        if let Some(i) = CLASSES.iter().position(|c| *c == status_class(status)) {
+            self.responses[i].increment(1);
+        }
+    }
+
+    /// Retransmissions sent and received since the last call.
+    pub fn retransmissions(&self, sent: u64, received: u64) {
+        if sent > 0 {
+            self.retransmissions_sent.increment(sent);
+        }
+        if received > 0 {
+            self.retransmissions_received.increment(received);
+        }
+    }
+
+    /// There are now `n` live transactions of `kind` (one of [`TRANSACTION_KINDS`]).
+    pub fn transactions_active(&self, kind: &str, n: usize) {
+        if let Some(i) = TRANSACTION_KINDS.iter().position(|k| *k == kind) {
+            self.transactions[i].set(n as f64);
+        }
+    }
+}
+
+impl Default for SipCounters {
+    fn default() -> SipCounters {
+        SipCounters::new()
     }
 }
 
@@ -492,7 +568,7 @@ mod tests {
             sip_response_dropped("no_transaction");
             retransmissions("sent", 3);
             transaction_timeout("B");
-            transactions_active("ist", 7);
+            transactions_active("invite_server", 7);
             tcp_connections_active(2);
             tcp_connection_rejected();
             registrations_active(4);
@@ -544,7 +620,7 @@ mod tests {
             v("softswitch_transaction_timeouts_total{timer=\"B\"}"),
             Some(1.0)
         );
-        assert_eq!(v("softswitch_transactions_active{kind=\"ist\"}"), Some(7.0));
+        assert_eq!(v("softswitch_transactions_active{kind=\"invite_server\"}"), Some(7.0));
         assert_eq!(v(TCP_CONNECTIONS_ACTIVE), Some(2.0));
         assert_eq!(v(TCP_CONNECTIONS_REJECTED_TOTAL), Some(1.0));
         assert_eq!(v(REGISTRATIONS_ACTIVE), Some(4.0));

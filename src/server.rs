@@ -93,6 +93,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         advertised: config.sip.advertised_host.clone(),
         users,
         draining: Arc::new(AtomicBool::new(false)),
+        tag_key: Default::default(),
     });
     let transports = Arc::new(Transports::new(udp_socks, tcp_pool));
     let layer = TxLayer::new(TimerConfig {
