@@ -190,6 +190,20 @@ impl Config {
         check_shape(&table, &schema, &mut problems);
         apply_env(&mut table, &schema, env, &mut problems);
         if !problems.is_empty() {
+            // Still run the semantic checks on what is well-formed, so one run reports
+            // every problem: drop each key already reported (defaults fill in) and add
+            // the problems of keys not yet named.
+            for p in &problems {
+                remove_key(&mut table, &p.key);
+            }
+            if let Ok(config) = toml::Value::Table(table).try_into::<Config>() {
+                let more: Vec<ConfigProblem> = config
+                    .validate()
+                    .into_iter()
+                    .filter(|v| !problems.iter().any(|p| p.key == v.key))
+                    .collect();
+                problems.extend(more);
+            }
             return Err(problems);
         }
         let config: Config = match toml::Value::Table(table).try_into() {
@@ -745,6 +759,20 @@ fn kind(v: &toml::Value) -> &'static str {
         toml::Value::Datetime(_) => "a date-time",
         toml::Value::Array(_) => "an array",
         toml::Value::Table(_) => "a table",
+    }
+}
+
+/// Removes `section.key` (as a [`ConfigProblem`] names it) from `table`, if present.
+fn remove_key(table: &mut toml::Table, key: &str) {
+    match key.split_once('.') {
+        Some((section, k)) => {
+            if let Some(toml::Value::Table(t)) = table.get_mut(section) {
+                t.remove(k);
+            }
+        }
+        None => {
+            table.remove(key);
+        }
     }
 }
 

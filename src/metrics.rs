@@ -620,7 +620,10 @@ mod tests {
             v("softswitch_transaction_timeouts_total{timer=\"B\"}"),
             Some(1.0)
         );
-        assert_eq!(v("softswitch_transactions_active{kind=\"invite_server\"}"), Some(7.0));
+        assert_eq!(
+            v("softswitch_transactions_active{kind=\"invite_server\"}"),
+            Some(7.0)
+        );
         assert_eq!(v(TCP_CONNECTIONS_ACTIVE), Some(2.0));
         assert_eq!(v(TCP_CONNECTIONS_REJECTED_TOTAL), Some(1.0));
         assert_eq!(v(REGISTRATIONS_ACTIVE), Some(4.0));

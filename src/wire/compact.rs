@@ -109,7 +109,10 @@ pub fn canonical_name(name: &str) -> Cow<'static, str> {
             return Cow::Borrowed(long);
         }
     }
-    match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(name)) {
+    match KNOWN
+        .iter()
+        .find(|k| k.len() == name.len() && k.eq_ignore_ascii_case(name))
+    {
         Some(k) => Cow::Borrowed(k),
         None => Cow::Owned(name.to_string()),
     }

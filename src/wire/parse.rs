@@ -92,7 +92,7 @@ pub fn parse_message(head: &[u8], body: &[u8]) -> Result<Message, WireError> {
             other => {
                 check_structured(other, v)?;
                 headers.push(Header {
-                    name: name.into_owned(),
+                    name,
                     value: value.into_owned(),
                 });
             }

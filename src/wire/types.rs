@@ -480,15 +480,18 @@ impl fmt::Display for CSeq {
 /// its value with line folding replaced by a single space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Canonical header name (`Contact`, not `m`).
-    pub name: String,
+    /// Canonical header name (`Contact`, not `m`); borrowed for well-known names.
+    pub name: std::borrow::Cow<'static, str>,
     /// The value, trimmed.
     pub value: String,
 }
 
 impl Header {
     /// A header.
-    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Header {
+    pub fn new(
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        value: impl Into<String>,
+    ) -> Header {
         Header {
             name: name.into(),
             value: value.into(),
