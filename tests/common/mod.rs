@@ -61,7 +61,10 @@ impl Switch {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_softswitch"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SOFTSWITCH_SIP_LISTEN", format!("udp:{host}:0,tcp:{host}:0"))
+            .env(
+                "SOFTSWITCH_SIP_LISTEN",
+                format!("udp:{host}:0,tcp:{host}:0"),
+            )
             .env("SOFTSWITCH_HTTP_LISTEN", "127.0.0.1:0")
             .env("SOFTSWITCH_SIP_DOMAIN", "example.test")
             .env("SOFTSWITCH_BILLING_CDR_PATH", dir.join("cdr.jsonl"))
@@ -73,6 +76,28 @@ impl Switch {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Switch::spawn(cmd, dir)
+    }
+
+    /// Starts the switch with command-line `args` (e.g. `--config FILE`) and only the
+    /// given environment (plus PATH): no listener, domain or CDR overrides, so a
+    /// configuration file decides them. `dir` becomes its working and data directory.
+    pub fn start_with_args(args: &[&str], env: &[(&str, &str)], dir: PathBuf) -> Switch {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_softswitch"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Switch::spawn(cmd, dir)
+    }
+
+    fn spawn(mut cmd: Command, dir: PathBuf) -> Switch {
         let mut child = cmd.spawn().expect("spawn softswitch");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
@@ -84,11 +109,21 @@ impl Switch {
                 }
             }
         });
-        let mut sw = Switch { child, udp: vec![], tcp: vec![], http: "127.0.0.1:0".parse().unwrap(), dir, lines: rx };
+        let mut sw = Switch {
+            child,
+            udp: vec![],
+            tcp: vec![],
+            http: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            lines: rx,
+        };
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = sw.lines.recv_timeout(left).unwrap_or_else(|_| panic!("switch not ready within {START_DEADLINE:?}"));
+            let line = sw
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("switch not ready within {START_DEADLINE:?}"));
             let parts: Vec<&str> = line.split_whitespace().collect();
             match parts.as_slice() {
                 ["listening", "udp", a] => sw.udp.push(a.parse().expect("udp addr")),
@@ -118,7 +153,10 @@ impl Switch {
 
     /// Sends SIGTERM and waits for the exit status, with a deadline.
     pub fn terminate(mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let end = Instant::now() + deadline;
         while Instant::now() < end {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -133,6 +171,100 @@ impl Switch {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Sends a signal (`TERM`, `INT`) without waiting.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(st.is_ok_and(|s| s.success()), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, with a deadline (polling `try_wait`).
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// `host:port` as written in a SIP URI or Via sent-by (IPv6 in brackets).
+pub fn host_port(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+/// A request with the mandatory headers, a Via of `transport` and `sent_by`, the
+/// given extra header lines (each without CRLF) and body (Content-Length set to it).
+/// `Max-Forwards: 70` is added unless `extra` sets Max-Forwards itself.
+#[allow(clippy::too_many_arguments)]
+pub fn sip_request(
+    method: &str,
+    ruri: &str,
+    transport: &str,
+    sent_by: &str,
+    via_params: &str,
+    branch: &str,
+    cseq: u32,
+    extra: &[&str],
+    body: &str,
+) -> String {
+    let mf = if extra
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("max-forwards:"))
+    {
+        ""
+    } else {
+        "Max-Forwards: 70\r\n"
+    };
+    let mut s = format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{transport} {sent_by};branch=z9hG4bK{branch}{via_params}\r\n{mf}From: <sip:probe@example.test>;tag=f{branch}\r\nTo: <{ruri}>\r\nCall-ID: {branch}@client\r\nCSeq: {cseq} {method}\r\n"
+    );
+    for h in extra {
+        s.push_str(h);
+        s.push_str("\r\n");
+    }
+    s.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s
+}
+
+/// The value of one Prometheus series (`name{labels}` exactly as rendered, or a bare
+/// name) in a `/metrics` body.
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Reads raw bytes from a TCP stream until at least `n` arrived, the peer closed, or
+/// the deadline passed.
+pub fn tcp_read_at_least(s: &mut TcpStream, n: usize, deadline: Duration) -> Vec<u8> {
+    let end = Instant::now() + deadline;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while out.len() < n && Instant::now() < end {
+        let left = end
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left)).expect("timeout");
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => out.extend_from_slice(&chunk[..k]),
+        }
+    }
+    out
 }
 
 impl Drop for Switch {
@@ -145,7 +277,11 @@ impl Drop for Switch {
 
 /// A UDP client socket bound on the same loopback family as `to`.
 pub fn udp_client(to: SocketAddr) -> UdpSocket {
-    let bind = if to.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let bind = if to.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
     let s = UdpSocket::bind(bind).expect("bind udp client");
     s.set_read_timeout(Some(ANSWER_DEADLINE)).expect("timeout");
     s
@@ -166,7 +302,9 @@ pub fn udp_responses(s: &UdpSocket, deadline: Duration) -> Vec<String> {
     let end = Instant::now() + deadline;
     let mut out = Vec::new();
     while Instant::now() < end {
-        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let left = end
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left)).expect("timeout");
         match udp_recv(s) {
             Some(b) => {
@@ -187,7 +325,10 @@ pub fn udp_responses(s: &UdpSocket, deadline: Duration) -> Vec<String> {
 pub fn udp_exchange(to: SocketAddr, msg: &[u8]) -> Option<String> {
     let s = udp_client(to);
     s.send_to(msg, to).expect("send");
-    udp_responses(&s, ANSWER_DEADLINE).into_iter().rev().find(|r| status_of(r).is_some_and(|c| c >= 200))
+    udp_responses(&s, ANSWER_DEADLINE)
+        .into_iter()
+        .rev()
+        .find(|r| status_of(r).is_some_and(|c| c >= 200))
 }
 
 /// The status code of a response's status line.
@@ -200,7 +341,13 @@ pub fn status_of(resp: &str) -> Option<u16> {
 
 /// The reason phrase of a response.
 pub fn reason_of(resp: &str) -> String {
-    resp.lines().next().unwrap_or("").splitn(3, ' ').nth(2).unwrap_or("").to_string()
+    resp.lines()
+        .next()
+        .unwrap_or("")
+        .splitn(3, ' ')
+        .nth(2)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The first value of a header (long name, case-insensitive).
@@ -227,7 +374,9 @@ pub fn tcp_read_responses(s: &mut TcpStream, count: usize, deadline: Duration) -
     let mut out = Vec::new();
     let mut chunk = [0u8; 8192];
     while out.len() < count && Instant::now() < end {
-        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let left = end
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left)).expect("timeout");
         match s.read(&mut chunk) {
             Ok(0) => break,
@@ -236,7 +385,10 @@ pub fn tcp_read_responses(s: &mut TcpStream, count: usize, deadline: Duration) -
         }
         while let Some(end_head) = find(&buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end_head]).into_owned();
-            let cl: usize = header(&head, "Content-Length").or_else(|| header(&head, "l")).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let cl: usize = header(&head, "Content-Length")
+                .or_else(|| header(&head, "l"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             if buf.len() < end_head + 4 + cl {
                 break;
             }
@@ -253,7 +405,9 @@ pub fn tcp_wait_closed(s: &mut TcpStream, deadline: Duration) -> bool {
     let end = Instant::now() + deadline;
     let mut chunk = [0u8; 4096];
     while Instant::now() < end {
-        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let left = end
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left)).expect("timeout");
         match s.read(&mut chunk) {
             Ok(0) => return true,
@@ -272,11 +426,22 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 /// GET over HTTP/1.1; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tcp_connect(addr);
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
