@@ -76,6 +76,28 @@ impl Switch {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Switch::spawn(cmd, dir)
+    }
+
+    /// Starts the switch with command-line `args` (e.g. `--config FILE`) and only the
+    /// given environment (plus PATH): no listener, domain or CDR overrides, so a
+    /// configuration file decides them. `dir` becomes its working and data directory.
+    pub fn start_with_args(args: &[&str], env: &[(&str, &str)], dir: PathBuf) -> Switch {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_softswitch"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Switch::spawn(cmd, dir)
+    }
+
+    fn spawn(mut cmd: Command, dir: PathBuf) -> Switch {
         let mut child = cmd.spawn().expect("spawn softswitch");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
@@ -149,6 +171,100 @@ impl Switch {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Sends a signal (`TERM`, `INT`) without waiting.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(st.is_ok_and(|s| s.success()), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, with a deadline (polling `try_wait`).
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// `host:port` as written in a SIP URI or Via sent-by (IPv6 in brackets).
+pub fn host_port(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+/// A request with the mandatory headers, a Via of `transport` and `sent_by`, the
+/// given extra header lines (each without CRLF) and body (Content-Length set to it).
+/// `Max-Forwards: 70` is added unless `extra` sets Max-Forwards itself.
+#[allow(clippy::too_many_arguments)]
+pub fn sip_request(
+    method: &str,
+    ruri: &str,
+    transport: &str,
+    sent_by: &str,
+    via_params: &str,
+    branch: &str,
+    cseq: u32,
+    extra: &[&str],
+    body: &str,
+) -> String {
+    let mf = if extra
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("max-forwards:"))
+    {
+        ""
+    } else {
+        "Max-Forwards: 70\r\n"
+    };
+    let mut s = format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{transport} {sent_by};branch=z9hG4bK{branch}{via_params}\r\n{mf}From: <sip:probe@example.test>;tag=f{branch}\r\nTo: <{ruri}>\r\nCall-ID: {branch}@client\r\nCSeq: {cseq} {method}\r\n"
+    );
+    for h in extra {
+        s.push_str(h);
+        s.push_str("\r\n");
+    }
+    s.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s
+}
+
+/// The value of one Prometheus series (`name{labels}` exactly as rendered, or a bare
+/// name) in a `/metrics` body.
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Reads raw bytes from a TCP stream until at least `n` arrived, the peer closed, or
+/// the deadline passed.
+pub fn tcp_read_at_least(s: &mut TcpStream, n: usize, deadline: Duration) -> Vec<u8> {
+    let end = Instant::now() + deadline;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while out.len() < n && Instant::now() < end {
+        let left = end
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left)).expect("timeout");
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => out.extend_from_slice(&chunk[..k]),
+        }
+    }
+    out
 }
 
 impl Drop for Switch {
