@@ -38,13 +38,18 @@ pub type InboundTx = mpsc::Sender<Inbound>;
 
 /// Every bound listener, and the way out.
 pub struct Transports {
-    udp: Vec<Arc<tokio::net::UdpSocket>>,
+    /// Each UDP socket with its bound address, read once at start-up.
+    udp: Vec<(SocketAddr, Arc<tokio::net::UdpSocket>)>,
     tcp: Arc<tcp::TcpPool>,
 }
 
 impl Transports {
     /// Groups bound UDP sockets and the TCP pool.
     pub fn new(udp: Vec<Arc<tokio::net::UdpSocket>>, tcp: Arc<tcp::TcpPool>) -> Transports {
+        let udp = udp
+            .into_iter()
+            .filter_map(|s| s.local_addr().ok().map(|a| (a, s)))
+            .collect();
         Transports { udp, tcp }
     }
 
@@ -65,8 +70,9 @@ impl Transports {
     fn udp_for(&self, to: SocketAddr) -> Option<&Arc<tokio::net::UdpSocket>> {
         self.udp
             .iter()
-            .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == to.is_ipv4()))
+            .find(|(local, _)| local.is_ipv4() == to.is_ipv4())
             .or_else(|| self.udp.first())
+            .map(|(_, s)| s)
     }
 
     /// The TCP pool.

@@ -45,6 +45,8 @@ pub struct TcpPool {
     settings: TcpSettings,
     conns: DashMap<ConnId, Conn>,
     by_addr: DashMap<SocketAddr, ConnId>,
+    /// Messages waiting for a connection being opened, per target (bounded).
+    connecting: DashMap<SocketAddr, Vec<Bytes>>,
     next_id: AtomicU64,
     active: AtomicUsize,
     inbound: InboundTx,
@@ -57,6 +59,7 @@ impl TcpPool {
             settings,
             conns: DashMap::new(),
             by_addr: DashMap::new(),
+            connecting: DashMap::new(),
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
             inbound,
@@ -225,24 +228,43 @@ impl TcpPool {
                 return tx.try_send(bytes).is_ok();
             }
         }
+        // A connect to this target is already under way: queue behind it.
+        if let Some(mut waiting) = self.connecting.get_mut(&peer.addr) {
+            if waiting.len() >= WRITE_QUEUE {
+                return false;
+            }
+            waiting.push(bytes);
+            return true;
+        }
         if !self.try_reserve() {
             metrics::tcp_connection_rejected();
             return false;
         }
         let pool = self.clone();
         let addr = peer.addr;
+        self.connecting.insert(addr, vec![bytes]);
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await;
+            // Take the queue and register the connection with no await in between, so a
+            // concurrent send either queued here or finds the new connection.
+            let waiting = pool
+                .connecting
+                .remove(&addr)
+                .map(|(_, q)| q)
+                .unwrap_or_default();
+            match connected {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     let id = pool.clone().start(stream, addr);
                     let tx = pool.conns.get(&id).map(|c| c.tx.clone());
                     if let Some(tx) = tx {
-                        let _ = tx.try_send(bytes);
+                        for b in waiting {
+                            let _ = tx.try_send(b);
+                        }
                     }
                 }
                 _ => {
-                    tracing::debug!(%addr, "TCP connect failed");
+                    tracing::debug!(%addr, dropped = waiting.len(), "TCP connect failed");
                     pool.active.fetch_sub(1, Ordering::AcqRel);
                 }
             }
@@ -258,4 +280,87 @@ async fn writer(mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiv
         }
     }
     let _ = write.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn settings() -> TcpSettings {
+        TcpSettings {
+            max_connections: 4,
+            idle_timeout: Duration::from_secs(5),
+            limits: Limits::default(),
+        }
+    }
+
+    async fn read_exact_within(s: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .expect("bytes within the deadline")
+            .expect("read");
+        buf
+    }
+
+    /// RFC 3261 §18.1.1 / §18.2.2: a request to a TCP target opens a connection when none
+    /// is open, messages sent while it opens wait for it, and later ones reuse it.
+    #[tokio::test]
+    async fn send_opens_then_reuses_a_connection() {
+        let (tx, _rx) = mpsc::channel(8);
+        let pool = TcpPool::new(settings(), tx);
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = target.local_addr().unwrap();
+        let peer = Peer {
+            transport: Transport::Tcp,
+            addr,
+            conn: None,
+        };
+        assert!(pool.send(&peer, Bytes::from_static(b"one")));
+        assert!(pool.send(&peer, Bytes::from_static(b"+")));
+        let (mut accepted, _) = tokio::time::timeout(Duration::from_secs(5), target.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_exact_within(&mut accepted, 4).await, b"one+");
+        assert_eq!(pool.len(), 1);
+        assert!(pool.send(&peer, Bytes::from_static(b"two")));
+        assert_eq!(read_exact_within(&mut accepted, 3).await, b"two");
+        // No second connection was opened.
+        let second = tokio::time::timeout(Duration::from_millis(200), target.accept()).await;
+        assert!(second.is_err(), "a second connection was opened");
+        assert_eq!(pool.len(), 1);
+    }
+
+    /// The connection bound counts outbound connections too.
+    #[tokio::test]
+    async fn outbound_connections_respect_the_bound() {
+        let (tx, _rx) = mpsc::channel(8);
+        let pool = TcpPool::new(
+            TcpSettings {
+                max_connections: 1,
+                ..settings()
+            },
+            tx,
+        );
+        let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pa = Peer {
+            transport: Transport::Tcp,
+            addr: a.local_addr().unwrap(),
+            conn: None,
+        };
+        let pb = Peer {
+            transport: Transport::Tcp,
+            addr: b.local_addr().unwrap(),
+            conn: None,
+        };
+        assert!(pool.send(&pa, Bytes::from_static(b"x")));
+        let _ = tokio::time::timeout(Duration::from_secs(5), a.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!pool.send(&pb, Bytes::from_static(b"y")), "over the bound");
+    }
 }
