@@ -118,7 +118,9 @@ pub fn parse_message(head: &[u8], body: &[u8]) -> Result<Message, WireError> {
     };
     match start {
         Start::Request { method, uri } => {
-            if common.cseq.method != method {
+            // An extension method is refused with 501 whatever its CSeq says, which
+            // RFC 4475 §3.1.2.18 prefers to 400; known methods must match (§8.1.1.5).
+            if common.cseq.method != method && !matches!(method, Method::Extension(_)) {
                 return Err(WireError::CSeqMethodMismatch);
             }
             let uri = parse_uri(uri).map_err(|e| WireError::BadRequestUri(e.0))?;
@@ -471,11 +473,15 @@ pub fn parse_via(v: &str) -> Result<Via, &'static str> {
     }
     let rest = rest[t_end..].trim_start();
     let semi = rest.find(';').unwrap_or(rest.len());
-    let sent_by: String = rest[..semi]
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
-    let sent_by = parse_hostport(&sent_by).map_err(|e| e.0)?;
+    let raw = rest[..semi].trim_end();
+    let sent_by = if raw.bytes().any(|b| b.is_ascii_whitespace()) {
+        // LWS around the port colon (RFC 4475 §3.1.1.1 style): squeeze it out.
+        let squeezed: String = raw.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        parse_hostport(&squeezed)
+    } else {
+        parse_hostport(raw)
+    }
+    .map_err(|e| e.0)?;
     let params = parse_params(&rest[semi..])?;
     Ok(Via {
         transport: transport.to_ascii_uppercase(),
