@@ -95,6 +95,8 @@ pub struct LimitsConfig {
     pub max_header_line_bytes: usize,
     /// Largest body, in bytes; must be below `max_message_bytes`.
     pub max_body_bytes: usize,
+    /// Most live transactions; an INVITE beyond it gets 503 with Retry-After.
+    pub max_transactions: usize,
 }
 
 /// `[http]`.
@@ -306,6 +308,7 @@ impl Config {
             ("limits.max_headers", l.max_headers),
             ("limits.max_header_line_bytes", l.max_header_line_bytes),
             ("limits.max_body_bytes", l.max_body_bytes),
+            ("limits.max_transactions", l.max_transactions),
         ] {
             if v == 0 {
                 p.push(ConfigProblem::new(key, "must be greater than 0"));
@@ -517,6 +520,7 @@ impl Default for LimitsConfig {
             max_headers: 256,
             max_header_line_bytes: 8192,
             max_body_bytes: 32768,
+            max_transactions: 100_000,
         }
     }
 }

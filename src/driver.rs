@@ -11,11 +11,11 @@
 //! On shutdown ([`Control::drain`]) new INVITEs are refused with 503 + Retry-After, and
 //! the driver ends once every transaction has ended or the drain deadline has passed.
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Refusal};
 use crate::metrics;
 use crate::transport::{local_tag, Inbound, Peer, Transport, Transports};
 use crate::txn::{Timer, TxEvent, TxId, TxKind, TxLayer, TxStats};
-use crate::wire::{Host, Message, Request, Response};
+use crate::wire::{Host, Message, Method, Request, Response};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,6 +38,17 @@ impl Control {
     }
 }
 
+/// What the driver is configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverSettings {
+    /// How long a drain may take.
+    pub drain_timeout: Duration,
+    /// UDP responses to the source port even without `;rport`.
+    pub force_rport: bool,
+    /// Most live transactions before new INVITEs get 503.
+    pub max_transactions: usize,
+}
+
 /// The driver.
 pub struct Driver {
     layer: TxLayer,
@@ -45,8 +56,7 @@ pub struct Driver {
     endpoint: Arc<Endpoint>,
     inbound: mpsc::Receiver<Inbound>,
     exported: TxStats,
-    drain_timeout: Duration,
-    force_rport: bool,
+    settings: DriverSettings,
     counters: metrics::SipCounters,
     wake: Arc<tokio::sync::Notify>,
 }
@@ -58,8 +68,7 @@ impl Driver {
         transports: Arc<Transports>,
         endpoint: Arc<Endpoint>,
         inbound: mpsc::Receiver<Inbound>,
-        drain_timeout: Duration,
-        force_rport: bool,
+        settings: DriverSettings,
     ) -> Driver {
         Driver {
             layer,
@@ -67,8 +76,7 @@ impl Driver {
             endpoint,
             inbound,
             exported: TxStats::default(),
-            drain_timeout,
-            force_rport,
+            settings,
             counters: metrics::SipCounters::new(),
             wake: Arc::new(tokio::sync::Notify::new()),
         }
@@ -89,8 +97,8 @@ impl Driver {
         let mut drain_deadline: Option<Instant> = None;
         loop {
             if self.endpoint.draining.load(Ordering::Relaxed) {
-                let deadline =
-                    *drain_deadline.get_or_insert_with(|| Instant::now() + self.drain_timeout);
+                let deadline = *drain_deadline
+                    .get_or_insert_with(|| Instant::now() + self.settings.drain_timeout);
                 if self.layer.is_empty() || Instant::now() >= deadline {
                     tracing::info!(left = self.layer.len(), "transaction layer drained");
                     return;
@@ -133,7 +141,7 @@ impl Driver {
         match inbound.message {
             Message::Request(mut req) => {
                 self.counters.request_received(req.method.metric_label());
-                let reply_to = stamp_via(&mut req, &inbound.peer, self.force_rport);
+                let reply_to = stamp_via(&mut req, &inbound.peer, self.settings.force_rport);
                 tracing::trace!(method = %req.method, call_id = %req.common.call_id, "request in");
                 if self.endpoint.answers_statelessly(&req) {
                     let tag = self.endpoint.stateless_tag(&req);
@@ -145,6 +153,18 @@ impl Driver {
                         self.layer
                             .send_stateless(reply_to, &Message::Response(resp));
                     }
+                    return;
+                }
+                if req.method == Method::Invite
+                    && self.layer.len() >= self.settings.max_transactions
+                {
+                    // Bounded state: refuse new INVITEs statelessly rather than grow.
+                    let refusal = Refusal::Overloaded;
+                    metrics::sip_message_rejected(refusal.metric_reason());
+                    let resp = refusal.response(&req, &self.endpoint.stateless_tag(&req));
+                    self.counters.response_sent(resp.status);
+                    self.layer
+                        .send_stateless(reply_to, &Message::Response(resp));
                     return;
                 }
                 self.layer.handle_request(now, reply_to, req);

@@ -55,6 +55,8 @@ pub enum Refusal {
     CallDoesNotExist,
     /// The switch is draining for shutdown.
     ShuttingDown,
+    /// The transaction table is full (`limits.max_transactions`).
+    Overloaded,
 }
 
 impl Refusal {
@@ -72,7 +74,7 @@ impl Refusal {
             Refusal::NotFound => 404,
             Refusal::TemporarilyUnavailable => 480,
             Refusal::CallDoesNotExist => 481,
-            Refusal::ShuttingDown => 503,
+            Refusal::ShuttingDown | Refusal::Overloaded => 503,
         }
     }
 
@@ -91,6 +93,7 @@ impl Refusal {
             Refusal::TemporarilyUnavailable => "Temporarily Unavailable",
             Refusal::CallDoesNotExist => "Call/Transaction Does Not Exist",
             Refusal::ShuttingDown => "Service Unavailable (shutting down)",
+            Refusal::Overloaded => "Service Unavailable (overloaded)",
         }
     }
 
@@ -104,7 +107,7 @@ impl Refusal {
             Refusal::UnsupportedMediaType | Refusal::NotAcceptable => {
                 vec![Header::new("Accept", ACCEPT)]
             }
-            Refusal::ShuttingDown => vec![Header::new("Retry-After", "5")],
+            Refusal::ShuttingDown | Refusal::Overloaded => vec![Header::new("Retry-After", "5")],
             _ => Vec::new(),
         }
     }
@@ -117,6 +120,7 @@ impl Refusal {
             Refusal::BadExtension(_) => "extension",
             Refusal::UnsupportedMediaType | Refusal::NotAcceptable => "media_type",
             Refusal::TooManyHops => "max_forwards",
+            Refusal::Overloaded => "overload",
             _ => "routing",
         }
     }

@@ -88,7 +88,7 @@ pub const DISPOSITIONS: [&str; 6] = [
     "failed",
 ];
 /// `reason` label values of [`SIP_MESSAGES_REJECTED_TOTAL`].
-pub const REJECT_REASONS: [&str; 12] = [
+pub const REJECT_REASONS: [&str; 13] = [
     "parse",
     "too_large",
     "body_too_large",
@@ -101,6 +101,7 @@ pub const REJECT_REASONS: [&str; 12] = [
     "method",
     "max_forwards",
     "routing",
+    "overload",
 ];
 /// `reason` label values of [`SIP_RESPONSES_DROPPED_TOTAL`].
 pub const DROP_REASONS: [&str; 3] = ["parse", "no_transaction", "via"];

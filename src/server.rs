@@ -2,7 +2,7 @@
 //! readers, the driver and the HTTP server, and drain on shutdown. `main` calls only this.
 
 use crate::config::Config;
-use crate::driver::{Control, Driver};
+use crate::driver::{Control, Driver, DriverSettings};
 use crate::endpoint::Endpoint;
 use crate::http::{self, EmptyApi, HttpState};
 use crate::transport::tcp::{TcpPool, TcpSettings};
@@ -106,8 +106,11 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         transports,
         endpoint,
         rx,
-        config.sip.drain_timeout(),
-        config.sip.force_rport,
+        DriverSettings {
+            drain_timeout: config.sip.drain_timeout(),
+            force_rport: config.sip.force_rport,
+            max_transactions: config.limits.max_transactions,
+        },
     );
     let control = driver.control();
     let driver = tokio::spawn(driver.run());

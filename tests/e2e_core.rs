@@ -1533,3 +1533,54 @@ fn rfc5626_keepalive_pings_keep_tcp_connection_past_idle_timeout() {
     assert!(start.elapsed() > Duration::from_millis(1500));
     assert!(tcp_options_ok(&mut c, to, "keepalive"));
 }
+
+// ---------------------------------------------------------------------------------------
+// 12. Bounded state: the transaction table has a ceiling (limits.max_transactions)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn limits_max_transactions_new_invite_gets_503_with_retry_after() {
+    let sw = Switch::start(&[("SOFTSWITCH_LIMITS_MAX_TRANSACTIONS", "2")]);
+    let to = sw.udp_addr();
+    let s = udp_client(to);
+    let mut finals = Vec::new();
+    for i in 0..3 {
+        // Never ACKed: each 404 keeps its INVITE server transaction until Timer H.
+        let inv = sip_request(
+            "INVITE",
+            "sip:nobody@example.test",
+            "UDP",
+            "client.invalid:5999",
+            ";rport",
+            &format!("overload-{i}"),
+            1,
+            &[],
+            "",
+        );
+        s.send_to(inv.as_bytes(), to).unwrap();
+        // Earlier INVITEs' 404s are retransmitted (Timer G) to this socket too: take the
+        // final response that answers this INVITE.
+        let tag = format!("overload-{i}");
+        let deadline = Instant::now() + ANSWER_DEADLINE;
+        let fin = loop {
+            assert!(Instant::now() < deadline, "no final response for {tag}");
+            let Some(b) = udp_recv(&s) else { continue };
+            let r = String::from_utf8_lossy(&b).into_owned();
+            if r.contains(&tag) && status_of(&r).is_some_and(|c| c >= 200) {
+                break r;
+            }
+        };
+        finals.push(fin);
+    }
+    assert_eq!(status_of(&finals[0]), Some(404), "{}", finals[0]);
+    assert_eq!(status_of(&finals[1]), Some(404), "{}", finals[1]);
+    assert_eq!(status_of(&finals[2]), Some(503), "{}", finals[2]);
+    assert!(header(&finals[2], "Retry-After").is_some(), "{}", finals[2]);
+    let m = metrics(&sw);
+    assert!(
+        metric(
+            &m,
+            r#"softswitch_sip_messages_rejected_total{reason="overload"}"#
+        ) >= 1.0
+    );
+}
