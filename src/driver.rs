@@ -300,12 +300,88 @@ fn stamp_via(req: &mut Request, source: &Peer, force_rport: bool) -> Peer {
     if rport_asked {
         via.set_param("rport", Some(source.addr.port().to_string()));
     }
+    let sent_by_port = via.sent_by.port.unwrap_or(5060);
     match source.transport {
-        Transport::Tcp => *source,
+        // §18.2.2: over the connection the request came on; should it be gone by then,
+        // a new connection to the received address at the sent-by port (the pool tries
+        // `conn` first, then an open connection to `addr`, then opens one to `addr`).
+        Transport::Tcp => Peer {
+            transport: Transport::Tcp,
+            addr: SocketAddr::new(src_ip, sent_by_port),
+            conn: source.conn,
+        },
         Transport::Udp if rport_asked || force_rport => *source,
-        Transport::Udp => {
-            let port = via.sent_by.port.unwrap_or(5060);
-            Peer::udp(SocketAddr::new(src_ip, port))
+        Transport::Udp => Peer::udp(SocketAddr::new(src_ip, sent_by_port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::ConnId;
+    use crate::wire::{parse_message, Message};
+
+    fn request(via: &str) -> Request {
+        let head = format!(
+            "OPTIONS sip:example.test SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@example.test>;tag=1\r\nTo: <sip:example.test>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+        );
+        match parse_message(head.as_bytes(), b"") {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
         }
+    }
+
+    fn udp(addr: &str) -> Peer {
+        Peer::udp(addr.parse().unwrap())
+    }
+
+    /// RFC 3581 §4: `received` and `rport` filled in, response to the source.
+    #[test]
+    fn rport_asked_answers_source_port() {
+        let mut r = request("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport");
+        let to = stamp_via(&mut r, &udp("127.0.0.1:40000"), false);
+        assert_eq!(to, udp("127.0.0.1:40000"));
+        let v = &r.common.via[0];
+        assert_eq!(v.received(), Some("127.0.0.1"));
+        assert_eq!(v.rport(), Some(Some(40000)));
+    }
+
+    /// RFC 3261 §18.2.1/§18.2.2 without rport: `received` added when the sent-by host
+    /// differs, response to the received address at the sent-by port.
+    #[test]
+    fn no_rport_answers_sent_by_port_at_received_address() {
+        let mut r = request("SIP/2.0/UDP host.example.test:5070;branch=z9hG4bK1");
+        let to = stamp_via(&mut r, &udp("127.0.0.1:40000"), false);
+        assert_eq!(to, udp("127.0.0.1:5070"));
+        assert_eq!(r.common.via[0].received(), Some("127.0.0.1"));
+        // No port in sent-by: 5060.
+        let mut r = request("SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1");
+        let to = stamp_via(&mut r, &udp("127.0.0.1:40000"), false);
+        assert_eq!(to, udp("127.0.0.1:5060"));
+        // sent-by equals the source: no received.
+        assert_eq!(r.common.via[0].received(), None);
+    }
+
+    /// force_rport answers the source port even without `;rport`.
+    #[test]
+    fn force_rport_answers_source_port() {
+        let mut r = request("SIP/2.0/UDP [2001:db8::1]:5070;branch=z9hG4bK1");
+        let to = stamp_via(&mut r, &udp("[::1]:40000"), true);
+        assert_eq!(to, udp("[::1]:40000"));
+        assert_eq!(r.common.via[0].received(), Some("::1"));
+    }
+
+    /// §18.2.2 over TCP: the same connection, with the sent-by port as the fallback.
+    #[test]
+    fn tcp_keeps_the_connection_and_falls_back_to_sent_by_port() {
+        let mut r = request("SIP/2.0/TCP phone.example.test:5080;branch=z9hG4bK1");
+        let source = Peer {
+            transport: Transport::Tcp,
+            addr: "127.0.0.1:40000".parse().unwrap(),
+            conn: Some(ConnId(7)),
+        };
+        let to = stamp_via(&mut r, &source, true);
+        assert_eq!(to.conn, Some(ConnId(7)));
+        assert_eq!(to.addr, "127.0.0.1:5080".parse().unwrap());
     }
 }
