@@ -6,6 +6,7 @@
 //! name, and header names compare case-insensitively, so `MaX-fOrWaRdS` is Max-Forwards.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 /// Compact letters (RFC 3261 §7.3.3 and the IANA SIP header registry).
 const COMPACT: &[(u8, &str)] = &[
@@ -109,13 +110,27 @@ pub fn canonical_name(name: &str) -> Cow<'static, str> {
             return Cow::Borrowed(long);
         }
     }
-    match KNOWN
-        .iter()
-        .find(|k| k.len() == name.len() && k.eq_ignore_ascii_case(name))
-    {
+    let bucket = by_length()
+        .get(name.len())
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    match bucket.iter().find(|k| k.eq_ignore_ascii_case(name)) {
         Some(k) => Cow::Borrowed(k),
         None => Cow::Owned(name.to_string()),
     }
+}
+
+/// The known names grouped by length, so a lookup compares a handful at most.
+fn by_length() -> &'static [Vec<&'static str>] {
+    static INDEX: OnceLock<Vec<Vec<&'static str>>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let longest = KNOWN.iter().map(|k| k.len()).max().unwrap_or(0);
+        let mut index = vec![Vec::new(); longest + 1];
+        for k in KNOWN {
+            index[k.len()].push(*k);
+        }
+        index
+    })
 }
 
 #[cfg(test)]

@@ -156,7 +156,8 @@ impl Scanner {
     }
 
     fn check_content_length(&mut self, line: &[u8]) -> Result<(), FrameError> {
-        if matches!(line.first(), Some(b' ' | b'\t')) {
+        // Only `Content-Length` and `l` qualify: look no further at any other line.
+        if !matches!(line.first(), Some(b'c' | b'C' | b'l' | b'L')) {
             return Ok(());
         }
         let Some(colon) = memchr(b':', line) else {
@@ -353,9 +354,9 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end.max(start)]
 }
 
-/// Position of the first `needle` byte.
+/// Position of the first `needle` byte (SIMD search from the `memchr` crate).
 pub(crate) fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 #[cfg(test)]

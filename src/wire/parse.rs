@@ -224,7 +224,7 @@ impl<'a> Lines<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let (line, rest) = match self.rest.find('\n') {
+        let (line, rest) = match memchr::memchr(b'\n', self.rest.as_bytes()) {
             Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
             None => (self.rest, ""),
         };
