@@ -628,12 +628,18 @@ fn invite_refused_ist(
     // ACK (same branch, CSeq 1 ACK): retransmissions stop.
     s.send_to(ack_for(&invite, &fin_text).as_bytes(), to)
         .unwrap();
-    let after = recv_within(&s, Duration::from_millis(900));
-    assert!(
-        after.is_none(),
-        "{ruri}: still retransmitting after ACK: {:?}",
-        after.map(|b| text(&b))
-    );
+    // One retransmission already in flight when the ACK left may still arrive (a loaded
+    // machine can delay the ACK past the next Timer G); after that, silence.
+    let acked = Instant::now();
+    let mut in_flight = 0;
+    while let Some(b) = recv_within(&s, Duration::from_millis(900)) {
+        in_flight += 1;
+        assert!(
+            in_flight == 1 && b == fin && acked.elapsed() < Duration::from_millis(600),
+            "{ruri}: still retransmitting after ACK: {}",
+            text(&b)
+        );
+    }
     fin_text
 }
 
