@@ -147,8 +147,7 @@ impl ExpectResponse {
     fn on_timer(self, sh: &mut Shared, ctx: &mut Ctx<'_>, timer: Timer) -> State {
         match (timer, self.a_interval) {
             (Timer::A, Some(prev)) => {
-                ctx.transmit(sh.peer, sh.bytes.clone());
-                ctx.out.stats.retransmissions_sent += 1;
+                ctx.retransmit(sh.peer, sh.bytes.clone());
                 let next = ctx.cfg.next_a(prev);
                 ctx.arm(&mut sh.timers, Timer::A, next);
                 State::Calling(ExpectResponse {

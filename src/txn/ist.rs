@@ -124,8 +124,7 @@ impl ExpectAck {
     fn on_timer(self, sh: &mut Shared, ctx: &mut Ctx<'_>, timer: Timer) -> State {
         match (timer, self.g_interval) {
             (Timer::G, Some(prev)) => {
-                ctx.transmit(sh.peer, sh.last.clone());
-                ctx.out.stats.retransmissions_sent += 1;
+                ctx.retransmit(sh.peer, sh.last.clone());
                 let next = ctx.cfg.next_capped(prev);
                 ctx.arm(&mut sh.timers, Timer::G, next);
                 State::Completed(ExpectAck {

@@ -281,6 +281,12 @@ impl Ctx<'_> {
         });
     }
 
+    /// A timer-driven retransmission (Timers A, E, G): queued and counted.
+    pub(crate) fn retransmit(&mut self, peer: Peer, bytes: Bytes) {
+        self.transmit(peer, bytes);
+        self.out.stats.retransmissions_sent += 1;
+    }
+
     /// Queues an event for the TU.
     pub(crate) fn event(&mut self, event: TxEvent) {
         self.out.events.push_back(event);

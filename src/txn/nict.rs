@@ -63,8 +63,7 @@ impl Shared {
     }
 
     fn retransmit(&self, ctx: &mut Ctx<'_>) {
-        ctx.transmit(self.peer, self.bytes.clone());
-        ctx.out.stats.retransmissions_sent += 1;
+        ctx.retransmit(self.peer, self.bytes.clone());
     }
 
     /// A final response in Trying or Proceeding (§17.1.2.2).
