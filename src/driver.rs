@@ -173,7 +173,6 @@ impl Driver {
                 self.layer.handle_response(now, inbound.peer, resp);
             }
         }
-        self.drain_layer();
     }
 
     fn drain_layer(&mut self) {
@@ -244,9 +243,9 @@ impl Driver {
     fn export_stats(&mut self) {
         let s = self.layer.stats();
         let e = &self.exported;
-        metrics::retransmissions("sent", s.retransmissions_sent - e.retransmissions_sent);
-        metrics::retransmissions(
-            "received",
+        // Cached handles: this runs after every batch, so no registry lookups here.
+        self.counters.retransmissions(
+            s.retransmissions_sent - e.retransmissions_sent,
             s.retransmissions_received - e.retransmissions_received,
         );
         for (timer, now, before) in [

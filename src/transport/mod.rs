@@ -74,11 +74,6 @@ impl Transports {
             .or_else(|| self.udp.first())
             .map(|(_, s)| s)
     }
-
-    /// The TCP pool.
-    pub fn tcp(&self) -> &Arc<tcp::TcpPool> {
-        &self.tcp
-    }
 }
 
 /// Builds the answer to a request that failed framing or parsing, or `None` when the
