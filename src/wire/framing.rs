@@ -61,15 +61,6 @@ pub enum FrameError {
     MissingBlankLine,
 }
 
-impl FrameError {
-    /// Whether the framing error makes the rest of a stream unreadable, so the connection
-    /// must be closed (every error except none: after a framing error the next message's
-    /// start is unknowable).
-    pub fn closes_stream(self) -> bool {
-        true
-    }
-}
-
 /// One framed message: the header section (start line and headers, without the blank
 /// line) and the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,11 +42,10 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// A random number: each `RandomState` is freshly keyed.
 fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish()
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
 }
 
 impl Switch {
