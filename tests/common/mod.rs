@@ -57,25 +57,18 @@ impl Switch {
     /// Starts the switch listening on `host` (e.g. `127.0.0.1` or `[::1]`).
     pub fn start_on(host: &str, env: &[(&str, &str)]) -> Switch {
         let dir = temp_dir("sw");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_softswitch"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env(
-                "SOFTSWITCH_SIP_LISTEN",
-                format!("udp:{host}:0,tcp:{host}:0"),
-            )
-            .env("SOFTSWITCH_HTTP_LISTEN", "127.0.0.1:0")
-            .env("SOFTSWITCH_SIP_DOMAIN", "example.test")
-            .env("SOFTSWITCH_BILLING_CDR_PATH", dir.join("cdr.jsonl"))
-            .env("SOFTSWITCH_LOG_LEVEL", "warn")
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Switch::spawn(cmd, dir)
+        let listen = format!("udp:{host}:0,tcp:{host}:0");
+        let cdr = dir.join("cdr.jsonl");
+        let cdr = cdr.to_str().expect("utf-8 temp path");
+        let mut all: Vec<(&str, &str)> = vec![
+            ("SOFTSWITCH_SIP_LISTEN", &listen),
+            ("SOFTSWITCH_HTTP_LISTEN", "127.0.0.1:0"),
+            ("SOFTSWITCH_SIP_DOMAIN", "example.test"),
+            ("SOFTSWITCH_BILLING_CDR_PATH", cdr),
+            ("SOFTSWITCH_LOG_LEVEL", "warn"),
+        ];
+        all.extend_from_slice(env);
+        Switch::start_with_args(&[], &all, dir.clone())
     }
 
     /// Starts the switch with command-line `args` (e.g. `--config FILE`) and only the
