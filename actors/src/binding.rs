@@ -93,13 +93,11 @@ pub fn apply(
     let expired_any = live.len() != current.len();
     let mut next: Vec<Binding> = live.iter().map(|b| (*b).clone()).collect();
     match &u.contacts {
-        ContactSet::Query => {
-            return Ok(if expired_any {
-                Applied::Changed(next)
-            } else {
-                Applied::Unchanged
-            })
-        }
+        ContactSet::Query => Ok(if expired_any {
+            Applied::Changed(next)
+        } else {
+            Applied::Unchanged
+        }),
         ContactSet::Wildcard => {
             let mut retransmission = false;
             for b in &live {
@@ -113,7 +111,7 @@ pub fn apply(
             if retransmission || (next.is_empty() && !expired_any) {
                 return Ok(Applied::Unchanged);
             }
-            return Ok(Applied::Changed(Vec::new()));
+            Ok(Applied::Changed(Vec::new()))
         }
         ContactSet::List(contacts) => {
             let mut touched: Vec<u64> = Vec::with_capacity(contacts.len());
