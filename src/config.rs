@@ -46,6 +46,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[billing]`: where CDRs go.
     pub billing: BillingConfig,
+    /// `[registrar]`: binding bounds and the binding store.
+    pub registrar: RegistrarConfig,
+    /// `[auth]`: digest authentication.
+    pub auth: AuthSection,
     /// `[log]`: the tracing filter.
     pub log: LogConfig,
     /// `[[users]]`: the directory. Empty means "use the demo directory".
@@ -115,6 +119,43 @@ pub struct BillingConfig {
     pub cdr_path: PathBuf,
 }
 
+/// `[registrar]` (RFC 3261 §10.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrarConfig {
+    /// The binding journal (created with its directory).
+    pub store_path: PathBuf,
+    /// Expiry when neither the Contact nor the request gives one (seconds).
+    pub default_expires_s: u32,
+    /// Shortest accepted nonzero expiry; shorter requests get 423 with Min-Expires.
+    pub min_expires_s: u32,
+    /// Longest expiry; longer requests are shortened to it.
+    pub max_expires_s: u32,
+    /// Most bindings per AOR (beyond it the soonest-expiring older ones are dropped).
+    pub max_contacts: usize,
+    /// REGISTERs queued per AOR before further ones get 503 with Retry-After.
+    pub mailbox_capacity: usize,
+    /// fdatasync the journal before a 200 OK (off: survives kill -9, not power loss).
+    pub store_sync: bool,
+}
+
+/// `[auth]`: digest authentication (RFC 3261 §22, RFC 7616, RFC 8760).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Challenges offered, strongest first: `SHA-512-256`, `SHA-256`, `MD5`.
+    pub algorithms: Vec<String>,
+    /// A nonce older than this is stale (a new challenge with `stale=true`), seconds.
+    pub nonce_lifetime_s: u64,
+    /// Failed authentications from one source address within `failure_window_s` before
+    /// it gets 403 and is blocked for `block_s`.
+    pub max_failures: u32,
+    /// The window failures are counted in (seconds).
+    pub failure_window_s: u64,
+    /// How long a source is refused after too many failures (seconds).
+    pub block_s: u64,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -135,6 +176,10 @@ pub struct UserConfig {
     /// MD5(user:realm:password) as 32 hex digits (RFC 2617 §3.2.2.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha1: Option<String>,
+    /// SHA-256(user:realm:password) as 64 hex digits (RFC 7616), beside `ha1`, so a user
+    /// without a clear password can also answer SHA-256 challenges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha1_sha256: Option<String>,
     /// Offer a second call to a busy user instead of busy treatment.
     #[serde(default)]
     pub call_waiting: bool,
@@ -338,6 +383,52 @@ impl Config {
                 format!("not a valid filter directive: {e}"),
             ));
         }
+        let r = &self.registrar;
+        if r.store_path.as_os_str().is_empty() {
+            p.push(ConfigProblem::new("registrar.store_path", "must not be empty"));
+        }
+        for (key, v) in [
+            ("registrar.min_expires_s", r.min_expires_s as usize),
+            ("registrar.max_contacts", r.max_contacts),
+            ("registrar.mailbox_capacity", r.mailbox_capacity),
+        ] {
+            if v == 0 {
+                p.push(ConfigProblem::new(key, "must be greater than 0"));
+            }
+        }
+        if r.min_expires_s > r.max_expires_s {
+            p.push(ConfigProblem::new(
+                "registrar.min_expires_s",
+                format!("must not exceed registrar.max_expires_s ({})", r.max_expires_s),
+            ));
+        }
+        if r.default_expires_s < r.min_expires_s || r.default_expires_s > r.max_expires_s {
+            p.push(ConfigProblem::new(
+                "registrar.default_expires_s",
+                "must lie between registrar.min_expires_s and registrar.max_expires_s",
+            ));
+        }
+        let a = &self.auth;
+        if a.algorithms.is_empty() {
+            p.push(ConfigProblem::new("auth.algorithms", "name at least one algorithm"));
+        }
+        for alg in &a.algorithms {
+            if !AUTH_ALGORITHMS.iter().any(|k| k.eq_ignore_ascii_case(alg)) {
+                p.push(ConfigProblem::new(
+                    "auth.algorithms",
+                    format!("{alg:?} is not one of {}", AUTH_ALGORITHMS.join(", ")),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("auth.nonce_lifetime_s", a.nonce_lifetime_s),
+            ("auth.max_failures", u64::from(a.max_failures)),
+            ("auth.failure_window_s", a.failure_window_s),
+        ] {
+            if v == 0 {
+                p.push(ConfigProblem::new(key, "must be greater than 0"));
+            }
+        }
         self.validate_users(&mut p);
         p
     }
@@ -378,6 +469,19 @@ impl Config {
                     ))
                 }
                 _ => {}
+            }
+            if let Some(h) = &u.ha1_sha256 {
+                if u.ha1.is_none() {
+                    p.push(ConfigProblem::new(
+                        key("ha1_sha256"),
+                        "goes with ha1 (a password gives every HA1 by itself)",
+                    ));
+                } else if !(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())) {
+                    p.push(ConfigProblem::new(
+                        key("ha1_sha256"),
+                        "must be 64 hexadecimal digits",
+                    ));
+                }
             }
             for (field, target) in [
                 ("forward_unconditional", &u.forward_unconditional),
@@ -541,6 +645,35 @@ impl Default for BillingConfig {
     }
 }
 
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            store_path: PathBuf::from("data/registrations.journal"),
+            default_expires_s: 3600,
+            min_expires_s: 60,
+            max_expires_s: 7200,
+            max_contacts: 10,
+            mailbox_capacity: 32,
+            store_sync: true,
+        }
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            algorithms: vec!["SHA-256".to_string(), "MD5".to_string()],
+            nonce_lifetime_s: 300,
+            max_failures: 10,
+            failure_window_s: 60,
+            block_s: 60,
+        }
+    }
+}
+
+/// The digest algorithms `[auth] algorithms` may name.
+pub const AUTH_ALGORITHMS: [&str; 3] = ["SHA-512-256", "SHA-256", "MD5"];
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -562,6 +695,7 @@ impl fmt::Debug for UserConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("ha1", &self.ha1.as_ref().map(|_| "<redacted>"))
+            .field("ha1_sha256", &self.ha1_sha256.as_ref().map(|_| "<redacted>"))
             .field("call_waiting", &self.call_waiting)
             .field("forward_unconditional", &self.forward_unconditional)
             .field("forward_busy", &self.forward_busy)
@@ -740,6 +874,7 @@ fn schema() -> toml::Table {
         user: String::new(),
         password: Some(String::new()),
         ha1: Some(String::new()),
+        ha1_sha256: Some(String::new()),
         call_waiting: false,
         forward_unconditional: Some(String::new()),
         forward_busy: Some(String::new()),
@@ -1403,8 +1538,8 @@ forward_busy = "sip:voicemail@example.test"
         assert!(sip.contains_key("advertised_host") && sip.contains_key("listen"));
         let users = s.get("users").and_then(|v| v.as_array()).expect("users");
         let u = users[0].as_table().expect("user table");
-        assert_eq!(u.len(), 8);
-        for section in ["limits", "http", "billing", "log"] {
+        assert_eq!(u.len(), 9);
+        for section in ["limits", "http", "billing", "registrar", "auth", "log"] {
             assert!(s.contains_key(section), "{section}");
         }
     }
