@@ -409,8 +409,11 @@ impl Authenticator {
             return challenge(true, FailReason::StaleNonce);
         }
         let expires = issued.saturating_add(lifetime);
-        let key = resp.nonce.to_ascii_lowercase();
-        match self.counts.check(&key, qop.nc_value, expires, now) {
+        // The nonce passed its MAC check, so it is 64 hex digits; either case is one id.
+        let Some(id) = digest::from_hex::<32>(&resp.nonce) else {
+            return self.fail(FailReason::BadNonce, source, now);
+        };
+        match self.counts.check(id, qop.nc_value, expires, now) {
             NcCheck::Accepted => {}
             NcCheck::Replay => return challenge(true, FailReason::NcReplay),
             NcCheck::Full => return challenge(true, FailReason::StaleNonce),
@@ -634,6 +637,29 @@ mod tests {
     }
 
     #[test]
+    fn shared_across_threads() {
+        let a = std::sync::Arc::new(auth());
+        let workers: Vec<_> = (0..4u8)
+            .map(|n| {
+                let a = std::sync::Arc::clone(&a);
+                std::thread::spawn(move || {
+                    let c = first_challenge(&a, Algorithm::Sha256);
+                    let mut ans = Answer::to(&c, "alice", "secret");
+                    (1..=50u32)
+                        .filter(|nc| {
+                            ans.nc = format!("{nc:08x}");
+                            verify_at(&a, &ans.header(), T0 + 1, src(n)) == ok(Algorithm::Sha256)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        for w in workers {
+            assert_eq!(w.join().ok(), Some(50));
+        }
+    }
+
+    #[test]
     fn challenge_format_and_order() {
         let a = Authenticator::new(
             AuthConfig {
@@ -781,6 +807,15 @@ mod tests {
         let nc1 = ans.header();
         assert_eq!(verify(&a, &nc1), ok(Algorithm::Md5));
         assert_eq!(verify(&a, &nc1), ch(true, FailReason::NcReplay), "replay");
+        let upper = Answer {
+            nonce: ans.nonce.to_uppercase(),
+            ..ans.clone()
+        };
+        assert_eq!(
+            verify(&a, &upper.header()),
+            ch(true, FailReason::NcReplay),
+            "hex case of the nonce does not make a new one"
+        );
         ans.nc = "00000002".into();
         ans.cnonce = "later".into();
         // linphone: the same nonce much later with nc=2

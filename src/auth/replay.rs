@@ -23,6 +23,9 @@ pub(crate) enum NcCheck {
     Full,
 }
 
+/// A nonce as its 32 raw bytes (half the memory of its hex form).
+pub(crate) type NonceId = [u8; 32];
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     last_nc: u32,
@@ -32,7 +35,7 @@ struct Entry {
 
 #[derive(Debug)]
 struct Inner {
-    map: HashMap<String, Entry>,
+    map: HashMap<NonceId, Entry>,
     /// The earliest `expires` in `map` (u64::MAX when empty): pruning before it frees
     /// nothing.
     earliest: u64,
@@ -64,9 +67,9 @@ impl NonceCounts {
 
     /// Checks `nc` for `nonce` (which must already be known valid and fresh) and records
     /// it when accepted. `expires` is when the nonce goes stale; `now` is unix seconds.
-    pub(crate) fn check(&self, nonce: &str, nc: u32, expires: u64, now: u64) -> NcCheck {
+    pub(crate) fn check(&self, nonce: NonceId, nc: u32, expires: u64, now: u64) -> NcCheck {
         let mut inner = self.lock();
-        if let Some(e) = inner.map.get_mut(nonce) {
+        if let Some(e) = inner.map.get_mut(&nonce) {
             if nc > e.last_nc {
                 e.last_nc = nc;
                 return NcCheck::Accepted;
@@ -93,7 +96,7 @@ impl NonceCounts {
         }
         inner.earliest = inner.earliest.min(expires);
         inner.map.insert(
-            nonce.to_string(),
+            nonce,
             Entry {
                 last_nc: nc,
                 expires,
@@ -113,39 +116,47 @@ impl NonceCounts {
 mod tests {
     use super::*;
 
+    fn id(c: u8) -> NonceId {
+        [c; 32]
+    }
+
     #[test]
     fn increasing_counts_accepted_replays_refused() {
         let t = NonceCounts::new(10);
-        assert_eq!(t.check("n", 1, 100, 0), NcCheck::Accepted);
-        assert_eq!(t.check("n", 1, 100, 0), NcCheck::Replay);
-        assert_eq!(t.check("n", 2, 100, 0), NcCheck::Accepted);
-        assert_eq!(t.check("n", 1, 100, 0), NcCheck::Replay);
-        assert_eq!(t.check("n", 5, 100, 0), NcCheck::Accepted, "gaps are fine");
-        assert_eq!(t.check("n", 4, 100, 0), NcCheck::Replay);
-        assert_eq!(t.check("m", 1, 100, 0), NcCheck::Accepted, "per nonce");
-        assert_eq!(t.check("k", 0, 100, 0), NcCheck::Replay);
+        assert_eq!(t.check(id(b'n'), 1, 100, 0), NcCheck::Accepted);
+        assert_eq!(t.check(id(b'n'), 1, 100, 0), NcCheck::Replay);
+        assert_eq!(t.check(id(b'n'), 2, 100, 0), NcCheck::Accepted);
+        assert_eq!(t.check(id(b'n'), 1, 100, 0), NcCheck::Replay);
+        assert_eq!(
+            t.check(id(b'n'), 5, 100, 0),
+            NcCheck::Accepted,
+            "gaps are fine"
+        );
+        assert_eq!(t.check(id(b'n'), 4, 100, 0), NcCheck::Replay);
+        assert_eq!(t.check(id(b'm'), 1, 100, 0), NcCheck::Accepted, "per nonce");
+        assert_eq!(t.check(id(b'k'), 0, 100, 0), NcCheck::Replay);
         assert_eq!(t.len(), 2);
     }
 
     #[test]
     fn bounded_with_pruning_of_expired() {
         let t = NonceCounts::new(2);
-        assert_eq!(t.check("a", 1, 10, 0), NcCheck::Accepted);
-        assert_eq!(t.check("b", 1, 20, 0), NcCheck::Accepted);
-        assert_eq!(t.check("c", 1, 30, 5), NcCheck::Full);
+        assert_eq!(t.check(id(b'a'), 1, 10, 0), NcCheck::Accepted);
+        assert_eq!(t.check(id(b'b'), 1, 20, 0), NcCheck::Accepted);
+        assert_eq!(t.check(id(b'c'), 1, 30, 5), NcCheck::Full);
         // known nonces still work when full
-        assert_eq!(t.check("a", 2, 10, 5), NcCheck::Accepted);
+        assert_eq!(t.check(id(b'a'), 2, 10, 5), NcCheck::Accepted);
         // "a" expired at 10: pruned, room for "c"
-        assert_eq!(t.check("c", 1, 30, 11), NcCheck::Accepted);
+        assert_eq!(t.check(id(b'c'), 1, 30, 11), NcCheck::Accepted);
         assert_eq!(t.len(), 2);
-        assert_eq!(t.check("d", 1, 40, 12), NcCheck::Full);
-        assert_eq!(t.check("d", 1, 40, 31), NcCheck::Accepted);
+        assert_eq!(t.check(id(b'd'), 1, 40, 12), NcCheck::Full);
+        assert_eq!(t.check(id(b'd'), 1, 40, 31), NcCheck::Accepted);
         assert_eq!(t.len(), 1);
     }
 
     #[test]
     fn zero_capacity_is_always_full() {
         let t = NonceCounts::new(0);
-        assert_eq!(t.check("a", 1, 10, 0), NcCheck::Full);
+        assert_eq!(t.check(id(b'a'), 1, 10, 0), NcCheck::Full);
     }
 }
