@@ -6,10 +6,12 @@
 //! * L3 [`txn`]: the RFC 3261 §17 transaction layer, sans-IO.
 //! * [`driver`]: the one task that owns L3 and its timer; [`endpoint`]: admission checks
 //!   and what the switch answers itself.
+//! * [`auth`]: SIP digest authentication (RFC 3261 §22, RFC 7616, RFC 8760), sans-IO.
 //! * L5 [`config`], [`metrics`], [`http`], [`server`]: the switch's outside.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod driver;
 pub mod endpoint;
