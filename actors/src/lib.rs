@@ -12,3 +12,5 @@
 //! fixed: the root crate depends on this one, never the reverse.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod journal;
