@@ -107,7 +107,8 @@ pub struct JournalConfig {
     pub sync: bool,
     /// The file is compacted while running only once it exceeds this (default 16 MiB).
     pub compact_min_bytes: u64,
-    /// … and exceeds this many times the live bytes (default 4).
+    /// … and exceeds this many times the live bytes (default 4; 0 or 1 means "whenever
+    /// anything can be dropped").
     pub compact_ratio: u64,
     /// The most records one batch (one write, one sync) takes (default 1024).
     pub max_batch: usize,
@@ -688,22 +689,32 @@ impl Writer {
         // A failed batch's bytes may still be after good_len: compaction reads only up to
         // good_len, and a new file starts clean (compact_inner clears `dirty`).
         match self.compact_inner() {
-            Ok(skipped) => {
-                if !skipped {
-                    self.shared.compactions.fetch_add(1, Ordering::Relaxed);
-                }
+            Ok(false) => {
+                self.shared.compactions.fetch_add(1, Ordering::Relaxed);
                 self.compact_retry_at = 0;
+                if self.index.capacity() > 2 * self.index.len() + 1024 {
+                    self.index.shrink_to_fit();
+                }
                 self.publish();
+                Ok(())
+            }
+            Ok(true) => {
+                // Nothing to drop: the live count was off (a hash collision) or the ratio
+                // is ≤ 1. Do not re-read the file after every batch.
+                self.compact_retry_at = self.backoff();
                 Ok(())
             }
             Err(e) => {
                 self.shared.fail("journal compaction", &e);
-                self.compact_retry_at = self
-                    .good_len
-                    .saturating_add(self.config.compact_min_bytes.max(1 << 20));
+                self.compact_retry_at = self.backoff();
                 Err(JournalError::io(&e))
             }
         }
+    }
+
+    fn backoff(&self) -> u64 {
+        self.good_len
+            .saturating_add(self.config.compact_min_bytes.max(4096))
     }
 
     /// Returns whether there was nothing to drop.
@@ -933,13 +944,13 @@ fn check_magic(file: &mut File, path: &Path) -> io::Result<()> {
 
 /// Copies the cut bytes to `<path>.torn` before they are truncated away.
 fn save_tail(file: &File, path: &Path, from: u64, to: u64) -> io::Result<()> {
-    let mut tail = vec![0u8; (to - from) as usize];
-    file.read_exact_at(&mut tail, from)?;
     let torn = side_path(path, "torn");
     let mut out = File::create(&torn)?;
-    out.write_all(&tail)?;
+    let mut input = file;
+    input.seek(SeekFrom::Start(from))?;
+    let copied = io::copy(&mut input.take(to - from), &mut out)?;
     out.sync_all()?;
-    tracing::warn!(path = %torn.display(), bytes = tail.len(), "saved a corrupt journal tail");
+    tracing::warn!(path = %torn.display(), bytes = copied, "saved a corrupt journal tail");
     Ok(())
 }
 

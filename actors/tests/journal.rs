@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use softswitch_actors::journal::{Journal, JournalConfig, Recovered, Tail, MAGIC};
+use softswitch_actors::journal::{Journal, JournalConfig, JournalError, Recovered, Tail, MAGIC};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -276,6 +276,20 @@ async fn compaction_at_open_keeps_only_the_live_set() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn an_unfinished_compaction_is_discarded_at_open() {
+    let dir = TempDir::new("stale-compact");
+    let path = dir.file();
+    write_records(&path, 3).await;
+    let stale = PathBuf::from(format!("{}.compact", path.display()));
+    // A crash mid-compaction leaves a partial new file beside the complete old one.
+    fs::write(&stale, b"SSJRNL01\x05\x00\x00").unwrap();
+    let (_j, rec) = open(&path);
+    assert_eq!(rec.entries.len(), 3);
+    assert_eq!(rec.torn_bytes, 0);
+    assert!(!stale.exists());
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn compaction_while_running_loses_nothing_acked() {
     let dir = TempDir::new("compact-run");
     let path = dir.file();
@@ -397,42 +411,63 @@ async fn group_commit_batches_concurrent_puts() {
 
 const CHILD_DIR: &str = "SSJOURNAL_CRASH_CHILD_DIR";
 
+/// The crash child's journal: small compaction thresholds, so kills land around
+/// compactions too.
+fn crash_config(dir: &Path) -> JournalConfig {
+    JournalConfig {
+        compact_min_bytes: 32 << 10,
+        compact_ratio: 2,
+        ..JournalConfig::new(dir.join("j"))
+    }
+}
+
 /// Child mode of `kill_9_keeps_every_acked_record`: does nothing unless the parent set
-/// the environment variable. Puts records 32 at a time and prints each key once its Ack
-/// resolved; stops by itself after 5 s in case the parent is gone.
+/// the environment variable. Puts sequence number `n` under key `key-{n % 300}`, 32 at a
+/// time, and prints `acked KEY N` once its Ack resolved; stops by itself after 5 s in
+/// case the parent is gone.
 #[test]
 fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
-    let (j, _) = Journal::open(JournalConfig::new(PathBuf::from(dir).join("j"))).unwrap();
+    let (j, _) = Journal::open(crash_config(Path::new(&dir))).unwrap();
     let start = Instant::now();
     let stdout = std::io::stdout();
-    let mut i = 0u64;
+    let mut n = 0u64;
     while start.elapsed() < Duration::from_secs(5) {
-        let acks: Vec<_> = (0..32)
+        let acks: Vec<_> = (n..n + 32)
             .map(|n| {
-                let key = format!("key-{}", i + n);
-                let ack = j.put(key.clone(), key.clone().into_bytes());
-                (key, ack)
+                let key = format!("key-{}", n % 300);
+                let ack = j.put(key.clone(), n.to_string().into_bytes());
+                (key, n, ack)
             })
             .collect();
-        i += 32;
-        for (key, ack) in acks {
+        n += 32;
+        for (key, n, ack) in acks {
             ack.wait().unwrap();
             let mut out = stdout.lock();
-            writeln!(out, "acked {key}").unwrap();
+            writeln!(out, "acked {key} {n}").unwrap();
             out.flush().unwrap();
         }
     }
 }
 
-#[test]
-fn kill_9_keeps_every_acked_record() {
-    let dir = TempDir::new("kill9");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR, &dir.0)
+/// The keys a child printed as `acked KEY`, fed by a reader thread; `None` at EOF.
+struct ChildLines {
+    rx: mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+/// Runs this test binary's test `name` in a child process through `sh -c PREFIX exec …`
+/// with the journal directory in `CHILD_DIR`.
+fn spawn_child(name: &str, shell_prefix: &str, dir: &Path) -> (std::process::Child, ChildLines) {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{shell_prefix} exec \"$0\" --exact {name} --nocapture --test-threads=1"
+        ))
+        .arg(std::env::current_exe().unwrap())
+        .env(CHILD_DIR, dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -442,20 +477,45 @@ fn kill_9_keeps_every_acked_record() {
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(key) = line.strip_prefix("acked ") {
-                if tx.send(key.to_string()).is_err() {
+            // The harness's "test NAME ... " may precede the first line.
+            if let Some(at) = line.find("acked ") {
+                if tx.send(line[at + 6..].to_string()).is_err() {
                     break;
                 }
             }
         }
     });
+    (child, ChildLines { rx, reader })
+}
+
+impl ChildLines {
+    /// Every remaining line until EOF or `deadline`.
+    fn rest(self, deadline: Instant, into: &mut Vec<String>) {
+        while let Ok(key) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            into.push(key);
+        }
+        drop(self.rx);
+        let _ = self.reader.join();
+    }
+}
+
+#[test]
+fn kill_9_keeps_every_acked_record() {
+    let dir = TempDir::new("kill9");
+    let (mut child, lines) = spawn_child("crash_child", "", &dir.0);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut acked = Vec::new();
-    // Let it run until it has acked 2,000 records (or ~2 s of work), then SIGKILL it
+    // Let it run until it has acked 20,000 records (or ~2 s of work), then SIGKILL it
     // mid-stream.
     let work = Instant::now() + Duration::from_secs(2);
-    while acked.len() < 2000 && Instant::now() < work {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+    while acked.len() < 20_000 && Instant::now() < work {
+        match lines
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             Ok(key) => acked.push(key),
             Err(_) => break,
         }
@@ -463,25 +523,111 @@ fn kill_9_keeps_every_acked_record() {
     child.kill().unwrap();
     child.wait().unwrap();
     // Lines printed before the kill are acked too.
-    while let Ok(key) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        acked.push(key);
-    }
-    reader.join().unwrap();
+    lines.rest(deadline, &mut acked);
     assert!(acked.len() >= 100, "the child acked only {}", acked.len());
 
-    let (_j, rec) = Journal::open(JournalConfig::new(dir.0.join("j"))).unwrap();
+    // Every key holds its last acked value or a later (written, not yet acked) one.
+    let mut last_acked: BTreeMap<String, u64> = BTreeMap::new();
+    for line in &acked {
+        let (key, n) = line.split_once(' ').expect("KEY N");
+        let n: u64 = n.parse().unwrap();
+        let slot = last_acked.entry(key.to_string()).or_insert(n);
+        *slot = (*slot).max(n);
+    }
+    // Each record is at least 17 bytes: a file under half of that ran compactions.
+    let size = len(&dir.0.join("j"));
+    assert!(
+        size < acked.len() as u64 * 17 / 2,
+        "no compaction ran in the child: {size} bytes"
+    );
+    let (_j, rec) = Journal::open(crash_config(&dir.0)).unwrap();
     let map = as_map(&rec);
-    for key in &acked {
-        assert_eq!(
-            map.get(key),
-            Some(&key.clone().into_bytes()),
-            "acked {key} lost"
-        );
+    for (key, n) in &last_acked {
+        let got: u64 = map
+            .get(key)
+            .map(|v| String::from_utf8_lossy(v).parse().unwrap())
+            .unwrap_or_else(|| panic!("acked {key} lost"));
+        assert!(got >= *n, "{key}: acked {n}, recovered {got}");
     }
     println!(
-        "kill -9: {} acked, {} recovered, {} torn bytes",
+        "kill -9: {} acked, {} keys recovered, {} torn bytes, compacted at open: {}",
         acked.len(),
         map.len(),
-        rec.torn_bytes
+        rec.torn_bytes,
+        rec.compacted
     );
+}
+
+/// The soft RLIMIT_FSIZE of this process, in bytes.
+fn file_size_limit() -> Option<u64> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max file size"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Child mode of `write_errors_roll_back_and_the_next_batch_retries`: runs under a file
+/// size limit with SIGXFSZ ignored, so writes past it fail with EFBIG.
+#[test]
+fn io_error_child() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let limit = file_size_limit().expect("a file size limit");
+    let path = PathBuf::from(dir).join("j");
+    let (j, _) = Journal::open(JournalConfig::new(&path)).unwrap();
+    let say = |key: &str| println!("acked {key}");
+    let mut i = 0;
+    let err = loop {
+        let key = format!("big-{i}");
+        match j.put(key.clone(), vec![b'x'; 1000]).wait() {
+            Ok(()) => say(&key),
+            Err(e) => break e,
+        }
+        i += 1;
+        assert!(i < 1000, "the limit never hit");
+    };
+    assert!(matches!(err, JournalError::Io { .. }), "{err:?}");
+    let s = j.stats();
+    assert_eq!(s.errors, 1);
+    assert!(s.last_error.is_some());
+    assert_eq!(len(&path), s.bytes_on_disk, "the failed batch was cut off");
+    // A smaller record that fits exactly is written at the last good offset.
+    let room = limit - s.bytes_on_disk;
+    assert!(room > 16, "room {room}");
+    j.put("small".into(), vec![b's'; room as usize - 16])
+        .wait()
+        .unwrap();
+    say("small");
+    assert_eq!(len(&path), limit);
+    assert!(j.put("over".into(), vec![1]).wait().is_err());
+    assert_eq!(len(&path), limit);
+    assert!(j.delete("big-0".into()).wait().is_err());
+    j.flush().wait().unwrap();
+    say("done");
+}
+
+#[test]
+fn write_errors_roll_back_and_the_next_batch_retries() {
+    let dir = TempDir::new("efbig");
+    // 64 blocks: 32 KiB or 64 KiB depending on the shell's block size; the child reads it.
+    let (mut child, lines) = spawn_child("io_error_child", "trap '' XFSZ; ulimit -f 64;", &dir.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut acked = Vec::new();
+    lines.rest(deadline, &mut acked);
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "child failed: {status:?}, acked {acked:?}"
+    );
+    assert_eq!(acked.last().map(String::as_str), Some("done"));
+    acked.pop();
+    assert!(acked.len() > 10);
+
+    let (_j, rec) = Journal::open(JournalConfig::new(dir.0.join("j"))).unwrap();
+    assert_eq!(rec.torn_bytes, 0);
+    let map = as_map(&rec);
+    assert_eq!(map.len(), acked.len(), "only acked records are on disk");
+    for key in &acked {
+        assert!(map.contains_key(key), "acked {key} lost");
+    }
 }
