@@ -554,19 +554,17 @@ enum Change {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Cmd>) {
-        let mut cmds: Vec<Cmd> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut changes: Vec<Change> = Vec::new();
         let mut acks: Vec<AckTx> = Vec::new();
         let mut compact_acks: Vec<AckTx> = Vec::new();
         while let Ok(first) = rx.recv() {
-            cmds.push(first);
-            while cmds.len() < self.config.max_batch && buf.len() < MAX_BATCH_BYTES {
-                let Ok(cmd) = rx.try_recv() else { break };
-                cmds.push(cmd);
-            }
+            // Take what is queued, encoding as we go so the byte cap sees the batch.
+            let mut next = Some(first);
+            let mut taken = 0;
             let mut flush = false;
-            for cmd in cmds.drain(..) {
+            while let Some(cmd) = next.take() {
+                taken += 1;
                 match cmd {
                     Cmd::Put { key, value, ack } => {
                         let len = encode(&mut buf, KIND_PUT, key.as_bytes(), &value);
@@ -583,6 +581,9 @@ impl Writer {
                         acks.push(ack);
                     }
                     Cmd::Compact { ack } => compact_acks.push(ack),
+                }
+                if taken < self.config.max_batch && buf.len() < MAX_BATCH_BYTES {
+                    next = rx.try_recv().ok();
                 }
             }
             let result = self.commit(&buf, flush);

@@ -122,6 +122,15 @@ async fn too_large_is_refused_without_queueing() {
     assert!(j.put("v".into(), vec![0; 17 << 20]).await.is_err());
     j.put("ok".into(), vec![0; 1 << 20]).await.unwrap();
     assert_eq!(j.stats().records, 1);
+    // A batch stops taking records at about 8 MiB: three 5 MiB puts need two batches.
+    let before = j.stats().batches;
+    let acks: Vec<_> = (0..3)
+        .map(|i| j.put(format!("big{i}"), vec![i; 5 << 20]))
+        .collect();
+    for a in acks {
+        a.await.unwrap();
+    }
+    assert!(j.stats().batches - before >= 2);
 }
 
 /// Writes `n` records, one per batch, and returns the file offset after each one.
