@@ -154,6 +154,10 @@ pub struct AuthSection {
     pub failure_window_s: u64,
     /// How long a source is refused after too many failures (seconds).
     pub block_s: u64,
+    /// User-Agent prefixes (case-insensitive) offered only the MD5 challenge: user agents
+    /// that reject a 401 outright when any challenge names an algorithm they do not know,
+    /// instead of answering the one they do (baresip 1.x on libre 1.x).
+    pub md5_only_user_agents: Vec<String>,
 }
 
 /// `[log]`.
@@ -385,7 +389,10 @@ impl Config {
         }
         let r = &self.registrar;
         if r.store_path.as_os_str().is_empty() {
-            p.push(ConfigProblem::new("registrar.store_path", "must not be empty"));
+            p.push(ConfigProblem::new(
+                "registrar.store_path",
+                "must not be empty",
+            ));
         }
         for (key, v) in [
             ("registrar.min_expires_s", r.min_expires_s as usize),
@@ -399,7 +406,10 @@ impl Config {
         if r.min_expires_s > r.max_expires_s {
             p.push(ConfigProblem::new(
                 "registrar.min_expires_s",
-                format!("must not exceed registrar.max_expires_s ({})", r.max_expires_s),
+                format!(
+                    "must not exceed registrar.max_expires_s ({})",
+                    r.max_expires_s
+                ),
             ));
         }
         if r.default_expires_s < r.min_expires_s || r.default_expires_s > r.max_expires_s {
@@ -410,7 +420,10 @@ impl Config {
         }
         let a = &self.auth;
         if a.algorithms.is_empty() {
-            p.push(ConfigProblem::new("auth.algorithms", "name at least one algorithm"));
+            p.push(ConfigProblem::new(
+                "auth.algorithms",
+                "name at least one algorithm",
+            ));
         }
         for alg in &a.algorithms {
             if !AUTH_ALGORITHMS.iter().any(|k| k.eq_ignore_ascii_case(alg)) {
@@ -667,6 +680,7 @@ impl Default for AuthSection {
             max_failures: 10,
             failure_window_s: 60,
             block_s: 60,
+            md5_only_user_agents: vec!["baresip v0.".to_string(), "baresip v1.".to_string()],
         }
     }
 }
@@ -695,7 +709,10 @@ impl fmt::Debug for UserConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("ha1", &self.ha1.as_ref().map(|_| "<redacted>"))
-            .field("ha1_sha256", &self.ha1_sha256.as_ref().map(|_| "<redacted>"))
+            .field(
+                "ha1_sha256",
+                &self.ha1_sha256.as_ref().map(|_| "<redacted>"),
+            )
             .field("call_waiting", &self.call_waiting)
             .field("forward_unconditional", &self.forward_unconditional)
             .field("forward_busy", &self.forward_busy)

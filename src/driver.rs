@@ -13,6 +13,7 @@
 
 use crate::endpoint::{Endpoint, Refusal};
 use crate::metrics;
+use crate::registrar::{Completion, Registrar};
 use crate::transport::{local_tag, Inbound, Peer, Transport, Transports};
 use crate::txn::{Timer, TxEvent, TxId, TxKind, TxLayer, TxStats};
 use crate::wire::{Host, Message, Method, Request, Response};
@@ -59,16 +60,22 @@ pub struct Driver {
     settings: DriverSettings,
     counters: metrics::SipCounters,
     wake: Arc<tokio::sync::Notify>,
+    registrar: Registrar,
+    completions: mpsc::UnboundedReceiver<Completion>,
 }
 
 impl Driver {
     /// A driver over a layer, the transports and the endpoint.
+    /// `completions` carries the answers the registrar produces asynchronously; its
+    /// senders are bounded by the live transactions waiting for them.
     pub fn new(
         layer: TxLayer,
         transports: Arc<Transports>,
         endpoint: Arc<Endpoint>,
         inbound: mpsc::Receiver<Inbound>,
         settings: DriverSettings,
+        registrar: Registrar,
+        completions: mpsc::UnboundedReceiver<Completion>,
     ) -> Driver {
         Driver {
             layer,
@@ -79,6 +86,8 @@ impl Driver {
             settings,
             counters: metrics::SipCounters::new(),
             wake: Arc::new(tokio::sync::Notify::new()),
+            registrar,
+            completions,
         }
     }
 
@@ -130,6 +139,18 @@ impl Driver {
                 _ = &mut sleep, if wake.is_some() => {
                     self.layer.handle_timeout(Instant::now());
                 }
+                done = self.completions.recv() => {
+                    let now = Instant::now();
+                    if let Some(c) = done {
+                        self.respond(now, c.tx, c.response);
+                    }
+                    for _ in 0..64 {
+                        match self.completions.try_recv() {
+                            Ok(c) => self.respond(now, c.tx, c.response),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 _ = self.wake.notified() => {}
             }
             self.drain_layer();
@@ -155,7 +176,7 @@ impl Driver {
                     }
                     return;
                 }
-                if req.method == Method::Invite
+                if matches!(req.method, Method::Invite | Method::Register)
                     && self.layer.len() >= self.settings.max_transactions
                 {
                     // Bounded state: refuse new INVITEs statelessly rather than grow.
@@ -199,6 +220,18 @@ impl Driver {
     fn on_event(&mut self, ev: TxEvent) {
         let now = Instant::now();
         match ev {
+            TxEvent::Request { tx, request, from } if request.method == Method::Register => {
+                let response = match self.endpoint.admit(&request) {
+                    Err(refusal) => {
+                        metrics::sip_message_rejected(refusal.metric_reason());
+                        Some(refusal.response(&request, &local_tag()))
+                    }
+                    Ok(()) => self.registrar.handle(tx, &from, request),
+                };
+                if let Some(resp) = response {
+                    self.respond(now, tx, resp);
+                }
+            }
             TxEvent::Request { tx, request, .. } => {
                 if let Some((resp, refused)) = self.endpoint.answer(&request, &local_tag()) {
                     if let Some(reason) = refused {

@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Methods the switch serves (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
 /// Body types the switch understands (the Accept header).
 pub const ACCEPT: &str = "application/sdp";
-/// Option tags the switch supports (the Supported header); none yet.
-pub const SUPPORTED: &[&str] = &[];
+/// Option tags the switch supports (the Supported header): `path` (RFC 3327, the
+/// registrar stores and echoes Path).
+pub const SUPPORTED: &[&str] = &["path"];
 /// Body types accepted on requests that carry a session description.
 const ACCEPTED_BODIES: &[&str] = &[
     "application/sdp",
@@ -182,9 +183,14 @@ impl Endpoint {
     /// Whether the endpoint answers this request without a transaction (RFC 3261 §8.2.7):
     /// every non-INVITE request it answers itself. INVITE needs its server transaction
     /// (final responses are retransmitted until the ACK), CANCEL must find its INVITE's,
-    /// and ACK belongs to the INVITE's.
+    /// ACK belongs to the INVITE's, and REGISTER is answered asynchronously by the
+    /// registrar (after the binding store), so its retransmissions must be absorbed by a
+    /// transaction rather than authenticated again (their nonce count would be a replay).
     pub fn answers_statelessly(&self, req: &Request) -> bool {
-        !matches!(req.method, Method::Invite | Method::Ack | Method::Cancel)
+        !matches!(
+            req.method,
+            Method::Invite | Method::Ack | Method::Cancel | Method::Register
+        )
     }
 
     /// The To tag of a stateless response: the same for every retransmission of a request
@@ -214,7 +220,7 @@ impl Endpoint {
             return Ok(());
         }
         match req.method {
-            Method::Invite | Method::Cancel | Method::Bye | Method::Options => {}
+            Method::Invite | Method::Cancel | Method::Bye | Method::Options | Method::Register => {}
             Method::Extension(_) => return Err(Refusal::NotImplemented),
             _ => return Err(Refusal::MethodNotAllowed),
         }

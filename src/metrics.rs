@@ -54,6 +54,10 @@ pub const TCP_CONNECTIONS_ACTIVE: &str = "softswitch_tcp_connections_active";
 pub const TCP_CONNECTIONS_REJECTED_TOTAL: &str = "softswitch_tcp_connections_rejected_total";
 /// Counter `{actor}`: messages refused because an actor's mailbox was full.
 pub const MAILBOX_REJECTED_TOTAL: &str = "softswitch_mailbox_rejected_total";
+/// Counter `{result}`: REGISTER requests by outcome.
+pub const REGISTER_REQUESTS_TOTAL: &str = "softswitch_register_requests_total";
+/// Counter `{reason}`: digest authentications that failed, by reason.
+pub const AUTH_FAILURES_TOTAL: &str = "softswitch_auth_failures_total";
 
 /// The value used for any label value outside its closed set.
 pub const OTHER: &str = "other";
@@ -119,6 +123,39 @@ pub const TRANSACTION_KINDS: [&str; 4] = [
 ];
 /// `actor` label values of [`MAILBOX_REJECTED_TOTAL`].
 pub const ACTORS: [&str; 5] = ["registrar", "location", "call", "leg", "billing"];
+
+/// `result` label values of [`REGISTER_REQUESTS_TOTAL`]: `ok` (bindings changed or
+/// refreshed), `query` (answered with the bindings unchanged: no Contact, or a
+/// retransmission), `challenged` (401), `stale` (401 with `stale=true`), then refusals.
+pub const REGISTER_RESULTS: [&str; 12] = [
+    "ok",
+    "query",
+    "challenged",
+    "stale",
+    "forbidden",
+    "not_found",
+    "bad_request",
+    "interval_too_brief",
+    "too_many_contacts",
+    "out_of_order",
+    "overloaded",
+    "storage",
+];
+/// `reason` label values of [`AUTH_FAILURES_TOTAL`] (`crate::auth::FailReason`).
+pub const AUTH_FAILURE_REASONS: [&str; 12] = [
+    "missing",
+    "malformed",
+    "unknown_user",
+    "wrong_password",
+    "stale_nonce",
+    "bad_nonce",
+    "nc_replay",
+    "algorithm",
+    "realm",
+    "qop",
+    "too_many_failures",
+    "blocked",
+];
 
 /// Upper bounds of the call setup histogram's buckets, in seconds: from a fast
 /// answer on loopback to the default 20 s ring time and a little beyond.
@@ -202,6 +239,12 @@ pub fn register_all(version: &str) {
     }
     for a in ACTORS {
         counter!(MAILBOX_REJECTED_TOTAL, "actor" => a).absolute(0);
+    }
+    for r in REGISTER_RESULTS {
+        counter!(REGISTER_REQUESTS_TOTAL, "result" => r).absolute(0);
+    }
+    for r in AUTH_FAILURE_REASONS {
+        counter!(AUTH_FAILURES_TOTAL, "reason" => r).absolute(0);
     }
 }
 
@@ -368,6 +411,16 @@ pub fn cdr_written() {
     counter!(CDRS_WRITTEN_TOTAL).increment(1);
 }
 
+/// A REGISTER was answered; `result` is one of [`REGISTER_RESULTS`].
+pub fn register_result(result: &'static str) {
+    counter!(REGISTER_REQUESTS_TOTAL, "result" => closed(result, &REGISTER_RESULTS)).increment(1);
+}
+
+/// A digest authentication failed; `reason` is one of [`AUTH_FAILURE_REASONS`].
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES_TOTAL, "reason" => closed(reason, &AUTH_FAILURE_REASONS)).increment(1);
+}
+
 /// An actor's mailbox was full and refused a message; `actor` is one of [`ACTORS`].
 pub fn mailbox_rejected(actor: &'static str) {
     counter!(MAILBOX_REJECTED_TOTAL, "actor" => closed(actor, &ACTORS)).increment(1);
@@ -382,6 +435,16 @@ fn closed(value: &'static str, set: &[&'static str]) -> &'static str {
 }
 
 fn describe_all() {
+    describe_counter!(
+        REGISTER_REQUESTS_TOTAL,
+        Unit::Count,
+        "REGISTER requests answered, by result."
+    );
+    describe_counter!(
+        AUTH_FAILURES_TOTAL,
+        Unit::Count,
+        "Digest authentications that failed, by reason."
+    );
     describe_gauge!(
         REGISTRATIONS_ACTIVE,
         Unit::Count,

@@ -1,15 +1,21 @@
 //! Starting and stopping the whole switch: bind every listener, start the transport
 //! readers, the driver and the HTTP server, and drain on shutdown. `main` calls only this.
 
+use crate::auth::{Algorithm, AuthConfig, Authenticator};
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::driver::{Control, Driver, DriverSettings};
 use crate::endpoint::Endpoint;
-use crate::http::{self, EmptyApi, HttpState};
+use crate::http::{self, ApiSource, HttpState};
+use crate::registrar::{self, GaugeObserver, Registrar};
 use crate::transport::tcp::{TcpPool, TcpSettings};
 use crate::transport::{udp, Transport, Transports};
 use crate::txn::{TimerConfig, TxLayer};
 use crate::wire::Limits;
 use metrics_exporter_prometheus::PrometheusHandle;
+use softswitch_actors::journal::{Journal, JournalConfig};
+use softswitch_actors::location::Location;
+use softswitch_actors::port::Policy;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -82,11 +88,10 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         tokio::spawn(udp::run(sock.clone(), limits, tx.clone()));
     }
     drop(tx);
-    let users = config
-        .users_or_demo()?
-        .into_iter()
-        .map(|u| u.user)
-        .collect();
+    let all_users = config.users_or_demo()?;
+    let directory = Directory::new(&all_users, &config.sip.domain)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let users = all_users.into_iter().map(|u| u.user).collect();
     let endpoint = Arc::new(Endpoint {
         domain: config.sip.domain.clone(),
         local: udp_addrs.iter().chain(tcp_addrs.iter()).copied().collect(),
@@ -101,6 +106,16 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         t2: config.sip.t2(),
         t4: config.sip.t4(),
     });
+    let location = start_location(config)?;
+    let (completions_tx, completions_rx) = mpsc::unbounded_channel();
+    let registrar = Registrar::new(
+        endpoint.clone(),
+        Arc::new(directory),
+        Arc::new(authenticator(config)),
+        location.clone(),
+        completions_tx,
+        config.auth.md5_only_user_agents.clone(),
+    );
     let driver = Driver::new(
         layer,
         transports,
@@ -111,15 +126,18 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             force_rport: config.sip.force_rport,
             max_transactions: config.limits.max_transactions,
         },
+        registrar,
+        completions_rx,
     );
     let control = driver.control();
-    let driver = tokio::spawn(driver.run());
+    // On the System's own thread (actix-rt's LocalSet): the driver starts actors.
+    let driver = actix_rt::spawn(driver.run());
 
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|e| bind_error(config.http.listen, e))?;
     let http_addr = http_listener.local_addr()?;
-    let http_state = Arc::new(HttpState::new(metrics, Arc::new(EmptyApi)));
+    let http_state = Arc::new(HttpState::new(metrics, Arc::new(Api { location })));
     tokio::spawn(http::serve(http_listener, http_state.clone()));
     http_state.set_ready();
     Ok(Running {
@@ -130,6 +148,77 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         http_state,
         driver,
     })
+}
+
+/// Opens the binding journal and rebuilds every AOR that has not expired.
+fn start_location(config: &Config) -> io::Result<Location> {
+    let r = &config.registrar;
+    let mut jc = JournalConfig::new(&r.store_path);
+    jc.sync = r.store_sync;
+    let (journal, recovered) = Journal::open(jc).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("registrar.store_path {}: {e}", r.store_path.display()),
+        )
+    })?;
+    let location = Location::new(
+        Arc::new(journal),
+        Policy {
+            default_expires: r.default_expires_s,
+            min_expires: r.min_expires_s,
+            max_expires: r.max_expires_s,
+            max_contacts: r.max_contacts,
+        },
+        r.mailbox_capacity,
+        Arc::new(GaugeObserver),
+    );
+    let torn = recovered.torn_bytes;
+    let restored = location.restore(recovered.entries, softswitch_actors::registrar::now_ms());
+    tracing::info!(
+        aors = restored.aors,
+        bindings = restored.bindings,
+        expired = restored.expired,
+        undecodable = restored.undecodable,
+        torn_bytes = torn,
+        "registrations restored"
+    );
+    Ok(location)
+}
+
+/// The digest authenticator `[auth]` describes, with a fresh random nonce secret (nonces
+/// from before a restart are answered with a new challenge).
+fn authenticator(config: &Config) -> Authenticator {
+    let a = &config.auth;
+    let algorithms = a
+        .algorithms
+        .iter()
+        .filter_map(|s| s.parse::<Algorithm>().ok())
+        .collect();
+    Authenticator::new(
+        AuthConfig {
+            algorithms,
+            nonce_lifetime: std::time::Duration::from_secs(a.nonce_lifetime_s),
+            max_failures: a.max_failures,
+            failure_window: std::time::Duration::from_secs(a.failure_window_s),
+            block: std::time::Duration::from_secs(a.block_s),
+            ..AuthConfig::default()
+        },
+        rand::random(),
+    )
+}
+
+/// The HTTP API's view of the switch.
+struct Api {
+    location: Location,
+}
+
+impl ApiSource for Api {
+    fn registrations(&self) -> serde_json::Value {
+        registrar::api_registrations(&self.location, std::time::SystemTime::now())
+    }
+    fn calls(&self) -> serde_json::Value {
+        serde_json::Value::Array(Vec::new())
+    }
 }
 
 fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {

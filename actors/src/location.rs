@@ -291,3 +291,16 @@ impl Register {
         self.update_ref().map(|u| u.aor.as_str())
     }
 }
+
+/// The journal is the location service's store in production: one record per AOR, its
+/// whole binding set, so the last record of a key is the AOR's state.
+impl Store for crate::journal::Journal {
+    fn put(&self, aor: &str, value: Vec<u8>) -> StoreFuture {
+        let ack = crate::journal::Journal::put(self, aor.to_string(), value);
+        Box::pin(async move { ack.await.map_err(|e| e.to_string()) })
+    }
+    fn delete(&self, aor: &str) -> StoreFuture {
+        let ack = crate::journal::Journal::delete(self, aor.to_string());
+        Box::pin(async move { ack.await.map_err(|e| e.to_string()) })
+    }
+}
