@@ -172,6 +172,7 @@ fn start_location(config: &Config) -> io::Result<Location> {
         r.mailbox_capacity,
         Arc::new(GaugeObserver),
     );
+    location.start_sweeper();
     let torn = recovered.torn_bytes;
     let restored = location.restore(recovered.entries, softswitch_actors::registrar::now_ms());
     tracing::info!(

@@ -166,6 +166,8 @@ pub fn apply(
                 }
             }
             Ok(if changed {
+                // Committed sets live long: no spare capacity (a Binding is ~200 bytes).
+                next.shrink_to_fit();
                 Applied::Changed(next)
             } else {
                 Applied::Unchanged

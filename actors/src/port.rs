@@ -90,6 +90,27 @@ pub struct RegisterUpdate {
     pub now_ms: u64,
 }
 
+impl RegisterUpdate {
+    /// The internal query that drops `aor`'s expired bindings (an empty Call-ID marks it).
+    pub fn expiry(aor: &str, now_ms: u64) -> RegisterUpdate {
+        RegisterUpdate {
+            aor: aor.to_string(),
+            contacts: ContactSet::Query,
+            expires_header: None,
+            call_id: String::new(),
+            cseq: 0,
+            source: Source {
+                transport: TransportKind::Udp,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                conn: None,
+            },
+            path: Vec::new(),
+            user_agent: None,
+            now_ms,
+        }
+    }
+}
+
 /// The registrar's bounds (config `[registrar]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {

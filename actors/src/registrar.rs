@@ -1,16 +1,18 @@
 //! The `Registrar` actor: one per AOR with at least one binding (RFC 3261 §10.3).
 //!
-//! It owns the AOR's binding set and the one timer of its next expiry. A [`Register`]
+//! It holds the AOR's binding set while it works. A [`Register`]
 //! message is applied by the pure rules of [`crate::binding::apply`]; a change is written
 //! to the [`Store`](crate::port::Store) first and committed (made visible to lookups and
 //! answered) only once the store has it, so a 200 OK is never sent for a binding a crash
 //! could lose. Messages are handled one at a time ([`AtomicResponse`]): the next REGISTER
 //! of the same AOR sees the committed result of the previous one.
 //!
-//! When its last binding goes, the actor takes itself out of the [`Location`] and stops.
-//! A message that was queued behind that moment is not lost: dropping an unhandled
+//! When its mailbox is empty it detaches from the [`Location`] (which keeps the committed
+//! set) and stops; the next message starts a fresh actor. Expiry is a query
+//! ([`RegisterUpdate::expiry`]) the location's sweeper sends when the AOR's earliest
+//! binding is due. A message queued behind a stop is not lost: dropping an unhandled
 //! [`Register`] answers it with [`RegisterError::Retry`], and the caller sends it again
-//! through the location service, which starts a fresh actor.
+//! through the location service.
 
 use crate::binding::{self, Applied, Binding};
 use crate::location::Location;
@@ -18,7 +20,7 @@ use crate::port::{RegisterError, RegisterUpdate};
 use actix::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The result of a REGISTER that did not fail.
 #[derive(Debug, Clone)]
@@ -127,83 +129,56 @@ impl Message for Register {
     type Result = ();
 }
 
-/// The registrar of one AOR.
+/// The registrar of one AOR, alive while it has work: started for a message, stopped
+/// when its mailbox is empty after one (so 100,000 registered phones cost 100,000 binding
+/// sets, not 100,000 idle actors and timers).
 pub struct Registrar {
     aor: Arc<str>,
     bindings: Arc<Vec<Binding>>,
     location: Location,
-    expiry: Option<SpawnHandle>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Registrar {
-    /// Starts the actor for `aor` with `bindings` (restored, or empty for a new AOR).
+    /// Starts the actor for `aor` with its committed `bindings`; `queued` counts the
+    /// messages waiting for it.
     pub fn spawn(
         aor: Arc<str>,
         bindings: Arc<Vec<Binding>>,
         location: Location,
+        queued: Arc<AtomicUsize>,
         mailbox: usize,
     ) -> Addr<Registrar> {
         Registrar::create(move |ctx| {
-            ctx.set_mailbox_capacity(mailbox);
+            // The bound is kept by `queued` (see `Location`), below actix's own, which is
+            // per sender and so no bound at all with many senders.
+            ctx.set_mailbox_capacity(mailbox + 1);
             Registrar {
                 aor,
                 bindings,
                 location,
-                expiry: None,
+                queued,
             }
         })
     }
 
-    fn commit(&mut self, next: Arc<Vec<Binding>>, ctx: &mut Context<Self>) {
-        let before = self.bindings.len();
-        self.bindings = next;
+    fn commit(&mut self, next: Vec<Binding>, ctx: &mut Context<Self>) {
+        let before = std::mem::replace(&mut self.bindings, Arc::new(next));
         self.location
-            .publish(&self.aor, &ctx.address(), &self.bindings, before);
-        if self.bindings.is_empty() {
-            self.location.retire(&self.aor, &ctx.address());
+            .publish(&self.aor, &ctx.address(), &before, &self.bindings);
+    }
+
+    /// Stops once nothing waits: the committed state lives on in the location service.
+    fn idle(&mut self, ctx: &mut Context<Self>) {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            self.location.detach(&self.aor, &ctx.address());
             ctx.stop();
-        } else {
-            self.arm_expiry(ctx);
         }
-    }
-
-    fn arm_expiry(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.expiry.take() {
-            ctx.cancel_future(h);
-        }
-        let Some(at) = binding::next_expiry(&self.bindings) else {
-            return;
-        };
-        let wait = Duration::from_millis(at.saturating_sub(now_ms()));
-        self.expiry = Some(ctx.run_later(wait, |act, ctx| {
-            act.expiry = None;
-            act.on_expiry(ctx);
-        }));
-    }
-
-    fn on_expiry(&mut self, ctx: &mut Context<Self>) {
-        let Some(next) = binding::expire(&self.bindings, now_ms()) else {
-            self.arm_expiry(ctx);
-            return;
-        };
-        let persist = self.location.persist(&self.aor, &next);
-        // Serialised with REGISTERs (ctx.wait), and committed whatever the store says: an
-        // expired binding is gone at a restart anyway, because expiry times are absolute.
-        ctx.wait(persist.into_actor(self).map(move |res, act, ctx| {
-            if let Err(e) = res {
-                tracing::error!(aor = %act.aor, error = %e, "could not persist an expiry");
-            }
-            act.commit(Arc::new(next), ctx);
-        }));
     }
 }
 
 impl Actor for Registrar {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.arm_expiry(ctx);
-    }
 }
 
 impl Handler<Register> for Registrar {
@@ -212,44 +187,52 @@ impl Handler<Register> for Registrar {
     fn handle(&mut self, mut msg: Register, ctx: &mut Self::Context) -> Self::Result {
         msg.release_ticket();
         let (Some(update), Some(reply)) = (msg.update.take(), msg.reply.take()) else {
+            self.idle(ctx);
             return done();
         };
-        // An AOR with nothing to keep needs no actor (a refused first REGISTER, a query).
-        let idle = |act: &mut Registrar, ctx: &mut Context<Registrar>| {
-            if act.bindings.is_empty() {
-                act.location.retire(&act.aor, &ctx.address());
-                ctx.stop();
-            }
-        };
+        let expiry_only = update.call_id.is_empty();
         match binding::apply(&self.bindings, &update, self.location.policy()) {
             Err(e) => {
                 reply.send(Err(e));
-                idle(self, ctx);
+                self.idle(ctx);
                 done()
             }
             Ok(Applied::Unchanged) => {
+                // Keeps the expiry index right even when nothing changed.
+                self.location
+                    .reindex(&self.aor, &self.bindings, &self.bindings);
                 reply.send(Ok(Registered {
                     bindings: self.bindings.clone(),
                     changed: false,
                 }));
-                idle(self, ctx);
+                self.idle(ctx);
                 done()
             }
             Ok(Applied::Changed(next)) => {
                 let persist = self.location.persist(&self.aor, &next);
                 AtomicResponse::new(Box::pin(persist.into_actor(self).map(
-                    move |res, act, ctx| match res {
-                        Ok(()) => {
-                            act.commit(Arc::new(next), ctx);
-                            reply.send(Ok(Registered {
-                                bindings: act.bindings.clone(),
-                                changed: true,
-                            }));
+                    move |res, act, ctx| {
+                        match res {
+                            Ok(()) => {
+                                act.commit(next, ctx);
+                                reply.send(Ok(Registered {
+                                    bindings: act.bindings.clone(),
+                                    changed: true,
+                                }));
+                            }
+                            // An expiry is committed whatever the store says: expiry
+                            // times are absolute, so a restart drops it anyway.
+                            Err(e) if expiry_only => {
+                                tracing::error!(aor = %act.aor, error = %e, "could not persist an expiry");
+                                act.commit(next, ctx);
+                                reply.send(Err(RegisterError::Storage(e)));
+                            }
+                            Err(e) => {
+                                tracing::error!(aor = %act.aor, error = %e, "could not persist a registration");
+                                reply.send(Err(RegisterError::Storage(e)));
+                            }
                         }
-                        Err(e) => {
-                            tracing::error!(aor = %act.aor, error = %e, "could not persist a registration");
-                            reply.send(Err(RegisterError::Storage(e)));
-                        }
+                        act.idle(ctx);
                     },
                 )))
             }

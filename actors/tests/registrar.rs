@@ -85,6 +85,7 @@ fn policy() -> Policy {
 async fn register_lookup_expire_and_stop() {
     let store = Arc::new(MemStore::default());
     let loc = Location::new(store.clone(), policy(), 8, Arc::new(NoObserver));
+    loc.start_sweeper();
     let r = register(&loc, update("a@x", 1, 1)).await.unwrap();
     assert!(r.changed);
     assert_eq!(loc.lookup("a@x").unwrap().len(), 1);
@@ -116,9 +117,9 @@ async fn a_refused_first_register_leaves_no_actor() {
     );
     let r = register(&loc, update("b@x", 5, 1)).await;
     assert_eq!(r.unwrap_err(), RegisterError::IntervalTooBrief { min: 60 });
-    // The actor retires itself right after answering.
+    // The actor retires itself right after answering, and the AOR leaves the map.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while loc.aors() > 0 {
+    while loc.aors() > 0 || loc.actors() > 0 {
         assert!(std::time::Instant::now() < deadline);
         tokio::task::yield_now().await;
     }
@@ -221,5 +222,34 @@ async fn many_aors_in_parallel() {
     }
     assert_eq!(loc.total(), 2000);
     assert_eq!(loc.snapshot().len(), 2000);
+    // Idle AORs keep their bindings but no actor.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while loc.actors() > 0 {
+        assert!(std::time::Instant::now() < deadline, "actors never stopped");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(loc.aors(), 2000);
     let _ = System::current();
+}
+
+#[actix_rt::test]
+async fn sweep_expires_only_what_is_due() {
+    let loc = Location::new(
+        Arc::new(MemStore::default()),
+        policy(),
+        8,
+        Arc::new(NoObserver),
+    );
+    register(&loc, update("a@x", 60, 1)).await.unwrap();
+    register(&loc, update("b@x", 3600, 1)).await.unwrap();
+    assert_eq!(loc.sweep(now_ms()), 0);
+    let due = loc.sweep(now_ms() + 61_000);
+    assert_eq!(due, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while loc.total() != 1 {
+        assert!(std::time::Instant::now() < deadline, "a@x never expired");
+        tokio::task::yield_now().await;
+    }
+    assert!(loc.lookup("a@x").is_none());
+    assert!(loc.lookup("b@x").is_some());
 }
