@@ -35,9 +35,11 @@ RUN apt-get update \
  && chown softswitch:softswitch /var/lib/softswitch
 COPY --from=build /src/target/release/softswitch /usr/local/bin/softswitch
 
-# CDRs (and generated demo passwords, demo-users.txt) live on the data volume; HTTP must
-# listen on all interfaces inside the container for published ports and the healthcheck.
+# CDRs, the registration journal (and generated demo passwords, demo-users.txt) live on
+# the data volume; HTTP must listen on all interfaces inside the container for published
+# ports and the healthcheck.
 ENV SOFTSWITCH_BILLING_CDR_PATH=/var/lib/softswitch/cdr.jsonl \
+    SOFTSWITCH_REGISTRAR_STORE_PATH=/var/lib/softswitch/registrations.journal \
     SOFTSWITCH_HTTP_LISTEN=0.0.0.0:9090
 WORKDIR /var/lib/softswitch
 VOLUME ["/var/lib/softswitch"]
