@@ -79,6 +79,9 @@ pub struct SipConfig {
     pub tcp_idle_timeout_s: u64,
     /// Refuse TCP connections beyond this many.
     pub tcp_max_connections: usize,
+    /// UDP socket receive and send buffer size asked of the kernel (capped by
+    /// `net.core.rmem_max`/`wmem_max`), bytes.
+    pub udp_buffer_bytes: usize,
     /// On SIGTERM, wait at most this long for calls and transactions to end (seconds).
     pub drain_timeout_s: u64,
     /// Send UDP responses to the packet's source port even without `;rport` in the Via
@@ -340,6 +343,7 @@ impl Config {
             ("sip.t4_ms", s.t4_ms),
             ("sip.tcp_idle_timeout_s", s.tcp_idle_timeout_s),
             ("sip.tcp_max_connections", s.tcp_max_connections as u64),
+            ("sip.udp_buffer_bytes", s.udp_buffer_bytes as u64),
         ] {
             if v == 0 {
                 p.push(ConfigProblem::new(key, "must be greater than 0"));
@@ -624,6 +628,7 @@ impl Default for SipConfig {
             t4_ms: 5000,
             tcp_idle_timeout_s: 300,
             tcp_max_connections: 4096,
+            udp_buffer_bytes: 4 << 20,
             drain_timeout_s: 30,
             force_rport: true,
         }
@@ -803,10 +808,26 @@ pub fn check_config_main(path: &Path) -> i32 {
 }
 
 /// RFC 3261 §25.1 `user`: unreserved / user-unreserved characters (no escapes).
+/// RFC 3261 §25.1 `user`: unreserved, user-unreserved and `%HH` escapes, written as the
+/// URI carries it (the registrar compares users in their escaped form, so
+/// `null-%00-null` of RFC 4475 §3.1.1.10 is a user name too).
 fn is_sip_user(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = |j: usize| b.get(j).is_some_and(u8::is_ascii_hexdigit);
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+            }
+            c if c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&c) => i += 1,
+            _ => return false,
+        }
+    }
     !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b))
 }
 
 fn is_sip_uri(s: &str) -> bool {
@@ -1546,6 +1567,16 @@ forward_busy = "sip:voicemail@example.test"
         assert_eq!(check_config_main(&bad), 2);
         assert_eq!(check_config_main(&dir.join("missing.toml")), 2);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn user_names_may_be_escaped() {
+        for ok in ["alice", "john.doe", "null-%00-null", "a%2Fb", "+1-555"] {
+            assert!(is_sip_user(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a@b", "a%", "a%0", "a%zz", "a:b"] {
+            assert!(!is_sip_user(bad), "{bad}");
+        }
     }
 
     #[test]

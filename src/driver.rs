@@ -164,6 +164,20 @@ impl Driver {
                 self.counters.request_received(req.method.metric_label());
                 let reply_to = stamp_via(&mut req, &inbound.peer, self.settings.force_rport);
                 tracing::trace!(method = %req.method, call_id = %req.common.call_id, "request in");
+                if req.method == Method::Register && Registrar::answers_statelessly(&req) {
+                    let tag = self.endpoint.stateless_tag(&req);
+                    let resp = match self.endpoint.admit(&req) {
+                        Err(refusal) => {
+                            metrics::sip_message_rejected(refusal.metric_reason());
+                            refusal.response(&req, &tag)
+                        }
+                        Ok(()) => self.registrar.refuse_stateless(&reply_to, &req, &tag),
+                    };
+                    self.counters.response_sent(resp.status);
+                    self.layer
+                        .send_stateless(reply_to, &Message::Response(resp));
+                    return;
+                }
                 if self.endpoint.answers_statelessly(&req) {
                     let tag = self.endpoint.stateless_tag(&req);
                     if let Some((resp, refused)) = self.endpoint.answer(&req, &tag) {

@@ -5,6 +5,12 @@ use softswitch::config::{self, Config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: the message path allocates small, short-lived
+/// strings by the dozen, and glibc's `_int_malloc`/`_int_free` were 20 % of the switch's
+/// CPU under REGISTER load (perf, 12,000 registrations/s).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str =
     "usage: softswitch [--config FILE] | --check-config FILE | --healthcheck URL | --version";
 
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
         let running = softswitch::server::start(&config, handle).await?;
+        let signals = Signals::install();
         for a in &running.udp {
             println!("listening udp {a}");
         }
@@ -67,7 +74,7 @@ fn main() -> ExitCode {
         println!("listening http {}", running.http);
         println!("ready");
         tracing::info!(udp = ?running.udp, tcp = ?running.tcp, http = %running.http, domain = %config.sip.domain, "softswitch ready");
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down: draining");
         running.shutdown().await;
         tracing::info!("stopped");
@@ -103,24 +110,42 @@ fn init_tracing(level: &str) {
         .init();
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT handlers, installed before `ready` is printed: a supervisor (or a
+/// test) may signal the moment it reads `ready`, and a signal that comes before the
+/// handler exists would kill the process with no drain.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let (mut term, mut int) = (self.term, self.int);
+            tokio::select! {
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                _ = async { match int.as_mut() { Some(i) => { i.recv().await; } None => { let _ = tokio::signal::ctrl_c().await; } } } => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

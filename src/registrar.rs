@@ -120,17 +120,34 @@ impl Registrar {
         &self.shared.location
     }
 
+    /// True for a REGISTER without credentials: it can only be refused or challenged,
+    /// so it is answered without a transaction ([`Registrar::refuse_stateless`]). Half of
+    /// every registration (the first REGISTER of F1) then leaves no state behind, not even
+    /// Timer J's 32 s over UDP; a retransmission simply gets a fresh challenge.
+    pub fn answers_statelessly(req: &Request) -> bool {
+        req.common.header("Authorization").is_none()
+    }
+
+    /// The stateless answer to a REGISTER without credentials (401, or a refusal that
+    /// comes before authentication), with the To tag `to_tag`.
+    pub fn refuse_stateless(&self, from: &Peer, req: &Request, to_tag: &str) -> Response {
+        match self.prepare(req, from, SystemTime::now()) {
+            Err(r) => refusal_response(req, r, to_tag),
+            // Unreachable without credentials; answered as the transaction path would.
+            Ok(_) => refusal_response(
+                req,
+                Refuse::new(500, "Server Internal Error", "storage"),
+                to_tag,
+            ),
+        }
+    }
+
     /// Handles a REGISTER on server transaction `tx`: the response now, or `None` when
     /// the answer will arrive as a [`Completion`].
     pub fn handle(&self, tx: TxId, from: &Peer, req: Request) -> Option<Response> {
         let now = SystemTime::now();
         match self.prepare(&req, from, now) {
-            Err(r) => {
-                metrics::register_result(r.result);
-                let mut resp = req.response(r.status, Some(r.reason), Some(&local_tag()));
-                resp.common.headers = r.headers;
-                Some(resp)
-            }
+            Err(r) => Some(refusal_response(&req, r, &local_tag())),
             Ok(update) => {
                 dispatch(self.shared.clone(), tx, Arc::new(req), update, 0);
                 None
@@ -324,6 +341,13 @@ fn dispatch(shared: Arc<Shared>, tx: TxId, req: Arc<Request>, update: RegisterUp
         let _ = shared.completions.send(Completion { tx, response });
     });
     location.register(update, reply);
+}
+
+fn refusal_response(req: &Request, r: Refuse, to_tag: &str) -> Response {
+    metrics::register_result(r.result);
+    let mut resp = req.response(r.status, Some(r.reason), Some(to_tag));
+    resp.common.headers = r.headers;
+    resp
 }
 
 fn refusal_of(e: &RegisterError) -> (u16, &'static str, Vec<Header>) {

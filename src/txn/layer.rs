@@ -297,7 +297,7 @@ impl TxLayer {
             None
         };
         let is_cancel = request.method == Method::Cancel;
-        let nist = Nist::start(from, request.clone());
+        let nist = Nist::start(from);
         self.insert(id, Key::Server(key), Machine::Nist(nist));
         self.out.events.push_back(if is_cancel {
             TxEvent::Cancel {

@@ -10,7 +10,7 @@
 
 use super::{Ctx, Timer, TimerTable, TxError};
 use crate::transport::Peer;
-use crate::wire::{Request, Response};
+use crate::wire::Response;
 use bytes::Bytes;
 
 /// Trying: waiting for the TU's first response; retransmissions are absorbed.
@@ -42,7 +42,6 @@ pub enum State {
 #[derive(Debug)]
 struct Shared {
     peer: Peer,
-    request: Request,
     last: Bytes,
     timers: TimerTable,
 }
@@ -86,11 +85,13 @@ impl ExpectTuFinal {
 
 impl Nist {
     /// Creates the transaction for a new request; nothing is sent until the TU answers.
-    pub(crate) fn start(peer: Peer, request: Request) -> Nist {
+    /// It keeps no copy of the request: matching is by key, and a retransmission is
+    /// answered with the last response's bytes (a REGISTER flood holds every transaction
+    /// for Timer J, 32 s over UDP, so the copy would be most of its memory).
+    pub(crate) fn start(peer: Peer) -> Nist {
         Nist {
             shared: Shared {
                 peer,
-                request,
                 last: Bytes::new(),
                 timers: TimerTable::default(),
             },
@@ -106,11 +107,6 @@ impl Nist {
     /// The peer the request came from.
     pub fn peer(&self) -> Peer {
         self.shared.peer
-    }
-
-    /// The request that created the transaction.
-    pub fn request(&self) -> &Request {
-        &self.shared.request
     }
 
     pub(crate) fn timers(&self) -> &TimerTable {
