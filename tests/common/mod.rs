@@ -5,6 +5,8 @@
 //! waits for those lines with a deadline, so no test sleeps to synchronise.
 #![allow(dead_code)]
 
+pub mod digest;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -29,6 +31,8 @@ pub struct Switch {
     /// Its data directory.
     pub dir: PathBuf,
     lines: mpsc::Receiver<String>,
+    /// Leave `dir` in place on drop (a restarted switch takes it over).
+    keep_dir: bool,
 }
 
 /// A fresh temporary directory.
@@ -56,7 +60,28 @@ impl Switch {
 
     /// Starts the switch listening on `host` (e.g. `127.0.0.1` or `[::1]`).
     pub fn start_on(host: &str, env: &[(&str, &str)]) -> Switch {
+        Switch::start_in(temp_dir("sw"), host, env)
+    }
+
+    /// [`Switch::start_on`] with `dir` as its working and data directory, e.g. the
+    /// directory of a switch stopped with [`Switch::stop_keeping_dir`], so the new
+    /// process finds the old one's journal (`data/registrations.journal`).
+    pub fn start_in(dir: PathBuf, host: &str, env: &[(&str, &str)]) -> Switch {
+        Switch::start_in_with_args(dir, host, &[], env)
+    }
+
+    /// [`Switch::start_on`] with a configuration file holding `toml_text`, written into
+    /// the fresh working directory as `softswitch.toml` and passed with `--config`; the
+    /// listener, domain and CDR overrides of [`Switch::start_on`] still apply.
+    pub fn start_with_config(host: &str, toml_text: &str, env: &[(&str, &str)]) -> Switch {
         let dir = temp_dir("sw");
+        let file = dir.join("softswitch.toml");
+        std::fs::write(&file, toml_text).expect("write config");
+        let file = file.to_str().expect("utf-8 temp path").to_string();
+        Switch::start_in_with_args(dir, host, &["--config", &file], env)
+    }
+
+    fn start_in_with_args(dir: PathBuf, host: &str, args: &[&str], env: &[(&str, &str)]) -> Switch {
         let listen = format!("udp:{host}:0,tcp:{host}:0");
         let cdr = dir.join("cdr.jsonl");
         let cdr = cdr.to_str().expect("utf-8 temp path");
@@ -68,7 +93,7 @@ impl Switch {
             ("SOFTSWITCH_LOG_LEVEL", "warn"),
         ];
         all.extend_from_slice(env);
-        Switch::start_with_args(&[], &all, dir.clone())
+        Switch::start_with_args(args, &all, dir)
     }
 
     /// Starts the switch with command-line `args` (e.g. `--config FILE`) and only the
@@ -108,6 +133,7 @@ impl Switch {
             http: "127.0.0.1:0".parse().unwrap(),
             dir,
             lines: rx,
+            keep_dir: false,
         };
         let deadline = Instant::now() + START_DEADLINE;
         loop {
@@ -157,6 +183,21 @@ impl Switch {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Stops the process with `sig` (`TERM`, or `KILL` for a crash), waits for it to exit
+    /// within `deadline`, and hands back its working directory, left in place for
+    /// [`Switch::start_in`]. Returns the exit status (`None`: still running at the
+    /// deadline; it is killed then).
+    pub fn stop_keeping_dir(
+        mut self,
+        sig: &str,
+        deadline: Duration,
+    ) -> (Option<std::process::ExitStatus>, PathBuf) {
+        self.keep_dir = true;
+        self.signal(sig);
+        let status = self.wait_exit(deadline);
+        (status, self.dir.clone())
     }
 
     /// True while the process runs.
@@ -263,7 +304,9 @@ impl Drop for Switch {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
