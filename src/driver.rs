@@ -108,7 +108,7 @@ impl Driver {
             if self.endpoint.draining.load(Ordering::Relaxed) {
                 let deadline = *drain_deadline
                     .get_or_insert_with(|| Instant::now() + self.settings.drain_timeout);
-                if self.layer.is_empty() || Instant::now() >= deadline {
+                if self.layer.is_settled() || Instant::now() >= deadline {
                     tracing::info!(left = self.layer.len(), "transaction layer drained");
                     return;
                 }

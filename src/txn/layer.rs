@@ -526,6 +526,15 @@ impl TxLayer {
         self.txs.is_empty()
     }
 
+    /// True when every live transaction is a non-INVITE server transaction that has
+    /// sent its final response and only waits out Timer J to absorb retransmissions:
+    /// nothing a shutdown drain needs to wait for (RFC 3261 §17.2.2).
+    pub fn is_settled(&self) -> bool {
+        self.txs.values().all(|e| {
+            matches!(&e.machine, Machine::Nist(n) if matches!(n.state(), crate::txn::nist::State::Completed(_)))
+        })
+    }
+
     /// Live transactions of one kind.
     pub fn count(&self, kind: TxKind) -> usize {
         self.counts[kind.slot()]
