@@ -157,6 +157,9 @@ pub struct AuthSection {
     pub failure_window_s: u64,
     /// How long a source is refused after too many failures (seconds).
     pub block_s: u64,
+    /// Nonces whose counts are tracked against replay (about 50 bytes each); beyond it
+    /// the oldest go and reusing one of them gets a fresh challenge (`stale=true`).
+    pub max_tracked_nonces: usize,
     /// User-Agent prefixes (case-insensitive) offered only the MD5 challenge: user agents
     /// that reject a 401 outright when any challenge names an algorithm they do not know,
     /// instead of answering the one they do (baresip 1.x on libre 1.x).
@@ -441,6 +444,7 @@ impl Config {
             ("auth.nonce_lifetime_s", a.nonce_lifetime_s),
             ("auth.max_failures", u64::from(a.max_failures)),
             ("auth.failure_window_s", a.failure_window_s),
+            ("auth.max_tracked_nonces", a.max_tracked_nonces as u64),
         ] {
             if v == 0 {
                 p.push(ConfigProblem::new(key, "must be greater than 0"));
@@ -685,6 +689,7 @@ impl Default for AuthSection {
             max_failures: 10,
             failure_window_s: 60,
             block_s: 60,
+            max_tracked_nonces: 1_000_000,
             md5_only_user_agents: vec!["baresip v0.".to_string(), "baresip v1.".to_string()],
         }
     }

@@ -66,8 +66,9 @@ pub struct Driver {
 
 impl Driver {
     /// A driver over a layer, the transports and the endpoint.
-    /// `completions` carries the answers the registrar produces asynchronously; its
-    /// senders are bounded by the live transactions waiting for them.
+    /// `completions` carries the answers the registrar produces asynchronously; what it
+    /// holds is bounded by the registrar's mailboxes (`registrar.mailbox_capacity` per
+    /// AOR) and drained at every wake-up.
     pub fn new(
         layer: TxLayer,
         transports: Arc<Transports>,
@@ -140,13 +141,12 @@ impl Driver {
                     self.layer.handle_timeout(Instant::now());
                 }
                 done = self.completions.recv() => {
-                    let now = Instant::now();
                     if let Some(c) = done {
-                        self.respond(now, c.tx, c.response);
+                        self.complete(c);
                     }
                     for _ in 0..64 {
                         match self.completions.try_recv() {
-                            Ok(c) => self.respond(now, c.tx, c.response),
+                            Ok(c) => self.complete(c),
                             Err(_) => break,
                         }
                     }
@@ -164,18 +164,21 @@ impl Driver {
                 self.counters.request_received(req.method.metric_label());
                 let reply_to = stamp_via(&mut req, &inbound.peer, self.settings.force_rport);
                 tracing::trace!(method = %req.method, call_id = %req.common.call_id, "request in");
-                if req.method == Method::Register && Registrar::answers_statelessly(&req) {
+                if req.method == Method::Register {
+                    // The registrar answers statelessly (see `Registrar::handle`).
                     let tag = self.endpoint.stateless_tag(&req);
                     let resp = match self.endpoint.admit(&req) {
                         Err(refusal) => {
                             metrics::sip_message_rejected(refusal.metric_reason());
-                            refusal.response(&req, &tag)
+                            Some(refusal.response(&req, &tag))
                         }
-                        Ok(()) => self.registrar.refuse_stateless(&reply_to, &req, &tag),
+                        Ok(()) => self.registrar.handle(&reply_to, req, tag),
                     };
-                    self.counters.response_sent(resp.status);
-                    self.layer
-                        .send_stateless(reply_to, &Message::Response(resp));
+                    if let Some(resp) = resp {
+                        self.counters.response_sent(resp.status);
+                        self.layer
+                            .send_stateless(reply_to, &Message::Response(resp));
+                    }
                     return;
                 }
                 if self.endpoint.answers_statelessly(&req) {
@@ -190,7 +193,7 @@ impl Driver {
                     }
                     return;
                 }
-                if matches!(req.method, Method::Invite | Method::Register)
+                if req.method == Method::Invite
                     && self.layer.len() >= self.settings.max_transactions
                 {
                     // Bounded state: refuse new INVITEs statelessly rather than grow.
@@ -234,18 +237,6 @@ impl Driver {
     fn on_event(&mut self, ev: TxEvent) {
         let now = Instant::now();
         match ev {
-            TxEvent::Request { tx, request, from } if request.method == Method::Register => {
-                let response = match self.endpoint.admit(&request) {
-                    Err(refusal) => {
-                        metrics::sip_message_rejected(refusal.metric_reason());
-                        Some(refusal.response(&request, &local_tag()))
-                    }
-                    Ok(()) => self.registrar.handle(tx, &from, request),
-                };
-                if let Some(resp) = response {
-                    self.respond(now, tx, resp);
-                }
-            }
             TxEvent::Request { tx, request, .. } => {
                 if let Some((resp, refused)) = self.endpoint.answer(&request, &local_tag()) {
                     if let Some(reason) = refused {
@@ -277,6 +268,12 @@ impl Driver {
             TxEvent::TransportError { tx } => tracing::debug!(?tx, "transport error"),
             TxEvent::Terminated { .. } => {}
         }
+    }
+
+    fn complete(&mut self, c: Completion) {
+        self.counters.response_sent(c.response.status);
+        self.layer
+            .send_stateless(c.to, &Message::Response(c.response));
     }
 
     fn respond(&mut self, now: Instant, tx: TxId, resp: Response) {

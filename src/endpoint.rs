@@ -183,11 +183,8 @@ impl Endpoint {
     /// Whether the endpoint answers this request without a transaction (RFC 3261 §8.2.7):
     /// every non-INVITE request it answers itself. INVITE needs its server transaction
     /// (final responses are retransmitted until the ACK), CANCEL must find its INVITE's,
-    /// ACK belongs to the INVITE's, and a REGISTER with credentials is answered
-    /// asynchronously by the registrar (after the binding store), so its retransmissions
-    /// must be absorbed by a transaction rather than authenticated again (their nonce
-    /// count would be a replay). A REGISTER without credentials is the registrar's to
-    /// answer statelessly (`Registrar::answers_statelessly`).
+    /// ACK belongs to the INVITE's, and REGISTER is the registrar's (it answers
+    /// statelessly too, asynchronously: `Registrar::handle`).
     pub fn answers_statelessly(&self, req: &Request) -> bool {
         !matches!(
             req.method,

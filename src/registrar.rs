@@ -16,7 +16,7 @@
 //! 7. the binding rules run in the AOR's actor (`softswitch_actors::binding`);
 //! 8. the 200 OK lists every binding with its remaining `expires` and a Date header. It
 //!    comes back asynchronously, once the binding store has the change, as a
-//!    [`Completion`] for the server transaction.
+//!    [`Completion`] the driver sends statelessly (§8.2.7; see [`Registrar::handle`]).
 //!
 //! A contact's comparison key ([`contact_key`]) is its `+sip.instance` (with `reg-id`) when
 //! it has one, so a phone that re-registers from a new address replaces its own binding
@@ -27,8 +27,7 @@ use crate::auth::{Algorithm, Authenticator, FailReason, Verdict};
 use crate::directory::Directory;
 use crate::endpoint::Endpoint;
 use crate::metrics;
-use crate::transport::{local_tag, Peer, Transport};
-use crate::txn::TxId;
+use crate::transport::{Peer, Transport};
 use crate::wire::{parse_name_addr, split_list, Header, Host, Request, Response, Uri};
 use softswitch_actors::binding::Binding;
 use softswitch_actors::location::Location;
@@ -41,13 +40,21 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
-/// A response produced after the request's transaction event was handled.
+/// A response produced asynchronously, to send statelessly.
 #[derive(Debug)]
 pub struct Completion {
-    /// The server transaction.
-    pub tx: TxId,
-    /// Its final response.
+    /// Where it goes (the request's response target, RFC 3261 §18.2.2).
+    pub to: Peer,
+    /// The final response.
     pub response: Response,
+}
+
+/// A REGISTER on its way through the AOR's actor.
+struct Job {
+    shared: Arc<Shared>,
+    to: Peer,
+    req: Request,
+    to_tag: String,
 }
 
 /// The registrar front.
@@ -120,36 +127,26 @@ impl Registrar {
         &self.shared.location
     }
 
-    /// True for a REGISTER without credentials: it can only be refused or challenged,
-    /// so it is answered without a transaction ([`Registrar::refuse_stateless`]). Half of
-    /// every registration (the first REGISTER of F1) then leaves no state behind, not even
-    /// Timer J's 32 s over UDP; a retransmission simply gets a fresh challenge.
-    pub fn answers_statelessly(req: &Request) -> bool {
-        req.common.header("Authorization").is_none()
-    }
-
-    /// The stateless answer to a REGISTER without credentials (401, or a refusal that
-    /// comes before authentication), with the To tag `to_tag`.
-    pub fn refuse_stateless(&self, from: &Peer, req: &Request, to_tag: &str) -> Response {
-        match self.prepare(req, from, SystemTime::now()) {
-            Err(r) => refusal_response(req, r, to_tag),
-            // Unreachable without credentials; answered as the transaction path would.
-            Ok(_) => refusal_response(
-                req,
-                Refuse::new(500, "Server Internal Error", "storage"),
-                to_tag,
-            ),
-        }
-    }
-
-    /// Handles a REGISTER on server transaction `tx`: the response now, or `None` when
-    /// the answer will arrive as a [`Completion`].
-    pub fn handle(&self, tx: TxId, from: &Peer, req: Request) -> Option<Response> {
+    /// Handles a REGISTER, statelessly (RFC 3261 §8.2.7): the response now, or `None`
+    /// when it will arrive as a [`Completion`] (after the binding store). `to_tag` is the
+    /// driver's keyed hash of the request, so a retransmission gets the same tag, and,
+    /// answered again through the same steps, the same response: the authenticator
+    /// recognises the same request's credentials as a retransmission, not a replay, and
+    /// the binding rules treat the same Call-ID and CSeq as already applied. No
+    /// transaction is kept, so a registration leaves nothing behind for Timer J (32 s
+    /// per REGISTER over UDP, most of the switch's memory under a registration storm).
+    pub fn handle(&self, from: &Peer, req: Request, to_tag: String) -> Option<Response> {
         let now = SystemTime::now();
         match self.prepare(&req, from, now) {
-            Err(r) => Some(refusal_response(&req, r, &local_tag())),
+            Err(r) => Some(refusal_response(&req, r, &to_tag)),
             Ok(update) => {
-                dispatch(self.shared.clone(), tx, Arc::new(req), update, 0);
+                let job = Job {
+                    shared: self.shared.clone(),
+                    to: *from,
+                    req,
+                    to_tag,
+                };
+                dispatch(Arc::new(job), update, 0);
                 None
             }
         }
@@ -180,13 +177,14 @@ impl Registrar {
             .as_deref()
             .and_then(|u| s.directory.get(u))
             .map(|sub| &sub.credentials);
-        let verdict = s.auth.verify(
+        let verdict = s.auth.verify_request(
             "REGISTER",
             req.common.header_values("Authorization"),
             &s.domain,
             |user| s.directory.get(user).map(|sub| sub.credentials.clone()),
             from.addr.ip(),
             now,
+            Some(request_identity(req)),
         );
         let username = match verdict {
             Verdict::Ok { username, .. } => username,
@@ -314,33 +312,50 @@ impl softswitch_actors::port::Observer for GaugeObserver {
     }
 }
 
-fn dispatch(shared: Arc<Shared>, tx: TxId, req: Arc<Request>, update: RegisterUpdate, attempt: u8) {
-    let location = shared.location.clone();
+fn dispatch(job: Arc<Job>, update: RegisterUpdate, attempt: u8) {
+    let location = job.shared.location.clone();
     let reply = Reply::new(move |outcome: Result<Registered, RegisterError>| {
         let response = match outcome {
             Err(RegisterError::Retry(update)) if attempt < MAX_RETRIES => {
-                dispatch(shared, tx, req, *update, attempt + 1);
+                dispatch(job, *update, attempt + 1);
                 return;
             }
             Ok(r) => {
                 metrics::register_result(if r.changed { "ok" } else { "query" });
-                ok_response(&req, &r.bindings, SystemTime::now())
+                ok_response(&job.req, &r.bindings, &job.to_tag, SystemTime::now())
             }
             Err(e) => {
                 let (status, reason, headers) = refusal_of(&e);
                 if matches!(e, RegisterError::Overloaded) {
                     metrics::mailbox_rejected("registrar");
                 }
-                metrics::register_result(e.label());
-                let mut resp = req.response(status, Some(reason), Some(&local_tag()));
+                metrics::register_result(match e {
+                    RegisterError::Retry(_) => "overloaded",
+                    _ => e.label(),
+                });
+                let mut resp = job.req.response(status, Some(reason), Some(&job.to_tag));
                 resp.common.headers = headers;
                 resp
             }
         };
         // The driver may be gone during shutdown; nothing is left to answer then.
-        let _ = shared.completions.send(Completion { tx, response });
+        let _ = job.shared.completions.send(Completion {
+            to: job.to,
+            response,
+        });
     });
     location.register(update, reply);
+}
+
+/// What makes two REGISTERs the same request (a retransmission): branch, Call-ID, CSeq
+/// and From tag.
+fn request_identity(req: &Request) -> u64 {
+    let mut h = Fnv::default();
+    req.common.top_via().and_then(|v| v.branch()).hash(&mut h);
+    req.common.call_id.hash(&mut h);
+    req.common.cseq.seq.hash(&mut h);
+    req.common.from.tag().hash(&mut h);
+    h.finish()
 }
 
 fn refusal_response(req: &Request, r: Refuse, to_tag: &str) -> Response {
@@ -374,9 +389,9 @@ fn refusal_of(e: &RegisterError) -> (u16, &'static str, Vec<Header>) {
 
 /// The 200 OK: every current binding with its remaining expires (§10.3 step 8), a Date,
 /// and the Path when the UA supports it (RFC 3327 §5.3).
-fn ok_response(req: &Request, bindings: &[Binding], now: SystemTime) -> Response {
+fn ok_response(req: &Request, bindings: &[Binding], to_tag: &str, now: SystemTime) -> Response {
     let now_ms = unix_ms(now);
-    let mut resp = req.response(200, None, Some(&local_tag()));
+    let mut resp = req.response(200, None, Some(to_tag));
     let mut headers = Vec::with_capacity(bindings.len() + 2);
     for b in bindings.iter().filter(|b| !b.is_expired(now_ms)) {
         headers.push(Header::new(

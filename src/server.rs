@@ -203,6 +203,7 @@ fn authenticator(config: &Config) -> Authenticator {
             max_failures: a.max_failures,
             failure_window: std::time::Duration::from_secs(a.failure_window_s),
             block: std::time::Duration::from_secs(a.block_s),
+            max_tracked_nonces: a.max_tracked_nonces,
             ..AuthConfig::default()
         },
         rand::random(),

@@ -80,7 +80,7 @@ impl Default for AuthConfig {
             max_failures: 5,
             failure_window: Duration::from_secs(60),
             block: Duration::from_secs(60),
-            max_tracked_nonces: 100_000,
+            max_tracked_nonces: 1_000_000,
             max_tracked_sources: 10_000,
         }
     }
@@ -173,6 +173,8 @@ pub enum Verdict {
     Ok {
         /// The username as the client sent it.
         username: String,
+        /// The same request was authenticated before (a retransmission).
+        retransmission: bool,
         /// The algorithm used.
         algorithm: Algorithm,
     },
@@ -354,6 +356,24 @@ impl Authenticator {
         source: IpAddr,
         now: SystemTime,
     ) -> Verdict {
+        self.verify_request(method, headers, realm, lookup, source, now, None)
+    }
+
+    /// [`Authenticator::verify`] for a request identified by `request` (a hash of its
+    /// branch, Call-ID and CSeq): the same credentials from the same request again are a
+    /// retransmission (`Verdict::Ok { retransmission: true, .. }`), not a replay, so a
+    /// stateless server can answer it again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify_request<'a>(
+        &self,
+        method: &str,
+        headers: impl Iterator<Item = &'a str>,
+        realm: &str,
+        lookup: impl FnOnce(&str) -> Option<Credentials>,
+        source: IpAddr,
+        now: SystemTime,
+        request: Option<u64>,
+    ) -> Verdict {
         let now = unix_secs(now);
         if self.limiter.is_blocked(source, now) {
             return Verdict::Forbidden {
@@ -422,20 +442,29 @@ impl Authenticator {
         if issued > now.saturating_add(FUTURE_SKEW_SECS) || now.saturating_sub(issued) > lifetime {
             return challenge(true, FailReason::StaleNonce);
         }
-        let expires = issued.saturating_add(lifetime);
-        // The nonce passed its MAC check, so it is 64 hex digits; either case is one id.
-        let Some(id) = digest::from_hex::<32>(&resp.nonce) else {
+        // The nonce passed its MAC check, so it is 64 hex digits; either case is one id:
+        // 8 bytes of its MAC (bytes 16..24), which only the secret's holder can choose.
+        let Some(raw) = digest::from_hex::<32>(&resp.nonce) else {
             return self.fail(FailReason::BadNonce, source, now);
         };
-        match self.counts.check(id, qop.nc_value, expires, now) {
-            NcCheck::Accepted => {}
-            NcCheck::Replay => return challenge(true, FailReason::NcReplay),
-            NcCheck::Full => return challenge(true, FailReason::StaleNonce),
-        }
+        let mut mac = [0u8; 8];
+        mac.copy_from_slice(&raw[16..24]);
+        let id = u64::from_be_bytes(mac);
+        let retransmission =
+            match self
+                .counts
+                .check(id, qop.nc_value, issued, request, now, lifetime)
+            {
+                NcCheck::Accepted => false,
+                NcCheck::Retransmission => true,
+                NcCheck::Replay => return challenge(true, FailReason::NcReplay),
+                NcCheck::Stale => return challenge(true, FailReason::StaleNonce),
+            };
         self.limiter.clear(source);
         Verdict::Ok {
             username: resp.username,
             algorithm: alg,
+            retransmission,
         }
     }
 
@@ -637,6 +666,7 @@ mod tests {
         Verdict::Ok {
             username: "alice".into(),
             algorithm: alg,
+            retransmission: false,
         }
     }
 

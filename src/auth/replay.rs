@@ -2,46 +2,54 @@
 //! §22.4 leaves replay protection to the server).
 //!
 //! For every nonce that has produced a correct response we keep the highest nonce count
-//! accepted and when the nonce expires. A response is accepted only if its nc is strictly
-//! greater than the last one accepted for its nonce (phones reuse a nonce with nc
-//! 00000002, 00000003, … on later requests; that is fine). The table is bounded: when it
-//! is full, expired entries are pruned (at most once per earliest expiry, so a full table
-//! of live entries is not rescanned on every request) and, if it is still full, a new
-//! nonce is refused as [`NcCheck::Full`] — the caller answers with a fresh challenge.
+//! accepted and a hash of the request that used it. A response is accepted when its nc is
+//! strictly greater than the last one for its nonce (phones reuse a nonce with nc
+//! 00000002, 00000003, … on later requests). The same nc from the same request (same
+//! branch, Call-ID and CSeq) is a retransmission, reported as such so that a stateless
+//! registrar answers it again; any other reuse is a replay.
+//!
+//! The table is bounded without ever refusing a fresh nonce: entries are kept in
+//! first-use order, and when the table is full the oldest is evicted and the *watermark*
+//! rises to its issue time. An untracked nonce issued at or before the watermark may have
+//! been used and evicted, so it is answered as stale (the client re-authenticates with a
+//! fresh nonce, one round trip); an untracked nonce issued after it has never been used.
+//! Under a flood the window of reusable nonces shrinks (1,000,000 entries hold 50 s of
+//! 20,000 registrations/s); at ordinary rates it is the whole nonce lifetime. An entry
+//! costs about 50 bytes: the nonce is identified by 8 bytes of its MAC, which nobody
+//! without the server secret can choose.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
-/// The outcome of [`NonceCounts::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NcCheck {
-    /// nc is new for this nonce; it is now the last accepted one.
+    /// A new nonce, or a higher count: accepted.
     Accepted,
-    /// nc is not greater than the last accepted one: a replay (or a reordered request).
+    /// The count last accepted, from the same request again.
+    Retransmission,
+    /// A count already used by another request.
     Replay,
-    /// The nonce is not tracked yet and the table has no room.
-    Full,
+    /// Too old to tell: answer with a fresh challenge (`stale=true`).
+    Stale,
 }
 
-/// A nonce as its 32 raw bytes (half the memory of its hex form).
-pub(crate) type NonceId = [u8; 32];
+/// What identifies a nonce in the table (8 bytes of its MAC).
+pub(crate) type NonceId = u64;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     last_nc: u32,
-    /// Unix seconds after which the nonce is stale and the entry may go.
-    expires: u64,
+    issued: u64,
+    request: Option<u64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Inner {
     map: HashMap<NonceId, Entry>,
-    /// The earliest `expires` in `map` (u64::MAX when empty): pruning before it frees
-    /// nothing.
-    earliest: u64,
+    order: VecDeque<NonceId>,
+    watermark: u64,
 }
 
-/// The highest accepted nonce count per nonce, bounded.
 #[derive(Debug)]
 pub(crate) struct NonceCounts {
     inner: Mutex<Inner>,
@@ -51,28 +59,37 @@ pub(crate) struct NonceCounts {
 impl NonceCounts {
     pub(crate) fn new(max: usize) -> NonceCounts {
         NonceCounts {
-            inner: Mutex::new(Inner {
-                map: HashMap::new(),
-                earliest: u64::MAX,
-            }),
+            inner: Mutex::new(Inner::default()),
             max,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic elsewhere while holding the lock leaves the map consistent (every
-        // update is a single insert/assign), so a poisoned lock is still usable.
+        // Every update below leaves the table consistent, so a poisoned lock (a panic
+        // elsewhere while holding it) is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Checks `nc` for `nonce` (which must already be known valid and fresh) and records
-    /// it when accepted. `expires` is when the nonce goes stale; `now` is unix seconds.
-    pub(crate) fn check(&self, nonce: NonceId, nc: u32, expires: u64, now: u64) -> NcCheck {
+    /// Checks count `nc` of the nonce `id` issued at `issued` (Unix seconds) and valid
+    /// until `expires`, used by the request `request` (`None`: never a retransmission).
+    pub(crate) fn check(
+        &self,
+        id: NonceId,
+        nc: u32,
+        issued: u64,
+        request: Option<u64>,
+        now: u64,
+        lifetime: u64,
+    ) -> NcCheck {
         let mut inner = self.lock();
-        if let Some(e) = inner.map.get_mut(&nonce) {
+        if let Some(e) = inner.map.get_mut(&id) {
             if nc > e.last_nc {
                 e.last_nc = nc;
+                e.request = request;
                 return NcCheck::Accepted;
+            }
+            if nc == e.last_nc && request.is_some() && e.request == request {
+                return NcCheck::Retransmission;
             }
             return NcCheck::Replay;
         }
@@ -80,32 +97,45 @@ impl NonceCounts {
             // nc counts from 00000001 (RFC 7616 §3.4).
             return NcCheck::Replay;
         }
-        if inner.map.len() >= self.max {
-            if now > inner.earliest {
-                inner.map.retain(|_, e| e.expires >= now);
-                inner.earliest = inner
-                    .map
-                    .values()
-                    .map(|e| e.expires)
-                    .min()
-                    .unwrap_or(u64::MAX);
+        if issued <= inner.watermark || self.max == 0 {
+            return NcCheck::Stale;
+        }
+        // Expired entries at the front go without raising the watermark: their nonces
+        // are refused as stale by their age anyway.
+        while let Some(front) = inner.order.front().copied() {
+            let expired = match inner.map.get(&front) {
+                Some(e) => e.issued.saturating_add(lifetime) < now,
+                None => true,
+            };
+            if !expired {
+                break;
             }
-            if inner.map.len() >= self.max {
-                return NcCheck::Full;
+            inner.order.pop_front();
+            inner.map.remove(&front);
+        }
+        while inner.map.len() >= self.max {
+            let Some(front) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(e) = inner.map.remove(&front) {
+                inner.watermark = inner.watermark.max(e.issued);
             }
         }
-        inner.earliest = inner.earliest.min(expires);
+        if issued <= inner.watermark {
+            return NcCheck::Stale;
+        }
         inner.map.insert(
-            nonce,
+            id,
             Entry {
                 last_nc: nc,
-                expires,
+                issued,
+                request,
             },
         );
+        inner.order.push_back(id);
         NcCheck::Accepted
     }
 
-    /// How many nonces are tracked.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().map.len()
@@ -116,47 +146,67 @@ impl NonceCounts {
 mod tests {
     use super::*;
 
-    fn id(c: u8) -> NonceId {
-        [c; 32]
-    }
+    const LIFE: u64 = 300;
 
     #[test]
     fn increasing_counts_accepted_replays_refused() {
         let t = NonceCounts::new(10);
-        assert_eq!(t.check(id(b'n'), 1, 100, 0), NcCheck::Accepted);
-        assert_eq!(t.check(id(b'n'), 1, 100, 0), NcCheck::Replay);
-        assert_eq!(t.check(id(b'n'), 2, 100, 0), NcCheck::Accepted);
-        assert_eq!(t.check(id(b'n'), 1, 100, 0), NcCheck::Replay);
-        assert_eq!(
-            t.check(id(b'n'), 5, 100, 0),
-            NcCheck::Accepted,
-            "gaps are fine"
-        );
-        assert_eq!(t.check(id(b'n'), 4, 100, 0), NcCheck::Replay);
-        assert_eq!(t.check(id(b'm'), 1, 100, 0), NcCheck::Accepted, "per nonce");
-        assert_eq!(t.check(id(b'k'), 0, 100, 0), NcCheck::Replay);
+        let c = |id, nc, req| t.check(id, nc, 100, req, 100, LIFE);
+        assert_eq!(c(1, 1, None), NcCheck::Accepted);
+        assert_eq!(c(1, 1, None), NcCheck::Replay);
+        assert_eq!(c(1, 2, None), NcCheck::Accepted);
+        assert_eq!(c(1, 1, None), NcCheck::Replay);
+        assert_eq!(c(1, 5, None), NcCheck::Accepted, "gaps are fine");
+        assert_eq!(c(1, 4, None), NcCheck::Replay);
+        assert_eq!(c(2, 1, None), NcCheck::Accepted, "per nonce");
+        assert_eq!(c(3, 0, None), NcCheck::Replay);
         assert_eq!(t.len(), 2);
     }
 
     #[test]
-    fn bounded_with_pruning_of_expired() {
+    fn the_same_request_again_is_a_retransmission() {
+        let t = NonceCounts::new(10);
+        let c = |nc, req| t.check(7, nc, 100, req, 100, LIFE);
+        assert_eq!(c(1, Some(42)), NcCheck::Accepted);
+        assert_eq!(c(1, Some(42)), NcCheck::Retransmission);
+        assert_eq!(c(1, Some(43)), NcCheck::Replay, "another request, same nc");
+        assert_eq!(c(2, Some(43)), NcCheck::Accepted);
+        assert_eq!(c(1, Some(42)), NcCheck::Replay, "older count");
+        assert_eq!(c(2, None), NcCheck::Replay);
+    }
+
+    #[test]
+    fn full_table_evicts_oldest_and_raises_the_watermark() {
         let t = NonceCounts::new(2);
-        assert_eq!(t.check(id(b'a'), 1, 10, 0), NcCheck::Accepted);
-        assert_eq!(t.check(id(b'b'), 1, 20, 0), NcCheck::Accepted);
-        assert_eq!(t.check(id(b'c'), 1, 30, 5), NcCheck::Full);
-        // known nonces still work when full
-        assert_eq!(t.check(id(b'a'), 2, 10, 5), NcCheck::Accepted);
-        // "a" expired at 10: pruned, room for "c"
-        assert_eq!(t.check(id(b'c'), 1, 30, 11), NcCheck::Accepted);
+        assert_eq!(t.check(1, 1, 10, None, 20, LIFE), NcCheck::Accepted);
+        assert_eq!(t.check(2, 1, 11, None, 20, LIFE), NcCheck::Accepted);
+        // A third nonce evicts nonce 1 (issued at 10): watermark 10.
+        assert_eq!(t.check(3, 1, 12, None, 20, LIFE), NcCheck::Accepted);
         assert_eq!(t.len(), 2);
-        assert_eq!(t.check(id(b'd'), 1, 40, 12), NcCheck::Full);
-        assert_eq!(t.check(id(b'd'), 1, 40, 31), NcCheck::Accepted);
-        assert_eq!(t.len(), 1);
+        // Nonce 1 is no longer known and was issued at the watermark: stale, never a
+        // replay accepted as new.
+        assert_eq!(t.check(1, 1, 10, None, 21, LIFE), NcCheck::Stale);
+        // An unused nonce issued after the watermark is fresh.
+        assert_eq!(t.check(4, 1, 13, None, 21, LIFE), NcCheck::Accepted);
+        // Tracked nonces keep their counts.
+        assert_eq!(t.check(4, 1, 13, None, 21, LIFE), NcCheck::Replay);
     }
 
     #[test]
-    fn zero_capacity_is_always_full() {
+    fn expired_entries_make_room_without_raising_the_watermark() {
+        let t = NonceCounts::new(2);
+        assert_eq!(t.check(1, 1, 10, None, 10, 5), NcCheck::Accepted);
+        assert_eq!(t.check(2, 1, 11, None, 11, 5), NcCheck::Accepted);
+        // At 100 both expired: dropped, and an old-but-unused nonce issued at 9 is not
+        // stale by the watermark (its age makes the caller refuse it anyway).
+        assert_eq!(t.check(3, 1, 99, None, 100, 5), NcCheck::Accepted);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.check(4, 1, 9, None, 100, 5), NcCheck::Accepted);
+    }
+
+    #[test]
+    fn zero_capacity_is_always_stale() {
         let t = NonceCounts::new(0);
-        assert_eq!(t.check(id(b'a'), 1, 10, 0), NcCheck::Full);
+        assert_eq!(t.check(1, 1, 10, None, 10, LIFE), NcCheck::Stale);
     }
 }

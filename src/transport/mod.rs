@@ -18,7 +18,6 @@ use crate::metrics;
 use crate::wire::{Message, Salvage, WireError};
 use bytes::Bytes;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -93,13 +92,9 @@ pub fn error_reply(error: &WireError, salvage: &Salvage) -> Option<Bytes> {
     Some(salvage.response(status, &error.reason(), &local_tag(), &[]))
 }
 
-static TAG_COUNTER: AtomicU64 = AtomicU64::new(1);
-
 /// A fresh tag for responses the switch generates (RFC 3261 §19.3: globally unique,
-/// at least 32 bits of randomness). A random prefix chosen at start-up plus a counter.
+/// cryptographically random, at least 32 bits): 64 random bits from the thread's
+/// CSPRNG, so a tag tells nothing about the next one.
 pub fn local_tag() -> String {
-    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let p = PREFIX.get_or_init(rand::random);
-    let n = TAG_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{p:08x}{n:x}")
+    format!("{:016x}", rand::random::<u64>())
 }

@@ -15,11 +15,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 #[derive(Debug)]
+// Boxed: the machines differ in size (an INVITE transaction keeps its request, about
+// 1 KB; a finished NIST about 300 bytes), and the transaction table's slots would all be
+// as large as the largest one. A REGISTER load keeps hundreds of thousands of NISTs alive
+// for Timer J, so the slot size is most of the switch's memory under such a load.
 enum Machine {
-    Ict(Ict),
-    Nict(Nict),
-    Ist(Ist),
-    Nist(Nist),
+    Ict(Box<Ict>),
+    Nict(Box<Nict>),
+    Ist(Box<Ist>),
+    Nist(Box<Nist>),
 }
 
 impl Machine {
@@ -283,7 +287,7 @@ impl TxLayer {
                 out: &mut self.out,
             };
             let ist = Ist::start(&mut ctx, from, request.clone());
-            self.insert(id, Key::Server(key), Machine::Ist(ist));
+            self.insert(id, Key::Server(key), Machine::Ist(Box::new(ist)));
             self.out.events.push_back(TxEvent::Request {
                 tx: id,
                 from,
@@ -298,7 +302,7 @@ impl TxLayer {
         };
         let is_cancel = request.method == Method::Cancel;
         let nist = Nist::start(from);
-        self.insert(id, Key::Server(key), Machine::Nist(nist));
+        self.insert(id, Key::Server(key), Machine::Nist(Box::new(nist)));
         self.out.events.push_back(if is_cancel {
             TxEvent::Cancel {
                 tx: id,
@@ -439,9 +443,9 @@ impl TxLayer {
             .flatten()
             .copied();
         let machine = if request.method == Method::Invite {
-            Machine::Ict(Ict::start(&mut ctx, to, request))
+            Machine::Ict(Box::new(Ict::start(&mut ctx, to, request)))
         } else {
-            Machine::Nict(Nict::start(&mut ctx, to, &request))
+            Machine::Nict(Box::new(Nict::start(&mut ctx, to, &request)))
         };
         self.insert(id, Key::Client(key), machine);
         if let Some(invite) = cancelled {
@@ -1223,5 +1227,24 @@ mod tests {
             (tr, ev)
         }
         assert_eq!(run(), run());
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        use super::*;
+        eprintln!(
+            "Entry {} Machine {} Key {} Ict {} Nict {} Ist {} Nist {} TimerTable {} Request {}",
+            std::mem::size_of::<Entry>(),
+            std::mem::size_of::<Machine>(),
+            std::mem::size_of::<Key>(),
+            std::mem::size_of::<Ict>(),
+            std::mem::size_of::<Nict>(),
+            std::mem::size_of::<Ist>(),
+            std::mem::size_of::<Nist>(),
+            std::mem::size_of::<crate::txn::TimerTable>(),
+            std::mem::size_of::<crate::wire::Request>()
+        );
     }
 }
