@@ -8,8 +8,10 @@
 # (default 100000) in a generated --config file and the same users in SIPp's injection
 # file (SEQUENTIAL; a step with more calls than users wraps round, i.e. re-registers).
 #
-# 1. Rate ramp (TRANSPORT, default udp): one switch; for each rate in RATES, SIPp runs
-#    DURATION seconds; per step: achieved rate, failed calls, retransmissions, and the
+# 1. Rate ramp (TRANSPORT, default udp): for each rate in RATES, a fresh switch and
+#    SIPp for DURATION seconds or USERS calls, whichever is fewer (the switch's nonce
+#    replay table holds 100000 nonces for 300 s; beyond it every new nonce gets
+#    401 stale=true); per step: achieved rate, failed calls, retransmissions, and the
 #    switch's CPU time (utime+stime from /proc/PID/stat) per successful registration.
 #    A step passes with < 0.1 % failed, >= 97 % of the target rate achieved and
 #    retransmissions <= 5 % of the REGISTERs sent; the ramp stops at the first failure.
@@ -140,7 +142,7 @@ run_sipp() {  # $1 rate, $2 calls, $3 sipp transport, $4 stat file, $5 out file 
   (cd "$WORK" && timeout 120 "${PIN_SIPP[@]}" sipp -sf "$OLDPWD/scenarios/register_f1.xml" \
       -inf "$WORK/users.csv" -key domain $DOMAIN -t "$3" \
       -r "$1" -m "$2" -l $(( $1 * 4 )) -buff_size 8388608 \
-      -timeout 60s -timeout_error -nostdin \
+      -timeout 60s -timeout_error -nostdin -trace_err -error_file "$4.errors" \
       -trace_stat -stf "$4" -fd 1 \
       -i 127.0.0.1 "127.0.0.1:$SIP_PORT" >"$5" 2>&1) || rc=$?
   echo $rc
@@ -150,19 +152,22 @@ TCK=$(getconf CLK_TCK)
 echo "register-load: $USERS users, MD5 digest, transport $TRANSPORT, store_sync=$STORE_SYNC," \
      "max_transactions=$MAX_TRANSACTIONS, $PINNING"
 
-# 1. The rate ramp.
-start_switch ramp SOFTSWITCH_LIMITS_MAX_TRANSACTIONS="$MAX_TRANSACTIONS"
-echo "switch pid $PID ready: SIP $TRANSPORT 127.0.0.1:$SIP_PORT, HTTP 127.0.0.1:$HTTP_PORT"
+# 1. The rate ramp: a fresh switch per step, and at most USERS calls a step, because the
+# switch tracks at most 100000 fresh nonces (auth replay table, 300 s nonce lifetime) and
+# answers every further new nonce with 401 stale=true, which SIPp does not retry.
 printf '\n%8s %9s %9s %9s %8s %8s %9s %12s  %s\n' \
   target calls achieved ok failed retrans txns_live "cpu_us/reg" verdict
-BEST=0 BEST_CPU=-
+BEST=0 BEST_CPU=- RAMP_BINDINGS=-
 for rate in $RATES; do
   calls=$((rate * DURATION)); [ $calls -le $MAX_CALLS ] || calls=$MAX_CALLS
+  [ $calls -le "$USERS" ] || calls=$USERS
+  start_switch "ramp-$rate" SOFTSWITCH_LIMITS_MAX_TRANSACTIONS="$MAX_TRANSACTIONS"
   stat="$WORK/stat-$rate.csv"
   before=$(cpu_ticks "$PID") || die "the switch is gone"
   rc=$(run_sipp "$rate" "$calls" "$SIPP_T" "$stat" "$WORK/sipp-$rate.out")
   after=$(cpu_ticks "$PID") || die "the switch died during the $rate/s step"
   live=$(metric softswitch_transactions_active)
+  RAMP_BINDINGS=$(metric softswitch_registrations_active)
   line=$(python3 - "$stat" "$rate" "$calls" "$((after - before))" "$TCK" "$rc" "$live" <<'PY'
 import csv, sys
 path, rate, calls, ticks, tck, rc, live = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
@@ -193,9 +198,18 @@ PY
 )
   printf '%s\n' "${line%%|*}"
   verdict=${line#*|}; verdict=${verdict%%|*}
-  if [ "$verdict" = PASS ]; then BEST=$rate BEST_CPU=${line##*|}; else break; fi
+  if [ "$verdict" = PASS ]; then BEST=$rate BEST_CPU=${line##*|}; else
+    # Why calls failed: SIPp's error log, by unexpected status line and by other reason.
+    if [ -s "$stat.errors" ]; then
+      echo "  failed calls by cause (SIPp's error log):"
+      { grep -ao "received 'SIP/2.0 [0-9][0-9][0-9] [^']*" "$stat.errors" | cut -c11- | head -c 2000000 | tr -d '\r' | awk 'NF' |
+          sed -n 's/^\(SIP\/2.0 [0-9]* [^V]*\)Via.*/\1/p; /^SIP/p' | sort | uniq -c | sort -rn | head -5
+        grep -ao "receive timeout\|Aborting call on unexpected message" "$stat.errors" | sort | uniq -c; } | sed 's/^/    /' || true
+    fi
+    break
+  fi
+  stop_switch
 done
-RAMP_BINDINGS=$(metric softswitch_registrations_active)
 stop_switch
 
 # 2. Memory per binding, over TCP (Timer J = 0: no lingering server transactions).
@@ -220,7 +234,7 @@ echo
 echo "summary"
 printf '  %-44s %s\n' "highest passing rate ($TRANSPORT)" "$BEST registrations/s"
 printf '  %-44s %s\n' "switch CPU per registration at that rate" "$BEST_CPU us"
-printf '  %-44s %s\n' "bindings held after the ramp" "$RAMP_BINDINGS"
+printf '  %-44s %s\n' "bindings held after the last step" "$RAMP_BINDINGS"
 printf '  %-44s %s\n' "RSS after start-up ($USERS users loaded)" "$RSS0 KiB"
 printf '  %-44s %s\n' "RSS with $USERS bindings (tcp, drained)" "$RSS1 KiB"
 printf '  %-44s %s\n' "growth per binding" "$PER_BINDING bytes"
