@@ -841,10 +841,18 @@ fn rfc3261_10_3_lower_cseq_same_call_id_500_unchanged_and_retransmission_gets_th
             .collect::<Vec<_>>()
             .join("\r\n")
     };
-    assert_eq!(undated(&resp), undated(&ok), "a retransmission gets the same response");
+    assert_eq!(
+        undated(&resp),
+        undated(&ok),
+        "a retransmission gets the same response"
+    );
     let m = metrics(&sw);
     for r in ["ok", "challenged", "stale"] {
-        assert_eq!(reg_result(&m, r), reg_result(&m0, r), "{r}: nothing applied");
+        assert_eq!(
+            reg_result(&m, r),
+            reg_result(&m0, r),
+            "{r}: nothing applied"
+        );
     }
     assert_eq!(reg_result(&m, "query") - reg_result(&m0, "query"), 1.0);
     let m0 = metrics(&sw);
@@ -1220,5 +1228,38 @@ fn rfc4475_3_3_13_cparam02_contact_uri_parameter_200_kept_inside_the_uri() {
     assert_eq!(
         api[0]["contact"],
         "<sip:+19725552222@gw1.example.net;unknownparam>"
+    );
+}
+
+/// RFC 3327 §5.3: the registrar stores Path and returns it in the 200 when the UA says
+/// `Supported: path`; without that it stores it but does not echo it (Kamailio's "lazy").
+#[test]
+fn rfc3327_path_stored_and_echoed_only_with_supported_path() {
+    let sw = Switch::start(&[]);
+    let path = "<sip:edge.example.test;lr>";
+    let mut c = RegClient::udp(sw.udp_addr(), ALICE.0, ALICE.1);
+    let contact = c.contact();
+    let path_h = format!("Path: {path}");
+    let resp = c.register(&[&contact], &[&path_h, "Supported: path"]);
+    assert_status(&resp, 200);
+    assert_eq!(header(&resp, "Path"), Some(path), "{resp}");
+    let api = api_bindings(&sw, "sip:alice@example.test");
+    assert_eq!(api.len(), 1);
+    assert_eq!(api[0]["path"], serde_json::json!([path]));
+
+    let mut d = RegClient::udp(sw.udp_addr(), BOB.0, BOB.1);
+    let contact = d.contact();
+    let resp = d.register(&[&contact], &[&path_h]);
+    assert_status(&resp, 200);
+    assert_eq!(
+        header(&resp, "Path"),
+        None,
+        "no Supported: path, no Path:\n{resp}"
+    );
+    let api = api_bindings(&sw, "sip:bob@example.test");
+    assert_eq!(
+        api[0]["path"],
+        serde_json::json!([path]),
+        "stored all the same"
     );
 }
