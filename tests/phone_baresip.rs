@@ -25,7 +25,8 @@ const SWITCH_DEADLINE: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(50);
 
 /// Writes the switch's configuration (alice, UDP+TCP on ephemeral loopback ports,
-/// short registration expiries allowed) and returns its path.
+/// short registration expiries allowed: the default `min_expires_s` of 60 would answer
+/// baresip's 3 s with 423) and returns its path.
 fn switch_config(dir: &Path) -> String {
     let path = dir.join("softswitch.toml");
     let cdr = dir.join("cdr.jsonl");
@@ -40,6 +41,13 @@ listen = "127.0.0.1:0"
 [billing]
 cdr_path = "{cdr}"
 
+[registrar]
+store_path = "{store}"
+default_expires_s = 60
+min_expires_s = 1
+max_expires_s = 3600
+max_contacts = 10
+
 [log]
 level = "warn"
 
@@ -47,7 +55,8 @@ level = "warn"
 user = "alice"
 password = "alicepw"
 "#,
-        cdr = cdr.display()
+        cdr = cdr.display(),
+        store = dir.join("registrations.journal").display(),
     );
     std::fs::write(&path, toml).expect("write switch config");
     path.to_str().expect("utf-8 temp path").to_string()
