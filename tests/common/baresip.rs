@@ -36,7 +36,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long baresip may take from spawn to an open control connection.
@@ -188,8 +188,8 @@ pub struct Baresip {
     backlog: VecDeque<Value>,
     /// Every event seen, for diagnostics.
     seen: Vec<Value>,
-    /// stdout lines, as read by the tee thread.
-    stdout_lines: Arc<Mutex<Vec<String>>>,
+    /// stdout lines, as read by the tee thread, signalled on each new line.
+    stdout_lines: Lines,
     next_token: u64,
     exited: Option<ExitStatus>,
 }
@@ -247,7 +247,7 @@ impl Baresip {
             Err(e) => return Err(StartError::Fatal(format!("spawn baresip: {e}"))),
         };
         let (line_tx, line_rx) = mpsc::channel::<String>();
-        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout_lines = Lines::default();
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
         tee(
@@ -256,12 +256,7 @@ impl Baresip {
             Some(line_tx),
             stdout_lines.clone(),
         );
-        tee(
-            err,
-            dir.join("stderr.log"),
-            None,
-            Arc::new(Mutex::new(Vec::new())),
-        );
+        tee(err, dir.join("stderr.log"), None, Lines::default());
 
         // Wait for "baresip is ready." (or a failure) before touching the control port.
         let deadline = Instant::now() + START_DEADLINE;
@@ -546,13 +541,14 @@ impl Baresip {
 
     /// baresip's stdout so far (with `-s`, every SIP message), without colour codes.
     pub fn stdout_log(&self) -> String {
-        strip_ansi(
-            &self
-                .stdout_lines
-                .lock()
-                .map(|l| l.join("\n"))
-                .unwrap_or_default(),
-        )
+        strip_ansi(&self.stdout_lines.joined())
+    }
+
+    /// Waits until `pred` holds for the stdout log (without colour codes), for at most
+    /// `deadline`; true if it did. stdout and the control connection are two channels,
+    /// so the SIP trace of a response can reach us after the event it caused.
+    pub fn wait_stdout(&self, pred: impl FnMut(&str) -> bool, deadline: Duration) -> bool {
+        self.stdout_lines.wait_until(pred, deadline)
     }
 
     /// A summary for assertion messages: the events seen and the stdout log.
@@ -578,6 +574,44 @@ impl Drop for Baresip {
             eprintln!("--- baresip diagnostics ---\n{}", self.diagnostics());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Lines of a child's output, shared with the thread that reads them.
+#[derive(Clone, Default)]
+struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Lines {
+    fn push(&self, line: String) {
+        let (m, cv) = &*self.0;
+        if let Ok(mut l) = m.lock() {
+            l.push(line);
+        }
+        cv.notify_all();
+    }
+
+    fn joined(&self) -> String {
+        self.0 .0.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Waits, woken by each new line, until `pred` holds for the joined text.
+    fn wait_until(&self, mut pred: impl FnMut(&str) -> bool, deadline: Duration) -> bool {
+        let (m, cv) = &*self.0;
+        let end = Instant::now() + deadline;
+        let Ok(mut l) = m.lock() else { return false };
+        loop {
+            if pred(&strip_ansi(&l.join("\n"))) {
+                return true;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match cv.wait_timeout(l, left) {
+                Ok((g, _)) => l = g,
+                Err(_) => return false,
+            }
         }
     }
 }
@@ -685,7 +719,7 @@ fn tee(
     src: impl Read + Send + 'static,
     file: PathBuf,
     tx: Option<mpsc::Sender<String>>,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: Lines,
 ) {
     std::thread::spawn(move || {
         let mut f = File::create(&file).ok();
@@ -707,9 +741,7 @@ fn tee(
                     tx = None;
                 }
             }
-            if let Ok(mut l) = lines.lock() {
-                l.push(line);
-            }
+            lines.push(line);
         }
     });
 }
