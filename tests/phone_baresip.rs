@@ -136,6 +136,18 @@ fn register_ok_count(sw: &Switch) -> Option<f64> {
     metric_value(&body, r#"softswitch_register_requests_total{result="ok"}"#)
 }
 
+/// The switch's REGISTER and auth-failure counters, for failure messages.
+fn register_metrics(sw: &Switch) -> String {
+    let (_, body) = http_get(sw.http, "/metrics");
+    body.lines()
+        .filter(|l| {
+            l.starts_with("softswitch_register_requests_total")
+                || l.starts_with("softswitch_auth_failures_total")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// How many 200 responses to a REGISTER a baresip SIP trace (`-s`) shows.
 fn traced_register_oks(log: &str) -> usize {
     // A response's CSeq line comes after its status line.
@@ -223,14 +235,28 @@ fn register_refresh_deregister(transport: &str) {
     let ok_before = register_ok_count(&sw);
     let traced_ok_before = traced_register_oks(&phone.stdout_log());
     let refresh_deadline = Duration::from_secs(REGINT_S * 2 + 5);
-    phone
-        .wait_event_type("REGISTER_OK", refresh_deadline)
+    // A failed refresh ends the wait at once (baresip would retry only after 30 s).
+    let ev = phone
+        .wait_event(
+            |e| e["type"] == "REGISTER_OK" || e["type"] == "REGISTER_FAIL",
+            refresh_deadline,
+        )
         .unwrap_or_else(|| {
             panic!(
-                "no refreshing REGISTER_OK within {refresh_deadline:?}\n{}",
+                "no refreshing REGISTER_OK within {refresh_deadline:?}; switch: {:?}\n{}\n{}",
+                registrations(&sw),
+                register_metrics(&sw),
                 phone.diagnostics()
             )
         });
+    assert_eq!(
+        ev["type"],
+        "REGISTER_OK",
+        "the refresh failed: {ev}; switch: {:?}\n{}\n{}",
+        registrations(&sw),
+        register_metrics(&sw),
+        phone.diagnostics()
+    );
     assert!(
         phone.wait_stdout(
             |log| traced_register_oks(log) > traced_ok_before,
