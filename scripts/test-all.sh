@@ -25,6 +25,17 @@ if ! command -v sipp >/dev/null 2>&1; then
 fi
 command -v sipp >/dev/null 2>&1 || die "sipp (Debian package sip-tester) is required and could not be installed"
 echo "sipp: $(sipp -v 2>&1 | grep -m1 -o 'SIPp v[^ ,]*' || echo present)"
+# tests/phone_baresip.rs drives a real phone (baresip, Debian package baresip-core) and
+# fails without it, so install it here the same way.
+if ! command -v baresip >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "baresip missing: apt-get install baresip-core"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq baresip-core >/dev/null
+  fi
+fi
+command -v baresip >/dev/null 2>&1 || die "baresip (Debian package baresip-core) is required and could not be installed"
+echo "baresip: $(dpkg-query -W -f='${Version}' baresip-core 2>/dev/null || echo present)"
 cargo --version
 cargo fmt --version >/dev/null || die "rustfmt missing"
 cargo clippy --version >/dev/null || die "clippy missing"

@@ -5,6 +5,7 @@
 //! waits for those lines with a deadline, so no test sleeps to synchronise.
 #![allow(dead_code)]
 
+pub mod baresip;
 pub mod digest;
 
 use std::io::{BufRead, BufReader, Read, Write};
