@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod binding;
+pub mod call;
 pub mod journal;
 pub mod location;
 pub mod port;
