@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dialog;
 pub mod directory;
 pub mod driver;
 pub mod endpoint;

@@ -1,0 +1,582 @@
+//! Dialogs and the requests a B2BUA sends, sans-IO (RFC 3261 §12, §9.1, §13.2.2.4, §8.1.1).
+//!
+//! A [`Dialog`] is one leg's dialog state: Call-ID, local and remote tags and URIs, the
+//! local and remote sequence numbers, the remote target and the route set. The switch is
+//! the UAS of the A-leg ([`Dialog::uas`], §12.1.1) and the UAC of every B-leg
+//! ([`Dialog::uac`], §12.1.2). In-dialog requests ([`Dialog::request`], §12.2.1.1) follow
+//! the route set and the remote target, loose or strict routing alike; the ACK for a 2xx
+//! is built by [`Dialog::ack`] (§13.2.2.4: a new transaction-less request with the
+//! INVITE's CSeq number). [`cancel_for`] builds the CANCEL of a pending INVITE (§9.1), and
+//! [`b_leg_invite`] the B-leg INVITE from the A-leg's: nothing of the A-leg's dialog
+//! identifiers goes onto the B-leg (a new Call-ID, From tag, CSeq, branch; our Contact), the
+//! body goes across byte for byte, Max-Forwards is decremented.
+//!
+//! Time, randomness for tags and branches, and our own address are arguments: these
+//! functions never touch a socket or the clock.
+
+use crate::wire::{
+    param_value, parse_name_addr, split_list, CSeq, Common, Header, HostPort, Method, NameAddr,
+    Param, Request, Response, Uri, Via,
+};
+use bytes::Bytes;
+
+/// Headers of an initial INVITE copied onto the B-leg (end-to-end information the callee
+/// needs); everything else, dialog and routing state above all, stays on the A-leg.
+const COPIED_TO_B_LEG: &[&str] = &[
+    "Content-Type",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Allow",
+    "Supported",
+    "Accept",
+    "Subject",
+    "Priority",
+    "User-Agent",
+    "Session-Expires",
+    "Min-SE",
+];
+
+/// One leg's dialog (RFC 3261 §12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dialog {
+    /// The Call-ID.
+    pub call_id: String,
+    /// Our tag.
+    pub local_tag: String,
+    /// The peer's tag.
+    pub remote_tag: String,
+    /// Our URI (From of our requests), without tag.
+    pub local_uri: NameAddr,
+    /// The peer's URI (To of our requests), without tag.
+    pub remote_uri: NameAddr,
+    /// The last CSeq number we used.
+    pub local_seq: u32,
+    /// The last CSeq number the peer used, once it sent a request.
+    pub remote_seq: Option<u32>,
+    /// Where in-dialog requests go (the peer's Contact).
+    pub remote_target: Uri,
+    /// Route values for in-dialog requests, in the order they are sent.
+    pub route_set: Vec<NameAddr>,
+}
+
+/// Why a dialog could not be formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogError {
+    /// The message has no usable Contact (§12.1.1, §12.1.2: the remote target).
+    NoContact,
+    /// The peer's tag is missing.
+    NoTag,
+    /// A Record-Route value does not parse.
+    BadRecordRoute,
+}
+
+fn without_tag(na: &NameAddr) -> NameAddr {
+    let mut na = na.clone();
+    na.params.retain(|p| !p.name.eq_ignore_ascii_case("tag"));
+    na
+}
+
+fn contact_uri(common: &Common) -> Result<Uri, DialogError> {
+    let v = common.header("Contact").ok_or(DialogError::NoContact)?;
+    let first = split_list(v)
+        .ok()
+        .and_then(|l| l.into_iter().next())
+        .ok_or(DialogError::NoContact)?;
+    let na = parse_name_addr(first).map_err(|_| DialogError::NoContact)?;
+    Ok(na.uri)
+}
+
+fn record_route(common: &Common) -> Result<Vec<NameAddr>, DialogError> {
+    let mut out = Vec::new();
+    for v in common.header_values("Record-Route") {
+        for part in split_list(v).map_err(|_| DialogError::BadRecordRoute)? {
+            out.push(parse_name_addr(part).map_err(|_| DialogError::BadRecordRoute)?);
+        }
+    }
+    Ok(out)
+}
+
+impl Dialog {
+    /// The dialog of a request we answer with a 2xx (or 1xx with a tag) as UAS
+    /// (§12.1.1): route set = Record-Route in order, remote target = Contact, remote
+    /// sequence = the request's CSeq, our tag as given.
+    pub fn uas(request: &Request, local_tag: &str) -> Result<Dialog, DialogError> {
+        let c = &request.common;
+        Ok(Dialog {
+            call_id: c.call_id.clone(),
+            local_tag: local_tag.to_string(),
+            remote_tag: c.from.tag().ok_or(DialogError::NoTag)?.to_string(),
+            local_uri: without_tag(&c.to),
+            remote_uri: without_tag(&c.from),
+            local_seq: 0,
+            remote_seq: Some(c.cseq.seq),
+            remote_target: contact_uri(c)?,
+            route_set: record_route(c)?,
+        })
+    }
+
+    /// The dialog a response to our INVITE creates as UAC (§12.1.2): route set =
+    /// Record-Route reversed, remote target = the response's Contact, local sequence =
+    /// the INVITE's CSeq.
+    pub fn uac(invite: &Request, response: &Response) -> Result<Dialog, DialogError> {
+        let c = &response.common;
+        let mut route_set = record_route(c)?;
+        route_set.reverse();
+        Ok(Dialog {
+            call_id: invite.common.call_id.clone(),
+            local_tag: invite
+                .common
+                .from
+                .tag()
+                .ok_or(DialogError::NoTag)?
+                .to_string(),
+            remote_tag: c.to.tag().ok_or(DialogError::NoTag)?.to_string(),
+            local_uri: without_tag(&invite.common.from),
+            remote_uri: without_tag(&invite.common.to),
+            local_seq: invite.common.cseq.seq,
+            remote_seq: None,
+            remote_target: contact_uri(c)?,
+            route_set,
+        })
+    }
+
+    /// True when `req` belongs to this dialog: same Call-ID, its From tag is the peer's
+    /// and its To tag ours (§12.2.2).
+    pub fn matches(&self, req: &Request) -> bool {
+        req.common.call_id == self.call_id
+            && req.common.from.tag() == Some(self.remote_tag.as_str())
+            && req.common.to.tag() == Some(self.local_tag.as_str())
+    }
+
+    /// Checks and records the peer's CSeq of an in-dialog request (§12.2.2): `false`
+    /// for a lower number than the last (answer 500).
+    pub fn accept_remote_seq(&mut self, seq: u32) -> bool {
+        match self.remote_seq {
+            Some(last) if seq < last => false,
+            _ => {
+                self.remote_seq = Some(seq);
+                true
+            }
+        }
+    }
+
+    /// A new in-dialog request (§12.2.1.1) with the next CSeq, Via `via` (its branch
+    /// set by the caller), Max-Forwards 70.
+    pub fn request(&mut self, method: Method, via: Via) -> Request {
+        self.local_seq = self.local_seq.wrapping_add(1).max(1);
+        let seq = self.local_seq;
+        self.build(method, seq, via)
+    }
+
+    /// The ACK for the 2xx of the INVITE with CSeq `invite_seq` (§13.2.2.4), with `body`
+    /// (the answer for a late offer) typed `content_type`.
+    pub fn ack(&self, invite_seq: u32, via: Via, body: Option<(Bytes, &str)>) -> Request {
+        let mut r = self.build(Method::Ack, invite_seq, via);
+        if let Some((b, ct)) = body {
+            r.common
+                .headers
+                .push(Header::new("Content-Type", ct.to_string()));
+            r.common.body = b;
+        }
+        r
+    }
+
+    fn build(&self, method: Method, seq: u32, via: Via) -> Request {
+        let mut from = self.local_uri.clone();
+        from.set_tag(self.local_tag.clone());
+        let mut to = self.remote_uri.clone();
+        to.set_tag(self.remote_tag.clone());
+        // §12.2.1.1: loose routing when the first route has `lr`; strict otherwise (the
+        // first route becomes the Request-URI, the remote target the last Route).
+        let (uri, routes) = match self.route_set.first() {
+            None => (self.remote_target.clone(), Vec::new()),
+            Some(first) if is_loose(first) => (self.remote_target.clone(), self.route_set.clone()),
+            Some(first) => {
+                let mut rest: Vec<NameAddr> = self.route_set[1..].to_vec();
+                rest.push(NameAddr::new(self.remote_target.clone()));
+                let mut uri = first.uri.clone();
+                if let Uri::Sip(u) = &mut uri {
+                    u.headers = None;
+                }
+                (uri, rest)
+            }
+        };
+        let headers = routes
+            .iter()
+            .map(|r| Header::new("Route", r.to_string()))
+            .collect();
+        Request {
+            method: method.clone(),
+            uri,
+            common: Common {
+                via: vec![via],
+                from,
+                to,
+                call_id: self.call_id.clone(),
+                cseq: CSeq { seq, method },
+                max_forwards: Some(70),
+                headers,
+                body: Bytes::new(),
+            },
+        }
+    }
+}
+
+fn is_loose(route: &NameAddr) -> bool {
+    match &route.uri {
+        Uri::Sip(u) => u.has_param("lr"),
+        _ => false,
+    }
+}
+
+/// The CANCEL of a pending INVITE we sent (§9.1): its Request-URI, Call-ID, From, To
+/// and CSeq number, method CANCEL, its top Via (same branch), its Route headers.
+pub fn cancel_for(invite: &Request) -> Request {
+    Request {
+        method: Method::Cancel,
+        uri: invite.uri.clone(),
+        common: Common {
+            via: invite.common.via.iter().take(1).cloned().collect(),
+            from: invite.common.from.clone(),
+            to: invite.common.to.clone(),
+            call_id: invite.common.call_id.clone(),
+            cseq: CSeq {
+                seq: invite.common.cseq.seq,
+                method: Method::Cancel,
+            },
+            max_forwards: Some(70),
+            headers: invite
+                .common
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("Route"))
+                .cloned()
+                .collect(),
+            body: Bytes::new(),
+        },
+    }
+}
+
+/// Our own Via for a request we send: `SIP/2.0/<transport> <sent_by>;branch=<branch>;rport`.
+pub fn our_via(transport: &str, sent_by: HostPort, branch: String) -> Via {
+    Via {
+        transport: transport.to_ascii_uppercase(),
+        sent_by,
+        params: vec![Param::new("branch", branch), Param::flag("rport")],
+    }
+}
+
+/// What the B-leg INVITE needs besides the A-leg's INVITE.
+#[derive(Debug, Clone)]
+pub struct BLeg<'a> {
+    /// The callee binding's contact URI (the Request-URI).
+    pub target: Uri,
+    /// Our Via (fresh branch).
+    pub via: Via,
+    /// Our Contact (the advertised address).
+    pub contact: NameAddr,
+    /// The new dialog's Call-ID.
+    pub call_id: &'a str,
+    /// Our From tag on the B-leg.
+    pub from_tag: &'a str,
+    /// To: the callee as dialled (the AOR), no tag.
+    pub to: NameAddr,
+    /// Path of the binding (RFC 3327): sent as Route headers.
+    pub path: &'a [String],
+}
+
+/// The B-leg INVITE for A-leg INVITE `a` (a B2BUA's new request, RFC 3261 §8.1.1): From is
+/// A's identity with our tag, CSeq 1, Max-Forwards one less than A's (70 when A had
+/// none), the body byte for byte with its Content-* headers, and the end-to-end headers
+/// of [`COPIED_TO_B_LEG`]. `None` when A's Max-Forwards is 0 (the caller answers 483).
+pub fn b_leg_invite(a: &Request, b: &BLeg<'_>) -> Option<Request> {
+    let mf = match a.common.max_forwards {
+        Some(0) => return None,
+        Some(n) => n - 1,
+        None => 69,
+    };
+    let mut from = without_tag(&a.common.from);
+    from.set_tag(b.from_tag.to_string());
+    let mut headers: Vec<Header> = b
+        .path
+        .iter()
+        .map(|p| Header::new("Route", p.clone()))
+        .collect();
+    headers.push(Header::new("Contact", b.contact.to_string()));
+    headers.extend(
+        a.common
+            .headers
+            .iter()
+            .filter(|h| {
+                COPIED_TO_B_LEG
+                    .iter()
+                    .any(|n| h.name.eq_ignore_ascii_case(n))
+            })
+            .cloned(),
+    );
+    Some(Request {
+        method: Method::Invite,
+        uri: b.target.clone(),
+        common: Common {
+            via: vec![b.via.clone()],
+            from,
+            to: without_tag(&b.to),
+            call_id: b.call_id.to_string(),
+            cseq: CSeq {
+                seq: 1,
+                method: Method::Invite,
+            },
+            max_forwards: Some(mf),
+            headers,
+            body: a.common.body.clone(),
+        },
+    })
+}
+
+/// True when our own Via (sent-by `ours`, and a branch starting with `branch_prefix`
+/// when given) is already in the request: it has looped back to us (RFC 3261 §16.3
+/// step 4, applied by a B2BUA: 482).
+pub fn is_loop(req: &Request, ours: &HostPort, branch_prefix: Option<&str>) -> bool {
+    req.common.via.iter().any(|v| {
+        v.sent_by == *ours
+            && match branch_prefix {
+                None => true,
+                Some(p) => param_value(&v.params, "branch").is_some_and(|b| b.starts_with(p)),
+            }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{parse_message, Host, Message};
+
+    fn req(text: &str) -> Request {
+        let text = text.replace('\n', "\r\n");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let head = format!("{head}\r\n");
+        match parse_message(head.as_bytes(), body.as_bytes()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn resp(text: &str) -> Response {
+        let text = text.replace('\n', "\r\n");
+        let head = format!("{}\r\n", text.trim_end());
+        match parse_message(head.as_bytes(), b"") {
+            Ok(Message::Response(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const INVITE: &str = "INVITE sip:bob@example.test SIP/2.0
+Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa1
+Max-Forwards: 70
+From: \"Alice\" <sip:alice@example.test>;tag=at1
+To: <sip:bob@example.test>
+Call-ID: a-call@10.0.0.1
+CSeq: 7 INVITE
+Contact: <sip:alice@10.0.0.1:5070>
+Record-Route: <sip:p1.example.test;lr>, <sip:p2.example.test;lr>
+Content-Type: application/sdp
+Supported: timer
+X-Secret: do-not-forward
+Content-Length: 3
+
+v=0";
+
+    fn sent_by() -> HostPort {
+        HostPort {
+            host: Host::V4([127, 0, 0, 1].into()),
+            port: Some(5060),
+        }
+    }
+
+    #[test]
+    fn uas_dialog_from_invite() {
+        let r = req(INVITE);
+        let d = Dialog::uas(&r, "ours").unwrap();
+        assert_eq!(d.remote_tag, "at1");
+        assert_eq!(d.remote_seq, Some(7));
+        assert_eq!(d.remote_target.to_string(), "sip:alice@10.0.0.1:5070");
+        assert_eq!(d.route_set.len(), 2);
+        assert_eq!(d.route_set[0].uri.to_string(), "sip:p1.example.test;lr");
+        assert!(d.matches(&req(&INVITE.replace(
+            "To: <sip:bob@example.test>",
+            "To: <sip:bob@example.test>;tag=ours"
+        ))));
+    }
+
+    #[test]
+    fn in_dialog_bye_loose_routing() {
+        let mut d = Dialog::uas(&req(INVITE), "ours").unwrap();
+        let bye = d.request(Method::Bye, our_via("udp", sent_by(), "z9hG4bKb1".into()));
+        let text = String::from_utf8(bye.to_bytes().to_vec()).unwrap();
+        assert!(
+            text.starts_with("BYE sip:alice@10.0.0.1:5070 SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("From: <sip:bob@example.test>;tag=ours"),
+            "{text}"
+        );
+        assert!(
+            text.contains("To: \"Alice\" <sip:alice@example.test>;tag=at1"),
+            "{text}"
+        );
+        assert!(text.contains("CSeq: 1 BYE"), "{text}");
+        assert!(
+            text.contains("Route: <sip:p1.example.test;lr>\r\nRoute: <sip:p2.example.test;lr>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKb1;rport"),
+            "{text}"
+        );
+        // The next request counts on.
+        let again = d.request(Method::Bye, our_via("udp", sent_by(), "z9hG4bKb2".into()));
+        assert_eq!(again.common.cseq.seq, 2);
+    }
+
+    #[test]
+    fn strict_routing_puts_the_first_route_in_the_request_uri() {
+        let r = req(&INVITE.replace(
+            "Record-Route: <sip:p1.example.test;lr>, <sip:p2.example.test;lr>",
+            "Record-Route: <sip:strict.example.test>",
+        ));
+        let mut d = Dialog::uas(&r, "ours").unwrap();
+        let bye = d.request(Method::Bye, our_via("udp", sent_by(), "z9hG4bKb1".into()));
+        assert_eq!(bye.uri.to_string(), "sip:strict.example.test");
+        let routes: Vec<&str> = bye.common.header_values("Route").collect();
+        assert_eq!(routes, vec!["<sip:alice@10.0.0.1:5070>"]);
+    }
+
+    #[test]
+    fn uac_dialog_from_response_reverses_record_route() {
+        let inv = req(INVITE);
+        let ok = resp(
+            "SIP/2.0 200 OK
+Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa1
+From: \"Alice\" <sip:alice@example.test>;tag=at1
+To: <sip:bob@example.test>;tag=bt1
+Call-ID: a-call@10.0.0.1
+CSeq: 7 INVITE
+Contact: <sip:bob@10.0.0.2:5080;transport=tcp>
+Record-Route: <sip:p2.example.test;lr>, <sip:p1.example.test;lr>
+Content-Length: 0",
+        );
+        let d = Dialog::uac(&inv, &ok).unwrap();
+        assert_eq!(d.local_tag, "at1");
+        assert_eq!(d.remote_tag, "bt1");
+        assert_eq!(d.local_seq, 7);
+        assert_eq!(d.route_set[0].uri.to_string(), "sip:p1.example.test;lr");
+        assert_eq!(
+            d.remote_target.to_string(),
+            "sip:bob@10.0.0.2:5080;transport=tcp"
+        );
+        // The ACK for the 2xx: the INVITE's CSeq number, method ACK, no CSeq increment.
+        let ack = d.ack(7, our_via("udp", sent_by(), "z9hG4bKack".into()), None);
+        assert_eq!(ack.common.cseq.to_string(), "7 ACK");
+        assert_eq!(ack.uri.to_string(), "sip:bob@10.0.0.2:5080;transport=tcp");
+        assert_eq!(ack.common.to.tag(), Some("bt1"));
+        assert_eq!(d.local_seq, 7);
+        // A response without Contact makes no dialog.
+        let no_contact = resp(
+            "SIP/2.0 200 OK
+Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa1
+From: <sip:alice@example.test>;tag=at1
+To: <sip:bob@example.test>;tag=bt1
+Call-ID: a-call@10.0.0.1
+CSeq: 7 INVITE
+Content-Length: 0",
+        );
+        assert_eq!(Dialog::uac(&inv, &no_contact), Err(DialogError::NoContact));
+    }
+
+    #[test]
+    fn remote_cseq_must_not_go_down() {
+        let mut d = Dialog::uas(&req(INVITE), "ours").unwrap();
+        assert!(d.accept_remote_seq(8));
+        assert!(
+            d.accept_remote_seq(8),
+            "equal is a retransmission's business"
+        );
+        assert!(!d.accept_remote_seq(3));
+    }
+
+    #[test]
+    fn cancel_matches_the_invite() {
+        let inv = req(INVITE);
+        let c = cancel_for(&inv);
+        assert_eq!(c.method, Method::Cancel);
+        assert_eq!(c.common.cseq.to_string(), "7 CANCEL");
+        assert_eq!(c.common.via, inv.common.via[..1].to_vec());
+        assert_eq!(c.uri, inv.uri);
+        assert_eq!(c.common.to, inv.common.to);
+    }
+
+    #[test]
+    fn b_leg_invite_shares_nothing_of_the_a_leg_dialog() {
+        let a = req(INVITE);
+        let contact = NameAddr::new(Uri::Sip(crate::wire::SipUri {
+            secure: false,
+            user: Some("switch".into()),
+            password: None,
+            host: sent_by(),
+            params: Vec::new(),
+            headers: None,
+        }));
+        let target = crate::wire::parse_uri("sip:bob-x@10.0.0.2:5080").unwrap();
+        let leg = BLeg {
+            target: target.clone(),
+            via: our_via("udp", sent_by(), "z9hG4bKbleg".into()),
+            contact,
+            call_id: "b-call@127.0.0.1",
+            from_tag: "bt-ours",
+            to: a.common.to.clone(),
+            path: &[],
+        };
+        let b = b_leg_invite(&a, &leg).unwrap();
+        assert_eq!(b.uri, target);
+        assert_eq!(b.common.call_id, "b-call@127.0.0.1");
+        assert_eq!(b.common.from.tag(), Some("bt-ours"));
+        assert_eq!(b.common.from.uri, a.common.from.uri);
+        assert_eq!(b.common.to.tag(), None);
+        assert_eq!(b.common.cseq.to_string(), "1 INVITE");
+        assert_eq!(b.common.max_forwards, Some(69));
+        assert_eq!(b.common.via.len(), 1);
+        assert_eq!(b.common.body, a.common.body, "SDP byte for byte");
+        assert_eq!(b.common.header("Content-Type"), Some("application/sdp"));
+        assert_eq!(b.common.header("Supported"), Some("timer"));
+        assert_eq!(
+            b.common.header("Contact"),
+            Some("<sip:switch@127.0.0.1:5060>")
+        );
+        assert!(b.common.header("Record-Route").is_none());
+        assert!(b.common.header("X-Secret").is_none());
+        let text = String::from_utf8(b.to_bytes().to_vec()).unwrap();
+        assert!(
+            !text.contains("a-call@10.0.0.1")
+                && !text.contains("at1")
+                && !text.contains("z9hG4bKa1"),
+            "{text}"
+        );
+        // Max-Forwards 0 cannot be forwarded.
+        let zero = req(&INVITE.replace("Max-Forwards: 70", "Max-Forwards: 0"));
+        assert!(b_leg_invite(&zero, &leg).is_none());
+    }
+
+    #[test]
+    fn loops_are_our_own_via() {
+        let a = req(INVITE);
+        assert!(!is_loop(&a, &sent_by(), None));
+        let looped = req(&INVITE.replace(
+            "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa1",
+            "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa1\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKss1",
+        ));
+        assert!(is_loop(&looped, &sent_by(), Some("z9hG4bKss")));
+        assert!(!is_loop(&looped, &sent_by(), Some("z9hG4bKother")));
+    }
+}
