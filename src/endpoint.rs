@@ -46,6 +46,8 @@ pub enum Refusal {
     NotAcceptable,
     /// Max-Forwards is 0 on a request the switch would forward (§16.3 step 3).
     TooManyHops,
+    /// The request already passed through the switch (our Via is in it, §16.3 step 4).
+    LoopDetected,
     /// The Request-URI is in a domain the switch does not serve: no relaying.
     NotOurDomain,
     /// No such user.
@@ -71,6 +73,7 @@ impl Refusal {
             Refusal::UnsupportedMediaType => 415,
             Refusal::NotAcceptable => 406,
             Refusal::TooManyHops => 483,
+            Refusal::LoopDetected => 482,
             Refusal::NotOurDomain => 403,
             Refusal::NotFound => 404,
             Refusal::TemporarilyUnavailable => 480,
@@ -89,6 +92,7 @@ impl Refusal {
             Refusal::UnsupportedMediaType => "Unsupported Media Type",
             Refusal::NotAcceptable => "Not Acceptable",
             Refusal::TooManyHops => "Too Many Hops",
+            Refusal::LoopDetected => "Loop Detected",
             Refusal::NotOurDomain => "Forbidden (relaying denied)",
             Refusal::NotFound => "Not Found",
             Refusal::TemporarilyUnavailable => "Temporarily Unavailable",
@@ -121,6 +125,7 @@ impl Refusal {
             Refusal::BadExtension(_) => "extension",
             Refusal::UnsupportedMediaType | Refusal::NotAcceptable => "media_type",
             Refusal::TooManyHops => "max_forwards",
+            Refusal::LoopDetected => "loop",
             Refusal::Overloaded => "overload",
             _ => "routing",
         }

@@ -92,7 +92,7 @@ pub const DISPOSITIONS: [&str; 6] = [
     "failed",
 ];
 /// `reason` label values of [`SIP_MESSAGES_REJECTED_TOTAL`].
-pub const REJECT_REASONS: [&str; 13] = [
+pub const REJECT_REASONS: [&str; 14] = [
     "parse",
     "too_large",
     "body_too_large",
@@ -104,6 +104,7 @@ pub const REJECT_REASONS: [&str; 13] = [
     "media_type",
     "method",
     "max_forwards",
+    "loop",
     "routing",
     "overload",
 ];

@@ -1,0 +1,383 @@
+//! The SIP side of a new call: who calls whom, or why not (RFC 3261 §16.3 and §22.3 as a
+//! B2BUA applies them; flows F3–F8 start here).
+//!
+//! [`CallRouter::route`] takes an initial INVITE that passed [`Endpoint::admit`] and
+//! decides, in this order:
+//! 1. the Request-URI names our domain (else 403: the switch is no open relay);
+//! 2. it has not passed through us already: our own Via in it means a loop (482);
+//! 3. the caller is one of our users, authenticated by digest (RFC 3261 §22.3): without
+//!    valid `Proxy-Authorization` it gets 407 with one `Proxy-Authenticate` per configured
+//!    algorithm (MD5 alone for the user agents of `auth.md5_only_user_agents`), `stale`
+//!    for an expired nonce, 403 after repeated failures from one source;
+//! 4. the callee, the Request-URI's user (a `tel:` number as a user name), is a
+//!    subscriber (else 404) with at least one binding (else 480).
+//!
+//! The caller's identity is the authenticated user, whatever the From says: it is what
+//! the CDR bills. Max-Forwards 0 (483) is refused earlier, by the endpoint.
+
+use crate::auth::{Algorithm, Authenticator, Verdict};
+use crate::directory::Directory;
+use crate::endpoint::{Endpoint, Refusal};
+use crate::metrics;
+use crate::transport::Peer;
+use crate::wire::{Header, HostPort, Request, Response, Uri};
+use softswitch_actors::binding::Binding;
+use softswitch_actors::location::Location;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A call the switch will set up.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The authenticated caller (user name).
+    pub caller: String,
+    /// The callee as dialled (the Request-URI's user).
+    pub callee: String,
+    /// The callee's AOR, `user@domain`.
+    pub aor: String,
+    /// The callee's bindings, to ring in parallel.
+    pub targets: Arc<Vec<Binding>>,
+}
+
+/// Why an INVITE is not set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// An admission or routing refusal.
+    Refused(Refusal),
+    /// 407 with these `Proxy-Authenticate` values.
+    Challenge(Vec<String>),
+    /// 403 after authentication failed for good (too many failures, blocked).
+    Forbidden,
+    /// 400: credentials that do not parse.
+    BadCredentials,
+}
+
+impl Rejection {
+    /// The response to `req` with To tag `to_tag`.
+    pub fn response(&self, req: &Request, to_tag: &str) -> Response {
+        match self {
+            Rejection::Refused(r) => r.response(req, to_tag),
+            Rejection::Challenge(values) => {
+                let mut resp = req.response(407, None, Some(to_tag));
+                resp.common.headers = values
+                    .iter()
+                    .map(|v| Header::new("Proxy-Authenticate", v.clone()))
+                    .collect();
+                resp
+            }
+            Rejection::Forbidden => req.response(403, Some("Forbidden"), Some(to_tag)),
+            Rejection::BadCredentials => req.response(
+                400,
+                Some("Bad Request (malformed Proxy-Authorization)"),
+                Some(to_tag),
+            ),
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::Refused(r) => r.status(),
+            Rejection::Challenge(_) => 407,
+            Rejection::Forbidden => 403,
+            Rejection::BadCredentials => 400,
+        }
+    }
+}
+
+/// Decides where new calls go.
+pub struct CallRouter {
+    endpoint: Arc<Endpoint>,
+    directory: Arc<Directory>,
+    auth: Arc<Authenticator>,
+    location: Location,
+    /// Our own Via sent-by values (every listener, and the advertised address).
+    ours: Vec<HostPort>,
+    md5_only_user_agents: Vec<String>,
+}
+
+impl CallRouter {
+    /// A router over the switch's directory, authenticator and location service; `ours`
+    /// are the sent-by values the switch puts in its own Vias.
+    pub fn new(
+        endpoint: Arc<Endpoint>,
+        directory: Arc<Directory>,
+        auth: Arc<Authenticator>,
+        location: Location,
+        ours: Vec<HostPort>,
+        md5_only_user_agents: &[String],
+    ) -> CallRouter {
+        CallRouter {
+            endpoint,
+            directory,
+            auth,
+            location,
+            ours,
+            md5_only_user_agents: md5_only_user_agents
+                .iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// Routes an initial INVITE from `from` (see the module doc for the order).
+    pub fn route(&self, req: &Request, from: &Peer, now: SystemTime) -> Result<Routed, Rejection> {
+        let domain = &self.endpoint.domain;
+        // 1. Our domain, and a callee.
+        let callee = match &req.uri {
+            Uri::Sip(u) if self.endpoint.is_local_host(&u.host.host) => u.user.clone(),
+            Uri::Sip(_) => return Err(Rejection::Refused(Refusal::NotOurDomain)),
+            Uri::Tel(t) => Some(t.digits()),
+            Uri::Other { .. } => return Err(Rejection::Refused(Refusal::UnsupportedUriScheme)),
+        };
+        // 2. Loops.
+        if self
+            .ours
+            .iter()
+            .any(|o| crate::dialog::is_loop(req, o, None))
+        {
+            return Err(Rejection::Refused(Refusal::LoopDetected));
+        }
+        // 3. The caller.
+        let from_user = match &req.common.from.uri {
+            Uri::Sip(u) => u.user.clone(),
+            _ => None,
+        };
+        let verdict = self.auth.verify_request(
+            "INVITE",
+            req.common.header_values("Proxy-Authorization"),
+            domain,
+            |user| self.directory.get(user).map(|s| s.credentials.clone()),
+            from.addr.ip(),
+            now,
+            None,
+        );
+        let caller = match verdict {
+            Verdict::Ok { username, .. } => username,
+            Verdict::Challenge { stale, reason } => {
+                if reason != crate::auth::FailReason::Missing {
+                    metrics::auth_failure(reason.as_str());
+                }
+                let creds = from_user
+                    .as_deref()
+                    .and_then(|u| self.directory.get(u))
+                    .map(|s| &s.credentials);
+                let md5_only = req.common.header("User-Agent").is_some_and(|ua| {
+                    let ua = ua.trim().to_ascii_lowercase();
+                    self.md5_only_user_agents
+                        .iter()
+                        .any(|p| ua.starts_with(p.as_str()))
+                });
+                return Err(Rejection::Challenge(self.auth.challenge_only(
+                    domain,
+                    creds,
+                    stale,
+                    now,
+                    |a| !md5_only || a == Algorithm::Md5,
+                )));
+            }
+            Verdict::Forbidden { reason } => {
+                metrics::auth_failure(reason.as_str());
+                return Err(Rejection::Forbidden);
+            }
+            Verdict::Malformed { reason } => {
+                metrics::auth_failure(reason.as_str());
+                return Err(Rejection::BadCredentials);
+            }
+        };
+        // 4. The callee.
+        let Some(callee) = callee.filter(|c| self.directory.contains(c)) else {
+            return Err(Rejection::Refused(Refusal::NotFound));
+        };
+        let aor = format!("{callee}@{domain}");
+        let Some(targets) = self.location.lookup(&aor) else {
+            return Err(Rejection::Refused(Refusal::TemporarilyUnavailable));
+        };
+        Ok(Routed {
+            caller,
+            callee,
+            aor,
+            targets,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthConfig;
+    use crate::config::UserConfig;
+    use crate::transport::Transport;
+    use crate::wire::{parse_message, Host, Message};
+    use softswitch_actors::port::{NoObserver, NoStore, Policy};
+    use std::sync::atomic::AtomicBool;
+
+    const DOMAIN: &str = "example.test";
+
+    fn user(name: &str) -> UserConfig {
+        UserConfig {
+            user: name.into(),
+            password: Some(format!("{name}-pw")),
+            ..UserConfig::default()
+        }
+    }
+
+    fn router() -> CallRouter {
+        let endpoint = Arc::new(Endpoint {
+            domain: DOMAIN.into(),
+            local: vec!["127.0.0.1:5060".parse().unwrap()],
+            advertised: None,
+            users: vec!["alice".into(), "bob".into(), "carol".into()],
+            draining: Arc::new(AtomicBool::new(false)),
+            tag_key: Default::default(),
+        });
+        let directory =
+            Arc::new(Directory::new(&[user("alice"), user("bob"), user("carol")], DOMAIN).unwrap());
+        let auth = Arc::new(Authenticator::new(AuthConfig::default(), [7; 32]));
+        let location = Location::new(
+            Arc::new(NoStore),
+            Policy::default(),
+            8,
+            Arc::new(NoObserver),
+        );
+        // bob is registered; carol is a subscriber without bindings.
+        let bob = serde_json::json!([{
+            "uri": "sip:bob@127.0.0.1:5070", "key": 1, "expires_at_ms": u64::MAX / 2,
+            "call_id": "c", "cseq": 1,
+            "source": {"transport": "udp", "addr": "127.0.0.1:5070"}
+        }]);
+        location.restore(
+            vec![("bob@example.test".to_string(), bob.to_string().into_bytes())],
+            0,
+        );
+        let ours = vec![HostPort {
+            host: Host::V4([127, 0, 0, 1].into()),
+            port: Some(5060),
+        }];
+        CallRouter::new(endpoint, directory, auth, location, ours, &[])
+    }
+
+    fn invite(ruri: &str, extra: &str) -> Request {
+        let head = format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKi1\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a1\r\nTo: <{ruri}>\r\nCall-ID: call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5090>\r\n{extra}"
+        );
+        match parse_message(head.as_bytes(), b"") {
+            Ok(Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn peer() -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5090".parse().unwrap(),
+            conn: None,
+        }
+    }
+
+    /// Answers a 407 as alice would (MD5, qop=auth, nc=1).
+    fn credentials(challenge: &str, ruri: &str, password: &str) -> String {
+        use md5::{Digest, Md5};
+        let p = |name: &str| {
+            let start = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            let end = challenge[start..].find('"').unwrap() + start;
+            challenge[start..end].to_string()
+        };
+        let h = |s: String| format!("{:x}", Md5::digest(s.as_bytes()));
+        let (nonce, opaque) = (p("nonce"), p("opaque"));
+        let ha1 = h(format!("alice:{DOMAIN}:{password}"));
+        let ha2 = h(format!("INVITE:{ruri}"));
+        let resp = h(format!("{ha1}:{nonce}:00000001:cn:auth:{ha2}"));
+        format!(
+            "Proxy-Authorization: Digest username=\"alice\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{ruri}\", response=\"{resp}\", algorithm=MD5, cnonce=\"cn\", nc=00000001, qop=auth, opaque=\"{opaque}\"\r\n"
+        )
+    }
+
+    fn authorised(r: &CallRouter, ruri: &str) -> Result<Routed, Rejection> {
+        let now = SystemTime::now();
+        let Err(Rejection::Challenge(ch)) = r.route(&invite(ruri, ""), &peer(), now) else {
+            panic!("no 407 first")
+        };
+        let md5 = ch.iter().find(|c| c.contains("algorithm=MD5")).unwrap();
+        r.route(
+            &invite(ruri, &credentials(md5, ruri, "alice-pw")),
+            &peer(),
+            now,
+        )
+    }
+
+    #[test]
+    fn unauthenticated_invite_gets_407_with_proxy_authenticate() {
+        let r = router();
+        let req = invite("sip:bob@example.test", "");
+        let rej = r.route(&req, &peer(), SystemTime::now()).unwrap_err();
+        let resp = rej.response(&req, "t");
+        assert_eq!(resp.status, 407);
+        let values: Vec<&str> = resp.common.header_values("Proxy-Authenticate").collect();
+        assert_eq!(values.len(), 2, "SHA-256 and MD5");
+        assert!(values[0].contains("algorithm=SHA-256"));
+    }
+
+    #[test]
+    fn authenticated_call_to_a_registered_user_is_routed() {
+        let r = router();
+        let routed = authorised(&r, "sip:bob@example.test").unwrap();
+        assert_eq!(routed.caller, "alice");
+        assert_eq!(routed.callee, "bob");
+        assert_eq!(routed.targets.len(), 1);
+    }
+
+    #[test]
+    fn unknown_404_unregistered_480() {
+        let r = router();
+        assert_eq!(
+            authorised(&r, "sip:nobody@example.test").unwrap_err(),
+            Rejection::Refused(Refusal::NotFound)
+        );
+        assert_eq!(
+            authorised(&r, "sip:carol@example.test").unwrap_err(),
+            Rejection::Refused(Refusal::TemporarilyUnavailable)
+        );
+    }
+
+    #[test]
+    fn another_domain_is_refused_before_any_challenge() {
+        let r = router();
+        let rej = r
+            .route(
+                &invite("sip:bob@elsewhere.example", ""),
+                &peer(),
+                SystemTime::now(),
+            )
+            .unwrap_err();
+        assert_eq!(rej, Rejection::Refused(Refusal::NotOurDomain));
+        assert_eq!(rej.status(), 403);
+    }
+
+    #[test]
+    fn our_own_via_is_a_loop() {
+        let r = router();
+        let req = invite(
+            "sip:bob@example.test",
+            "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKus\r\n",
+        );
+        let rej = r.route(&req, &peer(), SystemTime::now()).unwrap_err();
+        assert_eq!(rej.status(), 482);
+    }
+
+    #[test]
+    fn wrong_password_is_challenged_again() {
+        let r = router();
+        let now = SystemTime::now();
+        let ruri = "sip:bob@example.test";
+        let Err(Rejection::Challenge(ch)) = r.route(&invite(ruri, ""), &peer(), now) else {
+            panic!()
+        };
+        let md5 = ch.iter().find(|c| c.contains("algorithm=MD5")).unwrap();
+        let bad = invite(ruri, &credentials(md5, ruri, "wrong"));
+        assert!(matches!(
+            r.route(&bad, &peer(), now),
+            Err(Rejection::Challenge(_))
+        ));
+    }
+}
