@@ -1263,3 +1263,37 @@ fn rfc3327_path_stored_and_echoed_only_with_supported_path() {
         "stored all the same"
     );
 }
+
+/// No password, HA1, nonce, cnonce or response value reaches the log, even at the most
+/// verbose level, nor the API or the metrics (issue: "no secrets in logs, metrics, API").
+#[test]
+fn no_digest_material_in_trace_logs_api_or_metrics() {
+    let sw = Switch::start_logged(&[("SOFTSWITCH_LOG_LEVEL", "trace")]);
+    let mut c = RegClient::udp(sw.udp_addr(), ALICE.0, ALICE.1);
+    let contact = c.contact();
+    let resp = c.register(&[&contact], &[]);
+    assert_status(&resp, 200);
+    let auth = header(&c.last_request, "Authorization").expect("credentials sent");
+    let secrets: Vec<String> = ["nonce", "cnonce", "response", "opaque"]
+        .iter()
+        .filter_map(|p| {
+            let start = auth.find(&format!("{p}=\""))? + p.len() + 2;
+            let end = auth[start..].find('"')? + start;
+            Some(auth[start..end].to_string())
+        })
+        .chain([ALICE.1.to_string()])
+        .collect();
+    assert!(secrets.len() >= 4, "{auth}");
+    let (api, _) = api_text(&sw);
+    let m = metrics(&sw);
+    let log = sw.log();
+    assert!(
+        log.contains("registrations restored"),
+        "the log was captured:\n{log}"
+    );
+    for s in &secrets {
+        assert!(!log.contains(s.as_str()), "log holds {s}");
+        assert!(!api.contains(s.as_str()), "API holds {s}");
+        assert!(!m.contains(s.as_str()), "metrics hold {s}");
+    }
+}

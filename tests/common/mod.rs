@@ -82,37 +82,72 @@ impl Switch {
         Switch::start_in_with_args(dir, host, &["--config", &file], env)
     }
 
-    fn start_in_with_args(dir: PathBuf, host: &str, args: &[&str], env: &[(&str, &str)]) -> Switch {
-        let listen = format!("udp:{host}:0,tcp:{host}:0");
+    /// [`Switch::start`] with the switch's log (stderr) written to `stderr.log` in its
+    /// directory instead of the test's stderr, for tests that read the log.
+    pub fn start_logged(env: &[(&str, &str)]) -> Switch {
+        let dir = temp_dir("sw");
+        let log = std::fs::File::create(dir.join("stderr.log")).expect("create stderr.log");
+        let mut all = Switch::base_env(&dir, "127.0.0.1");
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Switch::spawn(Switch::command(&[], &env, &dir, Stdio::from(log)), dir)
+    }
+
+    /// The switch's log so far (only for [`Switch::start_logged`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    fn base_env(dir: &std::path::Path, host: &str) -> Vec<(String, String)> {
         let cdr = dir.join("cdr.jsonl");
-        let cdr = cdr.to_str().expect("utf-8 temp path");
-        let mut all: Vec<(&str, &str)> = vec![
-            ("SOFTSWITCH_SIP_LISTEN", &listen),
-            ("SOFTSWITCH_HTTP_LISTEN", "127.0.0.1:0"),
-            ("SOFTSWITCH_SIP_DOMAIN", "example.test"),
-            ("SOFTSWITCH_BILLING_CDR_PATH", cdr),
-            ("SOFTSWITCH_LOG_LEVEL", "warn"),
-        ];
-        all.extend_from_slice(env);
-        Switch::start_with_args(args, &all, dir)
+        vec![
+            (
+                "SOFTSWITCH_SIP_LISTEN".into(),
+                format!("udp:{host}:0,tcp:{host}:0"),
+            ),
+            ("SOFTSWITCH_HTTP_LISTEN".into(), "127.0.0.1:0".into()),
+            ("SOFTSWITCH_SIP_DOMAIN".into(), "example.test".into()),
+            (
+                "SOFTSWITCH_BILLING_CDR_PATH".into(),
+                cdr.to_str().expect("utf-8 temp path").into(),
+            ),
+            ("SOFTSWITCH_LOG_LEVEL".into(), "warn".into()),
+        ]
+    }
+
+    fn start_in_with_args(dir: PathBuf, host: &str, args: &[&str], env: &[(&str, &str)]) -> Switch {
+        let mut all = Switch::base_env(&dir, host);
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Switch::start_with_args(args, &env, dir)
     }
 
     /// Starts the switch with command-line `args` (e.g. `--config FILE`) and only the
     /// given environment (plus PATH): no listener, domain or CDR overrides, so a
     /// configuration file decides them. `dir` becomes its working and data directory.
     pub fn start_with_args(args: &[&str], env: &[(&str, &str)], dir: PathBuf) -> Switch {
+        let cmd = Switch::command(args, env, &dir, Stdio::inherit());
+        Switch::spawn(cmd, dir)
+    }
+
+    fn command(
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: &std::path::Path,
+        stderr: Stdio,
+    ) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_softswitch"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .args(args)
-            .current_dir(&dir)
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Switch::spawn(cmd, dir)
+        cmd
     }
 
     fn spawn(mut cmd: Command, dir: PathBuf) -> Switch {
