@@ -13,6 +13,7 @@
 
 use crate::endpoint::{Endpoint, Refusal};
 use crate::metrics;
+use crate::call::{CallHub, CallOutput, Todo};
 use crate::registrar::{Completion, Registrar};
 use crate::transport::{local_tag, Inbound, Peer, Transport, Transports};
 use crate::txn::{Timer, TxEvent, TxId, TxKind, TxLayer, TxStats};
@@ -62,6 +63,8 @@ pub struct Driver {
     wake: Arc<tokio::sync::Notify>,
     registrar: Registrar,
     completions: mpsc::UnboundedReceiver<Completion>,
+    calls: CallHub,
+    call_outputs: mpsc::UnboundedReceiver<CallOutput>,
 }
 
 impl Driver {
@@ -77,6 +80,7 @@ impl Driver {
         settings: DriverSettings,
         registrar: Registrar,
         completions: mpsc::UnboundedReceiver<Completion>,
+        calls: (CallHub, mpsc::UnboundedReceiver<CallOutput>),
     ) -> Driver {
         Driver {
             layer,
@@ -89,6 +93,8 @@ impl Driver {
             wake: Arc::new(tokio::sync::Notify::new()),
             registrar,
             completions,
+            calls: calls.0,
+            call_outputs: calls.1,
         }
     }
 
@@ -139,6 +145,18 @@ impl Driver {
                 }
                 _ = &mut sleep, if wake.is_some() => {
                     self.layer.handle_timeout(Instant::now());
+                }
+                out = self.call_outputs.recv() => {
+                    let now = Instant::now();
+                    if let Some(o) = out {
+                        self.call_output(now, o);
+                    }
+                    for _ in 0..256 {
+                        match self.call_outputs.try_recv() {
+                            Ok(o) => self.call_output(now, o),
+                            Err(_) => break,
+                        }
+                    }
                 }
                 done = self.completions.recv() => {
                     if let Some(c) = done {
@@ -237,7 +255,15 @@ impl Driver {
     fn on_event(&mut self, ev: TxEvent) {
         let now = Instant::now();
         match ev {
-            TxEvent::Request { tx, request, .. } => {
+            TxEvent::Request { tx, request, from } => {
+                let request = match self.route_to_call(tx, from, request) {
+                    Ok(None) => return,
+                    Ok(Some(resp)) => {
+                        self.respond(now, tx, resp);
+                        return;
+                    }
+                    Err(request) => request,
+                };
                 if let Some((resp, refused)) = self.endpoint.answer(&request, &local_tag()) {
                     if let Some(reason) = refused {
                         metrics::sip_message_rejected(reason);
@@ -251,22 +277,61 @@ impl Driver {
                 target,
                 ..
             } => {
-                // Every INVITE is answered at once by the endpoint, so a CANCEL that finds
-                // its INVITE finds it answered: 200 for the CANCEL, no effect (§9.2).
+                // §9.2: 200 for a CANCEL that matches an INVITE; the call answers the
+                // INVITE with 487. An INVITE the endpoint answered at once is over.
                 let resp = match target {
-                    Some(_) => request.response(200, None, Some(&local_tag())),
+                    Some(t) => {
+                        self.calls.cancel(t);
+                        request.response(200, None, Some(&local_tag()))
+                    }
                     None => {
                         crate::endpoint::Refusal::CallDoesNotExist.response(&request, &local_tag())
                     }
                 };
                 self.respond(now, tx, resp);
             }
-            TxEvent::Ack { .. } | TxEvent::StrayResponse { .. } | TxEvent::Response { .. } => {}
+            TxEvent::Ack { request, .. } => {
+                self.calls.ack(request);
+            }
+            TxEvent::StrayResponse { response, .. } => self.calls.stray(response),
+            TxEvent::Response { tx, response } => self.calls.response(tx, response),
             TxEvent::Timeout { tx, timer } => {
                 tracing::debug!(?tx, ?timer, "transaction timeout");
+                self.calls.failed(tx, false);
             }
-            TxEvent::TransportError { tx } => tracing::debug!(?tx, "transport error"),
-            TxEvent::Terminated { .. } => {}
+            TxEvent::TransportError { tx } => {
+                tracing::debug!(?tx, "transport error");
+                self.calls.failed(tx, true);
+            }
+            TxEvent::Terminated { tx } => self.calls.terminated(tx),
+        }
+    }
+
+    /// Gives an INVITE or in-dialog request to the calls: `Ok(None)` when a call took
+    /// it, `Ok(Some(response))` for a refusal to send, `Err(request)` when it is not a
+    /// call's (the endpoint answers it).
+    fn route_to_call(
+        &mut self,
+        tx: TxId,
+        from: Peer,
+        request: Request,
+    ) -> Result<Option<Response>, Request> {
+        if request.common.to.tag().is_some() {
+            return self.calls.in_dialog(tx, request).map(|()| None);
+        }
+        if request.method != Method::Invite {
+            return Err(request);
+        }
+        if let Err(refusal) = self.endpoint.admit(&request) {
+            metrics::sip_message_rejected(refusal.metric_reason());
+            return Ok(Some(refusal.response(&request, &local_tag())));
+        }
+        Ok(self.calls.invite(tx, from, request))
+    }
+
+    fn call_output(&mut self, now: Instant, out: CallOutput) {
+        if let Todo::Respond(tx, response) = self.calls.output(out, &mut self.layer, now) {
+            self.respond(now, tx, response);
         }
     }
 

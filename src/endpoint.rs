@@ -188,13 +188,14 @@ impl Endpoint {
     /// Whether the endpoint answers this request without a transaction (RFC 3261 §8.2.7):
     /// every non-INVITE request it answers itself. INVITE needs its server transaction
     /// (final responses are retransmitted until the ACK), CANCEL must find its INVITE's,
-    /// ACK belongs to the INVITE's, and REGISTER is the registrar's (it answers
-    /// statelessly too, asynchronously: `Registrar::handle`).
+    /// ACK belongs to the INVITE's, REGISTER is the registrar's (it answers statelessly
+    /// too, asynchronously: `Registrar::handle`), and an in-dialog request (To tag) is its
+    /// call's, answered through its own server transaction.
     pub fn answers_statelessly(&self, req: &Request) -> bool {
         !matches!(
             req.method,
             Method::Invite | Method::Ack | Method::Cancel | Method::Register
-        )
+        ) && req.common.to.tag().is_none()
     }
 
     /// The To tag of a stateless response: the same for every retransmission of a request

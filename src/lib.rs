@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod call;
 pub mod calls;
 pub mod config;
 pub mod dialog;

@@ -2,6 +2,11 @@
 //! readers, the driver and the HTTP server, and drain on shutdown. `main` calls only this.
 
 use crate::auth::{Algorithm, AuthConfig, Authenticator};
+use crate::call::controller::CallSettings;
+use crate::call::CallHub;
+use crate::calls::CallRouter;
+use crate::wire::Uri;
+use softswitch_actors::call::CallTimers;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::driver::{Control, Driver, DriverSettings};
@@ -109,13 +114,40 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
     });
     let location = start_location(config)?;
     let (completions_tx, completions_rx) = mpsc::unbounded_channel();
+    let directory = Arc::new(directory);
+    let auth = Arc::new(authenticator(config));
     let registrar = Registrar::new(
         endpoint.clone(),
-        Arc::new(directory),
-        Arc::new(authenticator(config)),
+        directory.clone(),
+        auth.clone(),
         location.clone(),
         completions_tx,
         config.auth.md5_only_user_agents.clone(),
+    );
+    let udp_us = our_address(config, udp_addrs.first().copied());
+    let tcp_us = our_address(config, tcp_addrs.first().copied());
+    let router = CallRouter::new(
+        endpoint.clone(),
+        directory,
+        auth,
+        location.clone(),
+        vec![udp_us.clone(), tcp_us.clone()],
+        &config.auth.md5_only_user_agents,
+    );
+    let t1 = config.sip.t1();
+    let calls = CallHub::new(
+        router,
+        CallSettings {
+            udp: udp_us,
+            tcp: tcp_us,
+            timers: CallTimers {
+                ring: config.sip.no_answer_timeout(),
+                ack_wait: t1 * 64,
+                bye_wait: t1 * 64,
+            },
+            t1,
+            t2: config.sip.t2(),
+        },
     );
     let driver = Driver::new(
         layer,
@@ -129,6 +161,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         },
         registrar,
         completions_rx,
+        calls,
     );
     let control = driver.control();
     // On the System's own thread (actix-rt's LocalSet): the driver starts actors.
@@ -149,6 +182,35 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         http_state,
         driver,
     })
+}
+
+/// Our host and port in Via and Contact: `sip.advertised_host` when set (behind NAT, in a
+/// container), else the listener's address, else (a listener on an unspecified address)
+/// the served domain at the listener's port.
+fn our_address(config: &Config, listener: Option<SocketAddr>) -> crate::wire::HostPort {
+    use crate::wire::{Host, HostPort};
+    let port = listener.map(|a| a.port());
+    if let Some(a) = &config.sip.advertised_host {
+        if let Ok(Uri::Sip(u)) = crate::wire::parse_uri(&format!("sip:{a}")) {
+            return HostPort {
+                host: u.host.host,
+                port: u.host.port.or(port),
+            };
+        }
+    }
+    match listener {
+        Some(a) if !a.ip().is_unspecified() => HostPort {
+            host: match a.ip() {
+                std::net::IpAddr::V4(v) => Host::V4(v),
+                std::net::IpAddr::V6(v) => Host::V6(v),
+            },
+            port,
+        },
+        _ => HostPort {
+            host: Host::Name(config.sip.domain.clone()),
+            port,
+        },
+    }
 }
 
 /// Opens the binding journal and rebuilds every AOR that has not expired.

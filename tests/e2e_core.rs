@@ -687,27 +687,18 @@ fn rfc3261_17_2_1_invite_refusals_100_first_final_retransmitted_until_ack() {
                     403,
                 );
             }),
-            // Unknown user in the served domain → 404.
+            // A user of the served domain, but no credentials: 407 (§22.3; who is
+            // called, and whether they exist, is told only after authentication).
             scope.spawn(move || {
-                invite_refused_ist(
+                let r = invite_refused_ist(
                     sw,
                     "sip:nobody@example.test",
-                    "inv-404",
+                    "inv-407",
                     &["Content-Type: application/sdp"],
                     sdp,
-                    404,
+                    407,
                 );
-            }),
-            // A known (demo) user with no binding → 480.
-            scope.spawn(move || {
-                invite_refused_ist(
-                    sw,
-                    "sip:alice@example.test",
-                    "inv-480",
-                    &["Content-Type: application/sdp"],
-                    sdp,
-                    480,
-                );
+                assert!(header(&r, "Proxy-Authenticate").is_some(), "{r}");
             }),
         ];
         for c in cases {
@@ -1182,7 +1173,7 @@ fn interface_sigterm_pending_transaction_exits_zero_by_drain_deadline() {
 fn interface_sigterm_drain_readyz_503_new_invite_503_retry_after_then_exit_zero() {
     let mut sw = Switch::start(&[("SOFTSWITCH_SIP_DRAIN_TIMEOUT_S", "3")]);
     let to = sw.udp_addr();
-    // An INVITE answered 404 and never ACKed keeps its server transaction in Completed
+    // An INVITE answered 407 and never ACKed keeps its server transaction in Completed
     // until Timer H (64·T1 = 32 s): the drain cannot finish before its 3 s deadline.
     let pre = sip_request(
         "INVITE",
@@ -1196,7 +1187,7 @@ fn interface_sigterm_drain_readyz_503_new_invite_503_retry_after_then_exit_zero(
         "",
     );
     let r = udp_exchange(to, pre.as_bytes()).expect("answer");
-    assert_eq!(status_of(&r), Some(404));
+    assert_eq!(status_of(&r), Some(407));
     sw.signal("TERM");
     let signalled = Instant::now();
     let end = signalled + Duration::from_secs(2);
@@ -1380,7 +1371,7 @@ fn interface_config_file_sets_listeners_and_domain() {
     let to = sw.udp_addr();
     let r = udp_exchange(to, options_to(to, "UDP", "cfg-opt").as_bytes()).expect("answer");
     assert_eq!(status_of(&r), Some(200));
-    // The file's domain is served: an unknown user there is 404, not 403.
+    // The file's domain is served: an INVITE there is challenged (407), not refused 403.
     let r = udp_final(
         &sw,
         &sip_request(
@@ -1389,13 +1380,14 @@ fn interface_config_file_sets_listeners_and_domain() {
             "UDP",
             "client.invalid:5999",
             ";rport",
-            "cfg-404",
+            "cfg-407",
             1,
             &[],
             "",
         ),
     );
-    assert_eq!(status_of(&r), Some(404), "{r}");
+    // Served domain: challenged (a foreign one would be 403).
+    assert_eq!(status_of(&r), Some(407), "{r}");
     assert_eq!(http_get(sw.http, "/healthz").0, 200);
 }
 
@@ -1410,13 +1402,13 @@ fn interface_env_override_beats_config_file() {
             "UDP",
             "client.invalid:5999",
             ";rport",
-            "env-404",
+            "env-407",
             1,
             &[],
             "",
         ),
     );
-    assert_eq!(status_of(&r), Some(404), "{r}");
+    assert_eq!(status_of(&r), Some(407), "{r}");
     let r = udp_final(
         &sw,
         &sip_request(
@@ -1551,7 +1543,7 @@ fn limits_max_transactions_new_invite_gets_503_with_retry_after() {
     let s = udp_client(to);
     let mut finals = Vec::new();
     for i in 0..3 {
-        // Never ACKed: each 404 keeps its INVITE server transaction until Timer H.
+        // Never ACKed: each 407 keeps its INVITE server transaction until Timer H.
         let inv = sip_request(
             "INVITE",
             "sip:nobody@example.test",
@@ -1564,7 +1556,7 @@ fn limits_max_transactions_new_invite_gets_503_with_retry_after() {
             "",
         );
         s.send_to(inv.as_bytes(), to).unwrap();
-        // Earlier INVITEs' 404s are retransmitted (Timer G) to this socket too: take the
+        // Earlier INVITEs' 407s are retransmitted (Timer G) to this socket too: take the
         // final response that answers this INVITE.
         let tag = format!("overload-{i}");
         let deadline = Instant::now() + ANSWER_DEADLINE;
@@ -1578,8 +1570,8 @@ fn limits_max_transactions_new_invite_gets_503_with_retry_after() {
         };
         finals.push(fin);
     }
-    assert_eq!(status_of(&finals[0]), Some(404), "{}", finals[0]);
-    assert_eq!(status_of(&finals[1]), Some(404), "{}", finals[1]);
+    assert_eq!(status_of(&finals[0]), Some(407), "{}", finals[0]);
+    assert_eq!(status_of(&finals[1]), Some(407), "{}", finals[1]);
     assert_eq!(status_of(&finals[2]), Some(503), "{}", finals[2]);
     assert!(header(&finals[2], "Retry-After").is_some(), "{}", finals[2]);
     let m = metrics(&sw);

@@ -1,0 +1,552 @@
+//! The CallController actor: one per call, bridging the A-leg (the switch is its UAS) and
+//! one B-leg per callee binding (the switch is their UAC). Thin: the decisions are the
+//! pure `CallMachine`'s; this file turns SIP into its events and its commands into SIP.
+//!
+//! RFC 3261 duties that are SIP, not call logic, are done here: the A-leg's dialog
+//! (§12.1.1, our tag and Contact on every 1xx/2xx to A), retransmitting our 2xx to A until
+//! its ACK (§13.3.1.4: T1 doubling to T2, through the transaction in RFC 6026 Accepted),
+//! each B-leg's dialog from its 2xx (§12.1.2), ACK for a B-leg 2xx (§13.2.2.4), CANCEL
+//! (§9.1), BYE (§15.1.1) and the remote CSeq check of in-dialog requests (§12.2.2).
+
+use super::{CallInput, CallNo, CallOutput, Purpose};
+use crate::dialog::{self, BLeg, Dialog};
+use crate::metrics;
+use crate::transport::{local_tag, Peer, Transport};
+use crate::txn::{new_branch, TxId};
+use crate::wire::{Header, HostPort, NameAddr, Request, Response, SipUri, Uri};
+use actix::prelude::*;
+use softswitch_actors::binding::Binding;
+use softswitch_actors::call::{
+    CallMachine, CallTimer, CallTimers, Command, Event, LegFailure, LegId, Outcome,
+};
+use softswitch_actors::port::TransportKind;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+
+/// What every call needs to know of the switch.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    /// Our sent-by (and Contact host) for UDP.
+    pub udp: HostPort,
+    /// Our sent-by (and Contact host) for TCP.
+    pub tcp: HostPort,
+    /// Machine timers.
+    pub timers: CallTimers,
+    /// RFC 3261 T1 and T2, for 2xx retransmission.
+    pub t1: Duration,
+    /// T2.
+    pub t2: Duration,
+}
+
+/// A new call.
+pub struct NewCall {
+    /// Its number.
+    pub call: CallNo,
+    /// The A-leg INVITE's server transaction.
+    pub tx: TxId,
+    /// The A-leg INVITE.
+    pub invite: Request,
+    /// Where A's responses and requests go.
+    pub a_peer: Peer,
+    /// The callee's bindings.
+    pub targets: Arc<Vec<Binding>>,
+    /// The callee's AOR as dialled (To of the B-legs).
+    pub callee_to: NameAddr,
+}
+
+struct ALeg {
+    tx: TxId,
+    invite: Request,
+    peer: Peer,
+    tag: String,
+    dialog: Option<Dialog>,
+    /// Our 2xx, kept for retransmission until A's ACK.
+    ok: Option<Response>,
+    ok_interval: Duration,
+}
+
+struct BLegState {
+    peer: Peer,
+    invite: Request,
+    dialog: Option<Dialog>,
+}
+
+/// The controller.
+pub struct CallController {
+    call: CallNo,
+    machine: CallMachine,
+    settings: Arc<CallSettings>,
+    out: mpsc::UnboundedSender<CallOutput>,
+    a: ALeg,
+    b: Vec<BLegState>,
+    timers: HashMap<CallTimer, SpawnHandle>,
+    retransmit: Option<SpawnHandle>,
+    started: Instant,
+    setup_recorded: bool,
+}
+
+impl Message for CallInput {
+    type Result = ();
+}
+
+fn our(settings: &CallSettings, transport: Transport) -> HostPort {
+    match transport {
+        Transport::Udp => settings.udp.clone(),
+        Transport::Tcp => settings.tcp.clone(),
+    }
+}
+
+fn contact_for(host: HostPort, transport: Transport) -> NameAddr {
+    let mut uri = SipUri {
+        secure: false,
+        user: Some("switch".into()),
+        password: None,
+        host,
+        params: Vec::new(),
+        headers: None,
+    };
+    if transport == Transport::Tcp {
+        uri.params.push(crate::wire::Param::new("transport", "tcp"));
+    }
+    NameAddr::new(Uri::Sip(uri))
+}
+
+fn peer_of(b: &Binding) -> Peer {
+    Peer {
+        transport: match b.source.transport {
+            TransportKind::Udp => Transport::Udp,
+            TransportKind::Tcp => Transport::Tcp,
+        },
+        addr: b.source.addr,
+        conn: b.source.conn.map(crate::transport::ConnId),
+    }
+}
+
+fn sdp_of(body: &bytes::Bytes) -> Option<Vec<u8>> {
+    (!body.is_empty()).then(|| body.to_vec())
+}
+
+impl CallController {
+    /// Starts the actor for `new`, answering through `out`.
+    pub fn start(
+        new: NewCall,
+        settings: Arc<CallSettings>,
+        out: mpsc::UnboundedSender<CallOutput>,
+    ) -> Addr<CallController> {
+        let mut b = Vec::new();
+        let a_tag = local_tag();
+        for binding in new.targets.iter() {
+            let peer = peer_of(binding);
+            let Ok(target) = crate::wire::parse_uri(&binding.uri) else {
+                continue;
+            };
+            let via = dialog::our_via(
+                peer.transport.as_str(),
+                our(&settings, peer.transport),
+                new_branch(),
+            );
+            let call_id = format!("{}@{}", local_tag(), our(&settings, peer.transport).host);
+            let from_tag = local_tag();
+            let leg = BLeg {
+                target,
+                via,
+                contact: contact_for(our(&settings, peer.transport), peer.transport),
+                call_id: &call_id,
+                from_tag: &from_tag,
+                to: new.callee_to.clone(),
+                path: &binding.path,
+            };
+            if let Some(invite) = dialog::b_leg_invite(&new.invite, &leg) {
+                b.push(BLegState {
+                    peer,
+                    invite,
+                    dialog: None,
+                });
+            }
+        }
+        let timers = settings.timers;
+        let t1 = settings.t1;
+        CallController::create(move |ctx| {
+            ctx.set_mailbox_capacity(64);
+            CallController {
+                call: new.call,
+                machine: CallMachine::new(timers),
+                settings,
+                out,
+                a: ALeg {
+                    tx: new.tx,
+                    invite: new.invite,
+                    peer: new.a_peer,
+                    tag: a_tag,
+                    dialog: None,
+                    ok: None,
+                    ok_interval: t1,
+                },
+                b,
+                timers: HashMap::new(),
+                retransmit: None,
+                started: Instant::now(),
+                setup_recorded: false,
+            }
+        })
+    }
+
+    fn send(&self, out: CallOutput) {
+        // The driver outlives every call but at shutdown; nothing to do then.
+        let _ = self.out.send(out);
+    }
+
+    fn b(&mut self, leg: LegId) -> Option<&mut BLegState> {
+        let i = (leg.0 as usize).checked_sub(1)?;
+        self.b.get_mut(i)
+    }
+
+    fn feed(&mut self, ev: Event, ctx: &mut Context<Self>) {
+        let cmds = self.machine.handle(ev, SystemTime::now());
+        for c in cmds {
+            self.execute(c, ctx);
+        }
+    }
+
+    fn execute(&mut self, c: Command, ctx: &mut Context<Self>) {
+        match c {
+            Command::InviteB { leg } => {
+                let call = self.call;
+                let Some(b) = self.b(leg) else { return };
+                let (to, request) = (b.peer, b.invite.clone());
+                let key = (
+                    request.common.call_id.clone(),
+                    request.common.from.tag().unwrap_or_default().to_string(),
+                );
+                self.send(CallOutput::Dialog {
+                    call,
+                    leg,
+                    call_id: key.0,
+                    local_tag: key.1,
+                });
+                self.send(CallOutput::Send {
+                    call,
+                    leg,
+                    purpose: Purpose::Invite,
+                    to,
+                    request,
+                });
+            }
+            Command::CancelB { leg } => {
+                let call = self.call;
+                let Some(b) = self.b(leg) else { return };
+                let (to, request) = (b.peer, dialog::cancel_for(&b.invite));
+                self.send(CallOutput::Send {
+                    call,
+                    leg,
+                    purpose: Purpose::Cancel,
+                    to,
+                    request,
+                });
+            }
+            Command::AckB { leg, sdp } => {
+                let settings = self.settings.clone();
+                let Some(b) = self.b(leg) else { return };
+                let Some(d) = &b.dialog else { return };
+                let via = dialog::our_via(
+                    b.peer.transport.as_str(),
+                    our(&settings, b.peer.transport),
+                    new_branch(),
+                );
+                let body = sdp.map(|s| (bytes::Bytes::from(s), "application/sdp"));
+                let ack = d.ack(b.invite.common.cseq.seq, via, body);
+                let to = b.peer;
+                self.send(CallOutput::Ack { to, request: ack });
+            }
+            Command::ProvisionalToA { status, sdp } => {
+                let r = self.to_a(status, sdp);
+                self.send(CallOutput::Respond {
+                    tx: self.a.tx,
+                    response: r,
+                });
+            }
+            Command::FinalToA { status, sdp } => {
+                let r = self.to_a(status, sdp);
+                self.record_setup();
+                if (200..300).contains(&status) {
+                    self.a.dialog = Dialog::uas(&self.a.invite, &self.a.tag).ok();
+                    if self.a.dialog.is_some() {
+                        self.send(CallOutput::Dialog {
+                            call: self.call,
+                            leg: LegId::A,
+                            call_id: self.a.invite.common.call_id.clone(),
+                            local_tag: self.a.tag.clone(),
+                        });
+                    }
+                    self.a.ok = Some(r.clone());
+                    self.arm_retransmit(ctx);
+                }
+                self.send(CallOutput::Respond {
+                    tx: self.a.tx,
+                    response: r,
+                });
+            }
+            // The 200 went out when the BYE arrived (`on_request`, §15.1.2).
+            Command::AnswerBye { .. } => {}
+            Command::Bye { leg } => self.send_bye(leg),
+            Command::StartTimer(t, d) => {
+                if let Some(h) = self.timers.remove(&t) {
+                    ctx.cancel_future(h);
+                }
+                let h = ctx.run_later(d, move |act, ctx| {
+                    act.timers.remove(&t);
+                    act.feed(Event::Timer(t), ctx);
+                });
+                self.timers.insert(t, h);
+            }
+            Command::StopTimer(t) => {
+                if let Some(h) = self.timers.remove(&t) {
+                    ctx.cancel_future(h);
+                }
+                if t == CallTimer::AckWait {
+                    self.stop_retransmit(ctx);
+                }
+            }
+            Command::Finish(outcome) => self.finish(outcome, ctx),
+        }
+    }
+
+    /// A response to A's INVITE: our tag, our Contact on 1xx/2xx (they create the
+    /// dialog), the SDP as received from B.
+    fn to_a(&self, status: u16, sdp: Option<Vec<u8>>) -> Response {
+        let mut r = self.a.invite.response(status, None, Some(&self.a.tag));
+        if status < 300 {
+            let host = our(&self.settings, self.a.peer.transport);
+            r.common.headers.push(Header::new(
+                "Contact",
+                contact_for(host, self.a.peer.transport).to_string(),
+            ));
+        }
+        if let Some(s) = sdp {
+            r.common
+                .headers
+                .push(Header::new("Content-Type", "application/sdp"));
+            r.common.body = s.into();
+        }
+        r
+    }
+
+    fn send_bye(&mut self, leg: LegId) {
+        let call = self.call;
+        let settings = self.settings.clone();
+        let (peer, dialog) = if leg == LegId::A {
+            (self.a.peer, self.a.dialog.as_mut())
+        } else {
+            match self.b.get_mut((leg.0 as usize).wrapping_sub(1)) {
+                Some(b) => (b.peer, b.dialog.as_mut()),
+                None => return,
+            }
+        };
+        let Some(d) = dialog else { return };
+        let via = dialog::our_via(
+            peer.transport.as_str(),
+            our(&settings, peer.transport),
+            new_branch(),
+        );
+        let request = d.request(crate::wire::Method::Bye, via);
+        self.send(CallOutput::Send {
+            call,
+            leg,
+            purpose: Purpose::Bye,
+            to: peer,
+            request,
+        });
+    }
+
+    fn arm_retransmit(&mut self, ctx: &mut Context<Self>) {
+        if self.a.peer.transport != Transport::Udp {
+            return; // §13.3.1.4: only over unreliable transports
+        }
+        let wait = self.a.ok_interval;
+        self.retransmit = Some(ctx.run_later(wait, |act, ctx| {
+            if let Some(ok) = act.a.ok.clone() {
+                act.send(CallOutput::Respond {
+                    tx: act.a.tx,
+                    response: ok,
+                });
+                act.a.ok_interval = (act.a.ok_interval * 2).min(act.settings.t2);
+                act.arm_retransmit(ctx);
+            }
+        }));
+    }
+
+    fn stop_retransmit(&mut self, ctx: &mut Context<Self>) {
+        self.a.ok = None;
+        if let Some(h) = self.retransmit.take() {
+            ctx.cancel_future(h);
+        }
+    }
+
+    fn record_setup(&mut self) {
+        if !self.setup_recorded {
+            self.setup_recorded = true;
+            metrics::call_setup_duration(self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        metrics::call_ended(disposition_label(&outcome));
+        self.send(CallOutput::Done { call: self.call });
+        ctx.stop();
+    }
+
+    fn on_response(&mut self, leg: LegId, purpose: Purpose, response: Response, ctx: &mut Context<Self>) {
+        match purpose {
+            Purpose::Invite => {
+                let status = response.status;
+                let sdp = sdp_of(&response.common.body);
+                if (200..300).contains(&status) {
+                    if let Some(b) = self.b(leg) {
+                        if b.dialog.is_none() {
+                            b.dialog = Dialog::uac(&b.invite, &response).ok();
+                        }
+                    }
+                    self.feed(Event::Final { leg, status, sdp }, ctx);
+                } else if status >= 300 {
+                    self.feed(Event::Final { leg, status, sdp }, ctx);
+                } else {
+                    self.feed(Event::Provisional { leg, status, sdp }, ctx);
+                }
+            }
+            Purpose::Cancel => {}
+            Purpose::Bye => {
+                if response.status >= 200 {
+                    self.feed(Event::ByeDone { leg }, ctx);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, leg: LegId, tx: TxId, request: Request, ctx: &mut Context<Self>) {
+        let seq_ok = if leg == LegId::A {
+            self.a
+                .dialog
+                .as_mut()
+                .is_none_or_accept(request.common.cseq.seq)
+        } else {
+            self.b(leg)
+                .and_then(|b| b.dialog.as_mut())
+                .is_none_or_accept(request.common.cseq.seq)
+        };
+        if !seq_ok {
+            let r = request.response(500, Some("Server Internal Error (CSeq out of order)"), None);
+            self.send(CallOutput::Respond { tx, response: r });
+            return;
+        }
+        match request.method {
+            crate::wire::Method::Bye => {
+                // Answered at once (§15.1.2); the machine relays it to the other leg.
+                let r = request.response(200, None, None);
+                self.send(CallOutput::Respond { tx, response: r });
+                self.feed(Event::Bye { leg }, ctx);
+            }
+            _ => {
+                let r = request.response(
+                    501,
+                    Some("Not Implemented (in-dialog)"),
+                    None,
+                );
+                self.send(CallOutput::Respond { tx, response: r });
+            }
+        }
+    }
+}
+
+trait AcceptSeq {
+    fn is_none_or_accept(self, seq: u32) -> bool;
+}
+
+impl AcceptSeq for Option<&mut Dialog> {
+    fn is_none_or_accept(self, seq: u32) -> bool {
+        match self {
+            Some(d) => d.accept_remote_seq(seq),
+            None => true,
+        }
+    }
+}
+
+fn disposition_label(o: &Outcome) -> &'static str {
+    use softswitch_actors::call::Disposition::*;
+    match o.disposition {
+        Answered => "answered",
+        Busy => "busy",
+        NoAnswer => "no_answer",
+        Cancelled => "cancelled",
+        Rejected => "rejected",
+        Failed => "failed",
+    }
+}
+
+impl Actor for CallController {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let targets = self.b.len() as u32;
+        if targets == 0 {
+            // No binding had a usable contact URI.
+            let r = self.a.invite.response(480, None, Some(&self.a.tag));
+            self.send(CallOutput::Respond {
+                tx: self.a.tx,
+                response: r,
+            });
+            metrics::call_ended("failed");
+            self.send(CallOutput::Done { call: self.call });
+            ctx.stop();
+            return;
+        }
+        let offer = sdp_of(&self.a.invite.common.body);
+        self.feed(Event::Start { targets, offer }, ctx);
+    }
+}
+
+impl Handler<CallInput> for CallController {
+    type Result = ();
+
+    fn handle(&mut self, msg: CallInput, ctx: &mut Self::Context) {
+        match msg {
+            CallInput::Response {
+                leg,
+                purpose,
+                response,
+            } => self.on_response(leg, purpose, response, ctx),
+            CallInput::Stray { leg, response } => {
+                self.on_response(leg, Purpose::Invite, response, ctx)
+            }
+            CallInput::Failed {
+                leg,
+                purpose,
+                unreachable,
+            } => match purpose {
+                Purpose::Invite => self.feed(
+                    Event::LegFailed {
+                        leg,
+                        why: if unreachable {
+                            LegFailure::Unreachable
+                        } else {
+                            LegFailure::Timeout
+                        },
+                    },
+                    ctx,
+                ),
+                Purpose::Bye => self.feed(Event::ByeDone { leg }, ctx),
+                Purpose::Cancel => {}
+            },
+            CallInput::Request { leg, tx, request } => self.on_request(leg, tx, request, ctx),
+            CallInput::Ack { leg, request } => {
+                if leg == LegId::A {
+                    let sdp = sdp_of(&request.common.body);
+                    self.stop_retransmit(ctx);
+                    self.feed(Event::AckFromA { sdp }, ctx);
+                }
+            }
+            CallInput::Cancel => self.feed(Event::CancelFromA, ctx),
+        }
+    }
+}

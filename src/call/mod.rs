@@ -1,0 +1,394 @@
+//! Calls at run time: the CallController actor per call ([`controller`]) and what it
+//! exchanges with the driver, which owns the transaction layer.
+//!
+//! The controller's logic is `softswitch_actors::call::CallMachine` (pure); the actor turns
+//! SIP from the driver into machine events ([`CallInput`]) and the machine's commands into
+//! SIP ([`CallOutput`]), with [`crate::dialog`] building every request. The driver routes
+//! transaction events to calls by the maps of [`Table`].
+//!
+//! Why these actors live in the root crate and not in `softswitch-actors`: they handle
+//! typed SIP (`Request`, `Response`, `Dialog`), which lives here, and the root crate
+//! depends on `softswitch-actors`, not the reverse. The pure machine stays there.
+
+pub mod controller;
+
+use crate::transport::Peer;
+use crate::txn::TxId;
+use crate::wire::{Request, Response};
+use softswitch_actors::call::LegId;
+use std::collections::HashMap;
+
+/// A call's number within this process.
+pub type CallNo = u64;
+
+/// What a request the controller asks the driver to send is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A B-leg's INVITE.
+    Invite,
+    /// A B-leg's CANCEL.
+    Cancel,
+    /// A BYE on a leg.
+    Bye,
+}
+
+/// Driver → controller.
+#[derive(Debug)]
+pub enum CallInput {
+    /// A response on a client transaction of `leg`.
+    Response {
+        /// The leg.
+        leg: LegId,
+        /// What the request was for.
+        purpose: Purpose,
+        /// The response.
+        response: Response,
+    },
+    /// A client transaction of `leg` timed out (Timer B/F) or could not be sent.
+    Failed {
+        /// The leg.
+        leg: LegId,
+        /// What the request was for.
+        purpose: Purpose,
+        /// True for a transport error (unreachable), false for a timeout.
+        unreachable: bool,
+    },
+    /// An in-dialog request on `leg` with its server transaction (BYE).
+    Request {
+        /// The leg.
+        leg: LegId,
+        /// Its server transaction.
+        tx: TxId,
+        /// The request.
+        request: Request,
+    },
+    /// An ACK on `leg`'s dialog (A's ACK for our 2xx).
+    Ack {
+        /// The leg.
+        leg: LegId,
+        /// The ACK.
+        request: Request,
+    },
+    /// A 2xx retransmission for `leg` that no transaction holds any more.
+    Stray {
+        /// The leg.
+        leg: LegId,
+        /// The response.
+        response: Response,
+    },
+    /// CANCEL for the A-leg INVITE (the driver answered it 200).
+    Cancel,
+}
+
+/// Controller → driver.
+#[derive(Debug)]
+pub enum CallOutput {
+    /// Send `request` to `to` in a new client transaction of `leg`.
+    Send {
+        /// The call.
+        call: CallNo,
+        /// The leg.
+        leg: LegId,
+        /// What it is for.
+        purpose: Purpose,
+        /// Where.
+        to: Peer,
+        /// The request (its Via carries a fresh branch).
+        request: Request,
+    },
+    /// Send `response` on server transaction `tx`.
+    Respond {
+        /// The transaction.
+        tx: TxId,
+        /// The response.
+        response: Response,
+    },
+    /// Send an ACK for a 2xx (no transaction, §13.2.2.4).
+    Ack {
+        /// Where.
+        to: Peer,
+        /// The ACK.
+        request: Request,
+    },
+    /// In-dialog requests with this Call-ID and our tag belong to (`call`, `leg`).
+    Dialog {
+        /// The call.
+        call: CallNo,
+        /// The leg.
+        leg: LegId,
+        /// The dialog's Call-ID.
+        call_id: String,
+        /// Our tag in it.
+        local_tag: String,
+    },
+    /// The call is over: forget it.
+    Done {
+        /// The call.
+        call: CallNo,
+    },
+}
+
+/// The driver's routing maps for calls.
+#[derive(Debug, Default)]
+pub struct Table {
+    /// A-leg INVITE server transaction → call.
+    pub by_invite: HashMap<TxId, CallNo>,
+    /// Client transaction → (call, leg, purpose).
+    pub by_client_tx: HashMap<TxId, (CallNo, LegId, Purpose)>,
+    /// (Call-ID, our tag) → (call, leg).
+    pub by_dialog: HashMap<(String, String), (CallNo, LegId)>,
+    /// Call → the dialog keys and A-leg INVITE it registered (to forget them at the end).
+    pub keys: HashMap<CallNo, (Vec<(String, String)>, Option<TxId>)>,
+}
+
+impl Table {
+    /// Forgets everything of `call` but its client transactions (those go as they end).
+    pub fn forget(&mut self, call: CallNo) {
+        if let Some((dialogs, invite)) = self.keys.remove(&call) {
+            for k in dialogs {
+                self.by_dialog.remove(&k);
+            }
+            if let Some(tx) = invite {
+                self.by_invite.remove(&tx);
+            }
+        }
+    }
+}
+
+use crate::calls::CallRouter;
+use crate::metrics;
+use crate::txn::TxLayer;
+use actix::Addr;
+use controller::{CallController, CallSettings, NewCall};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
+
+/// The driver's side of calls: routing new INVITEs, delivering transaction events to the
+/// call they belong to, and carrying out the calls' [`CallOutput`]s on the layer.
+pub struct CallHub {
+    router: CallRouter,
+    settings: Arc<CallSettings>,
+    table: Table,
+    addrs: HashMap<CallNo, Addr<CallController>>,
+    out: mpsc::UnboundedSender<CallOutput>,
+    next: CallNo,
+}
+
+/// What the driver must do after [`CallHub::output`].
+pub enum Todo {
+    /// Nothing more.
+    Nothing,
+    /// Send this response on this server transaction.
+    Respond(TxId, Response),
+}
+
+impl CallHub {
+    /// A hub; the receiver carries the calls' outputs to the driver (unbounded: every
+    /// call sends a handful per SIP message it receives, and the driver drains it at
+    /// every wake-up).
+    pub fn new(
+        router: CallRouter,
+        settings: CallSettings,
+    ) -> (CallHub, mpsc::UnboundedReceiver<CallOutput>) {
+        let (out, rx) = mpsc::unbounded_channel();
+        (
+            CallHub {
+                router,
+                settings: Arc::new(settings),
+                table: Table::default(),
+                addrs: HashMap::new(),
+                out,
+                next: 1,
+            },
+            rx,
+        )
+    }
+
+    /// Calls in progress.
+    pub fn active(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// A new INVITE (no To tag) on server transaction `tx`: the refusal to send, or
+    /// `None` when a call took it.
+    pub fn invite(&mut self, tx: TxId, from: Peer, request: Request) -> Option<Response> {
+        let routed = match self.router.route(&request, &from, SystemTime::now()) {
+            Ok(r) => r,
+            Err(rej) => return Some(rej.response(&request, &crate::transport::local_tag())),
+        };
+        if request.common.header("Contact").is_none() {
+            // §12.1.1: the dialog's remote target; without it no in-dialog request can
+            // reach the caller.
+            return Some(request.response(
+                400,
+                Some("Bad Request (missing Contact)"),
+                Some(&crate::transport::local_tag()),
+            ));
+        }
+        let call = self.next;
+        self.next += 1;
+        let callee_to = request.common.to.clone();
+        let addr = CallController::start(
+            NewCall {
+                call,
+                tx,
+                invite: request,
+                a_peer: from,
+                targets: routed.targets,
+                callee_to,
+            },
+            self.settings.clone(),
+            self.out.clone(),
+        );
+        self.addrs.insert(call, addr);
+        self.table.by_invite.insert(tx, call);
+        self.table.keys.entry(call).or_default().1 = Some(tx);
+        metrics::calls_active(self.addrs.len());
+        None
+    }
+
+    fn deliver(&self, call: CallNo, input: CallInput) {
+        if let Some(a) = self.addrs.get(&call) {
+            if let Err(e) = a.try_send(input) {
+                tracing::warn!(call, error = %e, "call mailbox refused a message");
+                metrics::mailbox_rejected("call");
+            }
+        }
+    }
+
+    /// An in-dialog request on server transaction `tx`; given back when it belongs to
+    /// no call.
+    pub fn in_dialog(&self, tx: TxId, request: Request) -> Result<(), Request> {
+        let key = (
+            request.common.call_id.clone(),
+            request.common.to.tag().unwrap_or_default().to_string(),
+        );
+        match self.table.by_dialog.get(&key) {
+            Some(&(call, leg)) => {
+                self.deliver(call, CallInput::Request { leg, tx, request });
+                Ok(())
+            }
+            None => Err(request),
+        }
+    }
+
+    /// An ACK outside any transaction (for a 2xx); false when it belongs to no call.
+    pub fn ack(&self, request: Request) -> bool {
+        let key = (
+            request.common.call_id.clone(),
+            request.common.to.tag().unwrap_or_default().to_string(),
+        );
+        match self.table.by_dialog.get(&key) {
+            Some(&(call, leg)) => {
+                self.deliver(call, CallInput::Ack { leg, request });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// CANCEL for INVITE server transaction `target`: true when it is a call's.
+    pub fn cancel(&self, target: TxId) -> bool {
+        match self.table.by_invite.get(&target) {
+            Some(&call) => {
+                self.deliver(call, CallInput::Cancel);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A response on client transaction `tx`.
+    pub fn response(&self, tx: TxId, response: Response) {
+        if let Some(&(call, leg, purpose)) = self.table.by_client_tx.get(&tx) {
+            self.deliver(
+                call,
+                CallInput::Response {
+                    leg,
+                    purpose,
+                    response,
+                },
+            );
+        }
+    }
+
+    /// A response no transaction holds (a B-leg's 2xx retransmission after Timer M):
+    /// our tag is its From tag.
+    pub fn stray(&self, response: Response) {
+        let key = (
+            response.common.call_id.clone(),
+            response.common.from.tag().unwrap_or_default().to_string(),
+        );
+        if let Some(&(call, leg)) = self.table.by_dialog.get(&key) {
+            self.deliver(call, CallInput::Stray { leg, response });
+        }
+    }
+
+    /// Client transaction `tx` timed out or hit a transport error.
+    pub fn failed(&self, tx: TxId, unreachable: bool) {
+        if let Some(&(call, leg, purpose)) = self.table.by_client_tx.get(&tx) {
+            self.deliver(
+                call,
+                CallInput::Failed {
+                    leg,
+                    purpose,
+                    unreachable,
+                },
+            );
+        }
+    }
+
+    /// Transaction `tx` ended.
+    pub fn terminated(&mut self, tx: TxId) {
+        self.table.by_client_tx.remove(&tx);
+    }
+
+    /// Carries out one call output on the layer.
+    pub fn output(&mut self, out: CallOutput, layer: &mut TxLayer, now: Instant) -> Todo {
+        match out {
+            CallOutput::Send {
+                call,
+                leg,
+                purpose,
+                to,
+                request,
+            } => match layer.send_request(now, to, request) {
+                Ok(tx) => {
+                    self.table.by_client_tx.insert(tx, (call, leg, purpose));
+                }
+                Err(e) => {
+                    tracing::error!(call, error = %e, "call request refused by the transaction layer");
+                    self.deliver(
+                        call,
+                        CallInput::Failed {
+                            leg,
+                            purpose,
+                            unreachable: true,
+                        },
+                    );
+                }
+            },
+            CallOutput::Respond { tx, response } => return Todo::Respond(tx, response),
+            CallOutput::Ack { to, request } => {
+                layer.send_stateless(to, &crate::wire::Message::Request(request));
+            }
+            CallOutput::Dialog {
+                call,
+                leg,
+                call_id,
+                local_tag,
+            } => {
+                let key = (call_id, local_tag);
+                self.table.by_dialog.insert(key.clone(), (call, leg));
+                self.table.keys.entry(call).or_default().0.push(key);
+            }
+            CallOutput::Done { call } => {
+                self.table.forget(call);
+                self.addrs.remove(&call);
+                metrics::calls_active(self.addrs.len());
+            }
+        }
+        Todo::Nothing
+    }
+}

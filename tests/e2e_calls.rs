@@ -1,0 +1,356 @@
+//! Calls through the real binary over loopback: two UDP phones, bob registered, alice
+//! calling him with digest (407), each phone checking what it sees on its own leg.
+//! F3 (setup), F4 (release from either side), F6 (busy), F7 (caller CANCEL).
+
+mod common;
+
+use common::digest::{header_values, parse_challenge, Alg, DigestInput, RegClient, Conn};
+use common::*;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+const SDP_OFFER: &str = "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+const SDP_ANSWER: &str = "v=0\r\no=bob 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Reads datagrams until one satisfies `pred`, within `WAIT`.
+fn wait_for(sock: &UdpSocket, what: &str, pred: impl Fn(&str) -> bool) -> (String, SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {what} within {WAIT:?}");
+        sock.set_read_timeout(Some(left)).unwrap();
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).to_string();
+            if pred(&m) {
+                return (m, from);
+            }
+        }
+    }
+}
+
+fn is_status(m: &str, code: u16) -> bool {
+    status_of(m) == Some(code)
+}
+
+fn is_request(m: &str, method: &str) -> bool {
+    m.starts_with(&format!("{method} "))
+}
+
+/// The headers a response copies from its request (§8.2.6.2).
+fn response_to(req: &str, status: u16, reason: &str, to_tag: &str, extra: &str, body: &str) -> String {
+    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        for v in header_values(req, name, None) {
+            out.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    let to = header(req, "To").expect("To");
+    if to.contains(";tag=") {
+        out.push_str(&format!("To: {to}\r\n"));
+    } else {
+        out.push_str(&format!("To: {to};tag={to_tag}\r\n"));
+    }
+    out.push_str(extra);
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
+}
+
+struct Caller {
+    sock: UdpSocket,
+    local: SocketAddr,
+    switch: SocketAddr,
+    call_id: String,
+    tag: String,
+    cseq: u32,
+    callee: String,
+}
+
+impl Caller {
+    fn new(switch: SocketAddr) -> Caller {
+        let sock = udp_client(switch);
+        let local = sock.local_addr().unwrap();
+        Caller {
+            sock,
+            local,
+            switch,
+            call_id: format!("{}@alice.test", digest_token()),
+            tag: digest_token(),
+            cseq: 0,
+            callee: "bob".into(),
+        }
+    }
+
+    fn invite(&mut self, branch: &str, auth: Option<String>) -> String {
+        self.cseq += 1;
+        let auth = auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default();
+        format!(
+            "INVITE sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:{u}@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} INVITE\r\nContact: <sip:alice@{l}>\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {n}\r\n\r\n{SDP_OFFER}",
+            l = host_port(self.local),
+            t = self.tag,
+            c = self.call_id,
+            s = self.cseq,
+            n = SDP_OFFER.len(),
+            u = self.callee,
+        )
+    }
+
+    fn send(&self, m: &str) {
+        self.sock.send_to(m.as_bytes(), self.switch).unwrap();
+    }
+
+    /// INVITE → 407 → ACK → INVITE with credentials; returns the authenticated INVITE.
+    fn call(&mut self) -> String {
+        let first = self.invite("z9hG4bKinv1", None);
+        self.send(&first);
+        let (r407, _) = wait_for(&self.sock, "407", |m| is_status(m, 407));
+        // ACK for the 407 (hop by hop: same branch, the 407's To).
+        let ack = format!(
+            "ACK sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            l = host_port(self.local),
+            t = self.tag,
+            to = header(&r407, "To").unwrap(),
+            c = self.call_id,
+            u = self.callee,
+        );
+        self.send(&ack);
+        let ch = header_values(&r407, "Proxy-Authenticate", None)
+            .into_iter()
+            .filter_map(parse_challenge)
+            .find(|c| c.alg() == Some(Alg::Md5))
+            .expect("an MD5 challenge");
+        let uri = format!("sip:{}@example.test", self.callee);
+        let uri = uri.as_str();
+        let response = DigestInput {
+            alg: Alg::Md5,
+            user: "alice",
+            realm: &ch.realm,
+            password: "alice-demo",
+            method: "INVITE",
+            uri,
+            nonce: &ch.nonce,
+            nc: "00000001",
+            cnonce: "cn1",
+            qop: "auth",
+        }
+        .response();
+        let auth = format!(
+            "Digest username=\"alice\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn1\", opaque=\"{}\"",
+            ch.realm,
+            ch.nonce,
+            ch.opaque.clone().unwrap_or_default()
+        );
+        let second = self.invite("z9hG4bKinv2", Some(auth));
+        self.send(&second);
+        second
+    }
+
+    /// An in-dialog request to the switch's Contact with the dialog's tags.
+    fn in_dialog(&mut self, method: &str, ok200: &str, branch: &str, cseq: u32) -> String {
+        let contact = header(ok200, "Contact").expect("Contact in the 2xx");
+        let target = contact.trim_start_matches('<').split('>').next().unwrap();
+        format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            l = host_port(self.local),
+            t = self.tag,
+            to = header(ok200, "To").unwrap(),
+            c = self.call_id,
+        )
+    }
+}
+
+fn digest_token() -> String {
+    common::digest::token()
+}
+
+fn registered_bob(sw: &Switch) -> (RegClient, SocketAddr) {
+    let mut bob = RegClient::udp(sw.udp_addr(), "bob", "bob-demo");
+    let contact = bob.contact();
+    let resp = bob.register(&[&contact], &[]);
+    assert!(is_status(&resp, 200), "{resp}");
+    let local = bob.local;
+    (bob, local)
+}
+
+fn bob_sock(bob: &RegClient) -> &UdpSocket {
+    match &bob.conn {
+        Conn::Udp(s) => s,
+        Conn::Tcp(..) => panic!("udp"),
+    }
+}
+
+fn metric_now(sw: &Switch, series: &str) -> f64 {
+    metric_value(&http_get(sw.http, "/metrics").1, series).unwrap_or(0.0)
+}
+
+fn wait_metric(sw: &Switch, series: &str, want: f64) {
+    let deadline = Instant::now() + WAIT;
+    while metric_now(sw, series) != want {
+        assert!(Instant::now() < deadline, "{series} never became {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// F3 and F4: setup with 407, 180 and 200 relayed with SDP, ACK per leg, BYE from A.
+#[test]
+fn f3_f4_basic_call_caller_hangs_up() {
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.call();
+    // B-leg INVITE: a fresh dialog, A's SDP byte for byte.
+    let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    assert_ne!(header(&inv, "Call-ID"), Some(alice.call_id.as_str()), "{inv}");
+    assert!(!inv.contains(&alice.tag), "A's tag leaked:\n{inv}");
+    assert_eq!(header(&inv, "Max-Forwards"), Some("69"));
+    assert!(inv.ends_with(SDP_OFFER), "{inv}");
+    assert!(header(&inv, "Contact").is_some_and(|c| c.contains("switch@")), "{inv}");
+    // Ringing, then the answer.
+    let ringing = response_to(&inv, 180, "Ringing", "bt1", "Contact: <sip:bob@127.0.0.1>\r\n", "");
+    bs.send_to(ringing.as_bytes(), from_switch).unwrap();
+    let (r180, _) = wait_for(&alice.sock, "180", |m| is_status(m, 180));
+    let a_to = header(&r180, "To").unwrap().to_string();
+    assert!(a_to.contains(";tag="), "{r180}");
+    let ok = response_to(
+        &inv,
+        200,
+        "OK",
+        "bt1",
+        &format!("Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n", host_port(bob.local)),
+        SDP_ANSWER,
+    );
+    bs.send_to(ok.as_bytes(), from_switch).unwrap();
+    let (a200, _) = wait_for(&alice.sock, "200 for the INVITE", |m| {
+        is_status(m, 200) && m.contains("INVITE")
+    });
+    assert!(a200.ends_with(SDP_ANSWER), "B's SDP relayed:\n{a200}");
+    assert_eq!(header(&a200, "To"), Some(a_to.as_str()), "same dialog as the 180");
+    // B gets its ACK from the switch (end to end on the B-leg).
+    let (b_ack, _) = wait_for(bs, "ACK on the B-leg", |m| is_request(m, "ACK"));
+    assert!(header(&b_ack, "CSeq").is_some_and(|c| c.starts_with("1 ACK")), "{b_ack}");
+    // A's ACK, then A hangs up.
+    let ack = alice.in_dialog("ACK", &a200, "z9hG4bKack1", 2);
+    alice.send(&ack);
+    assert_eq!(metric_now(&sw, "softswitch_calls_active"), 1.0);
+    let bye = alice.in_dialog("BYE", &a200, "z9hG4bKbye1", 3);
+    alice.send(&bye);
+    let (b_bye, from_switch) = wait_for(bs, "BYE on the B-leg", |m| is_request(m, "BYE"));
+    let b_ok = response_to(&b_bye, 200, "OK", "bt1", "", "");
+    bs.send_to(b_ok.as_bytes(), from_switch).unwrap();
+    let (bye_ok, _) = wait_for(&alice.sock, "200 for the BYE", |m| {
+        is_status(m, 200) && m.contains("BYE")
+    });
+    assert!(bye_ok.contains(&alice.call_id));
+    wait_metric(&sw, "softswitch_calls_active", 0.0);
+    wait_metric(&sw, "softswitch_calls_total{disposition=\"answered\"}", 1.0);
+}
+
+/// F4 from the callee's side: bob hangs up, alice gets the BYE.
+#[test]
+fn f4_callee_hangs_up() {
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.call();
+    let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    let ok = response_to(
+        &inv,
+        200,
+        "OK",
+        "bt2",
+        &format!("Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n", host_port(bob.local)),
+        SDP_ANSWER,
+    );
+    bs.send_to(ok.as_bytes(), from_switch).unwrap();
+    let (a200, _) = wait_for(&alice.sock, "200", |m| is_status(m, 200) && m.contains("INVITE"));
+    let ack = alice.in_dialog("ACK", &a200, "z9hG4bKack2", 2);
+    alice.send(&ack);
+    // bob's BYE on the B-leg dialog: From bob (his tag), To the switch's tag.
+    let b_call_id = header(&inv, "Call-ID").unwrap();
+    let sw_tag = header(&inv, "From").unwrap().split("tag=").nth(1).unwrap();
+    let bye = format!(
+        "BYE sip:switch@{sw} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKbbye;rport\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.test>;tag=bt2\r\nTo: <sip:bob@example.test>;tag={sw_tag}\r\nCall-ID: {b_call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        sw = host_port(sw.udp_addr()),
+        l = host_port(bob.local),
+    );
+    bs.send_to(bye.as_bytes(), sw.udp_addr()).unwrap();
+    wait_for(bs, "200 for bob's BYE", |m| is_status(m, 200) && m.contains("BYE"));
+    let (a_bye, from) = wait_for(&alice.sock, "BYE on the A-leg", |m| is_request(m, "BYE"));
+    assert!(a_bye.contains(&alice.call_id), "{a_bye}");
+    alice
+        .sock
+        .send_to(response_to(&a_bye, 200, "OK", "x", "", "").as_bytes(), from)
+        .unwrap();
+    wait_metric(&sw, "softswitch_calls_active", 0.0);
+}
+
+/// F6: bob busy; 486 relayed to alice, who ACKs it.
+#[test]
+fn f6_busy() {
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.call();
+    let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    let busy = response_to(&inv, 486, "Busy Here", "bt3", "", "");
+    bs.send_to(busy.as_bytes(), from_switch).unwrap();
+    // The switch ACKs the 486 on the B-leg (hop by hop).
+    wait_for(bs, "ACK for the 486", |m| is_request(m, "ACK"));
+    let (r486, _) = wait_for(&alice.sock, "486", |m| is_status(m, 486));
+    assert!(r486.contains(&alice.call_id));
+    wait_metric(&sw, "softswitch_calls_total{disposition=\"busy\"}", 1.0);
+    wait_metric(&sw, "softswitch_calls_active", 0.0);
+}
+
+/// F7: alice cancels while bob rings: 200 for the CANCEL, 487 for the INVITE, CANCEL on
+/// the B-leg.
+#[test]
+fn f7_caller_cancel() {
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.call();
+    let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    bs.send_to(response_to(&inv, 180, "Ringing", "bt4", "", "").as_bytes(), from_switch)
+        .unwrap();
+    wait_for(&alice.sock, "180", |m| is_status(m, 180));
+    let cancel = format!(
+        "CANCEL sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv2;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:bob@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} CANCEL\r\nContent-Length: 0\r\n\r\n",
+        l = host_port(alice.local),
+        t = alice.tag,
+        c = alice.call_id,
+        s = alice.cseq,
+    );
+    alice.send(&cancel);
+    wait_for(&alice.sock, "200 for the CANCEL", |m| is_status(m, 200) && m.contains("CANCEL"));
+    let (b_cancel, from) = wait_for(bs, "CANCEL on the B-leg", |m| is_request(m, "CANCEL"));
+    bs.send_to(response_to(&b_cancel, 200, "OK", "bt4", "", "").as_bytes(), from)
+        .unwrap();
+    bs.send_to(response_to(&inv, 487, "Request Terminated", "bt4", "", "").as_bytes(), from)
+        .unwrap();
+    wait_for(&alice.sock, "487", |m| is_status(m, 487));
+    wait_metric(&sw, "softswitch_calls_total{disposition=\"cancelled\"}", 1.0);
+    wait_metric(&sw, "softswitch_calls_active", 0.0);
+}
+
+/// After authentication: an unknown callee gets 404, a subscriber with no binding 480
+/// (before it, both get the same 407: no user enumeration).
+#[test]
+fn authenticated_invite_unknown_404_unregistered_480() {
+    let sw = Switch::start(&[]);
+    for (callee, code) in [("nobody", 404), ("carol", 480)] {
+        let mut alice = Caller::new(sw.udp_addr());
+        alice.callee = callee.into();
+        alice.call();
+        let (r, _) = wait_for(&alice.sock, "the final response", |m| {
+            status_of(m).is_some_and(|c| c >= 200) && m.contains("CSeq: 2 INVITE")
+        });
+        assert_eq!(status_of(&r), Some(code), "{callee}: {r}");
+    }
+    assert_eq!(metric_now(&sw, "softswitch_calls_active"), 0.0);
+}
