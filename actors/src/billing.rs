@@ -30,10 +30,12 @@
 //!    `Err` may therefore produce a second line with the same `call_id`, and readers
 //!    should treat `call_id` as the key.
 //! 2. The file is always whole lines: every byte is part of a line that ends in `\n`
-//!    and holds one JSON object ([`Billing::open`] restores this after a crash; the
-//!    writer restores it after a failed write and never appends after bytes it could not
-//!    remove). A torn line therefore never glues onto the next record. Lines never
-//!    contain a raw `\n`: JSON escapes it inside strings.
+//!    and holds one JSON object. [`Billing::open`] restores this after a crash (the torn
+//!    bytes go to `<path>.torn`; a bad tail longer than a torn write can be,
+//!    [`MAX_TORN_BYTES`], is refused, not cut); the writer restores it after a failed
+//!    write and never appends after bytes it could not remove. A torn line therefore
+//!    never glues onto the next record. Lines never contain a raw `\n`: JSON escapes it
+//!    inside strings.
 //! 3. Lines are written in the order CDRs reached the writer (one FIFO channel).
 //! 4. A failed batch does not stop the writer: the next batch is tried normally.
 //! 5. Dropping the last handle (the actor and every [`BillingHandle`]) lets the writer
@@ -63,6 +65,10 @@ use tokio::sync::oneshot;
 pub const MAX_BATCH: usize = 4096;
 /// A batch stops taking CDRs once its serialised size reaches this.
 const MAX_BATCH_BYTES: usize = 8 << 20;
+/// The most bytes recovery cuts off the end. A torn write is at most one batch (about
+/// 8 MiB plus one CDR); a longer bad tail means the file is not a CDR file (a
+/// misconfigured path), and [`Billing::open`] refuses it rather than cut it.
+pub const MAX_TORN_BYTES: u64 = 64 << 20;
 
 // ---------------------------------------------------------------------------------------
 // Time
@@ -604,9 +610,13 @@ pub struct Billing {
 
 impl Billing {
     /// Opens (or creates) the CDR file at `path`: creates the parent directories,
-    /// recovers a torn tail (see [`Recovered`]), and starts the writer thread. The actor
-    /// is not started yet: call [`Actor::start`] (and keep [`Billing::handle`] for plain
-    /// async callers).
+    /// recovers a torn tail (see [`Recovered`]), syncs the directory, and starts the
+    /// writer thread. The actor is not started yet: call [`Actor::start`] (and keep
+    /// [`Billing::handle`] for plain async callers).
+    ///
+    /// Recovery reads the whole file once (it counts the lines). It fails, leaving the
+    /// file untouched, when more than [`MAX_TORN_BYTES`] at its end are not whole CDR
+    /// lines: that is not a torn write but a file that is not ours.
     pub fn open(path: impl AsRef<Path>) -> io::Result<(Billing, Recovered)> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -618,6 +628,13 @@ impl Billing {
             .create(true)
             .open(&path)?;
         let recovered = recover(&mut file, &path)?;
+        // The file (and `.torn`) may be new: make their names durable too, or a power
+        // loss could lose a file whose CDRs were all synced.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()?;
         let counters = Arc::new(BillingCounters::default());
         counters.bytes.store(recovered.bytes, Ordering::Relaxed);
         let writer = Writer {
@@ -693,16 +710,28 @@ fn recover(file: &mut File, path: &Path) -> io::Result<Recovered> {
     }
     // Nothing else writes the file: what was read is all of it.
     let len = offset;
+    let refuse = |from: u64| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: the {} bytes from offset {from} on are not whole CDR lines, more than a torn \
+                 write can leave ({MAX_TORN_BYTES}); not a CDR file? refusing to cut it",
+                path.display(),
+                len - from
+            ),
+        )
+    };
+    if len - good_len > MAX_TORN_BYTES {
+        return Err(refuse(good_len));
+    }
     // Pass 2: drop trailing complete lines that are not a JSON object (a torn write that
     // happened to leave a `\n`, or zeros from a power loss), last first.
-    while good_len > 0 {
-        let start = line_start(file, good_len)?;
-        let line = read_at(file, start, good_len - 1 - start)?;
-        if is_json_object(&line) {
-            break;
+    match last_good_end(file, good_len, len)? {
+        Some((end, dropped)) => {
+            good_len = end;
+            records -= dropped;
         }
-        good_len = start;
-        records -= 1;
+        None => return Err(refuse(good_len)),
     }
     let mut recovered = Recovered {
         records,
@@ -722,6 +751,51 @@ fn recover(file: &mut File, path: &Path) -> io::Result<Recovered> {
     }
     recovered.bytes = file.metadata()?.len();
     Ok(recovered)
+}
+
+/// Walks back from `end` (just after a `\n`) over complete lines that are not a JSON
+/// object. Returns the end of the last good line and how many lines come after it, or
+/// `None` when those lines and the rest of the file, up to `len`, would exceed
+/// [`MAX_TORN_BYTES`].
+fn last_good_end(file: &mut File, end: u64, len: u64) -> io::Result<Option<(u64, u64)>> {
+    if end == 0 {
+        return Ok(Some((0, 0)));
+    }
+    // The usual case: the last complete line is good.
+    let start = line_start(file, end)?;
+    if is_json_object(&read_at(file, start, end - 1 - start)?) {
+        return Ok(Some((end, 0)));
+    }
+    // A damaged file: walk back in memory, over at most MAX_TORN_BYTES.
+    let from = len.saturating_sub(MAX_TORN_BYTES);
+    if start < from {
+        return Ok(None);
+    }
+    let buf = read_at(file, from, start - from)?;
+    let mut cur = buf.len(); // buf[..cur] ends in the `\n` of the line to check next
+    let mut dropped = 1;
+    loop {
+        if cur == 0 {
+            return Ok((from == 0).then_some((0, dropped)));
+        }
+        let begin = buf[..cur - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        let end = from + cur as u64;
+        if begin == 0 && from > 0 {
+            // The line starts at or before the window: if it is bad too, the bad tail is
+            // longer than the window.
+            let at = line_start(file, end)?;
+            let good = is_json_object(&read_at(file, at, end - 1 - at)?);
+            return Ok(good.then_some((end, dropped)));
+        }
+        if is_json_object(&buf[begin..cur - 1]) {
+            return Ok(Some((end, dropped)));
+        }
+        dropped += 1;
+        cur = begin;
+    }
 }
 
 /// The offset where the line ending at `end` (just after its `\n`) starts.

@@ -878,3 +878,40 @@ fn write_errors_roll_back_and_the_writer_carries_on() {
     let ids: Vec<String> = read_cdrs(&path).into_iter().map(|c| c.call_id).collect();
     assert_eq!(ids, written, "exactly the CDRs answered Ok, in order");
 }
+
+#[test]
+fn a_file_that_is_not_ours_is_refused_untouched() {
+    let dir = TempDir::new("foreign");
+    let path = dir.file();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let limit = softswitch_actors::billing::MAX_TORN_BYTES as usize;
+    let mib_line = {
+        let mut l = vec![b'x'; (1 << 20) - 1];
+        l.push(b'\n');
+        l
+    };
+    // More bad bytes at the end than a torn write can leave: without a newline, and as
+    // lines that are not JSON.
+    for body in [vec![b'x'; limit + 1], mib_line.repeat(limit >> 20 | 1)] {
+        fs::write(&path, &body).unwrap();
+        let err = Billing::open(&path).err().expect("refused");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        assert_eq!(fs::metadata(&path).unwrap().len(), body.len() as u64);
+        assert!(!torn_path(&path).exists());
+    }
+    // Just under the limit is cut, even when the good line before it starts outside the
+    // last MAX_TORN_BYTES of the file.
+    let good = format!("{}\n", cdr(0).to_json()).into_bytes();
+    let mut body = good.clone();
+    let bad = limit - 100;
+    body.extend(mib_line.repeat(bad >> 20));
+    body.extend(vec![b'y'; bad % (1 << 20) - 1]);
+    body.push(b'\n');
+    assert!(body.len() - limit < good.len());
+    fs::write(&path, &body).unwrap();
+    let (billing, rec) = open(&path);
+    drop(billing);
+    assert_eq!((rec.records, rec.torn_bytes), (1, bad as u64));
+    assert_eq!(read_cdrs(&path), vec![cdr(0)]);
+    assert_eq!(fs::metadata(torn_path(&path)).unwrap().len(), bad as u64);
+}
