@@ -619,7 +619,6 @@ async fn the_actor_never_blocks_its_callers_arbiter() {
         middle > 0,
         "no ping answered while the CDR was written: the arbiter was blocked"
     );
-    assert!(gap < took / 2, "gap {gap:?} in {took:?}");
 
     // The control proves the measurement detects a blocked arbiter: the same work done
     // inside a handler on this arbiter answers no ping in the middle.
