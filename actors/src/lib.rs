@@ -3,8 +3,8 @@
 //! The actors the design names, one per file, each with its messages at the top:
 //! [`registrar::Registrar`] per AOR and the [`location::Location`] service (RFC 3261 §10),
 //! and, with the call issue, `CallController` per call with one `Leg` per call leg and one
-//! `Dialog` per dialog (RFC 3261 §12–§15), and `Billing` (one CDR per call). `sdp.rs` will
-//! be the only user of sdp-rs.
+//! `Dialog` per dialog (RFC 3261 §12–§15), and [`billing::Billing`] (one CDR per call, on
+//! disk before the call counts as ended). `sdp.rs` will be the only user of sdp-rs.
 //!
 //! The vocabulary shared with the root crate is [`port`]: plain data, no SIP syntax. The
 //! pure rules live beside the actors that execute them ([`binding`] for the registrar), so
@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod billing;
 pub mod binding;
 pub mod call;
 pub mod journal;
