@@ -11,9 +11,9 @@
 //! On shutdown ([`Control::drain`]) new INVITEs are refused with 503 + Retry-After, and
 //! the driver ends once every transaction has ended or the drain deadline has passed.
 
+use crate::call::{CallHub, CallOutput, Todo};
 use crate::endpoint::{Endpoint, Refusal};
 use crate::metrics;
-use crate::call::{CallHub, CallOutput, Todo};
 use crate::registrar::{Completion, Registrar};
 use crate::transport::{local_tag, Inbound, Peer, Transport, Transports};
 use crate::txn::{Timer, TxEvent, TxId, TxKind, TxLayer, TxStats};
@@ -51,6 +51,19 @@ pub struct DriverSettings {
     pub max_transactions: usize,
 }
 
+/// The transaction users the driver hands events to, with the channels their
+/// asynchronous answers come back on.
+pub struct TransactionUsers {
+    /// REGISTER.
+    pub registrar: Registrar,
+    /// The registrar's answers.
+    pub completions: mpsc::UnboundedReceiver<Completion>,
+    /// INVITE and everything in a call's dialogs.
+    pub calls: CallHub,
+    /// The calls' intents.
+    pub call_outputs: mpsc::UnboundedReceiver<CallOutput>,
+}
+
 /// The driver.
 pub struct Driver {
     layer: TxLayer,
@@ -69,18 +82,15 @@ pub struct Driver {
 
 impl Driver {
     /// A driver over a layer, the transports and the endpoint.
-    /// `completions` carries the answers the registrar produces asynchronously; what it
-    /// holds is bounded by the registrar's mailboxes (`registrar.mailbox_capacity` per
-    /// AOR) and drained at every wake-up.
+    /// The registrar's completions are bounded by its mailboxes
+    /// (`registrar.mailbox_capacity` per AOR); both channels are drained at every wake-up.
     pub fn new(
         layer: TxLayer,
         transports: Arc<Transports>,
         endpoint: Arc<Endpoint>,
         inbound: mpsc::Receiver<Inbound>,
         settings: DriverSettings,
-        registrar: Registrar,
-        completions: mpsc::UnboundedReceiver<Completion>,
-        calls: (CallHub, mpsc::UnboundedReceiver<CallOutput>),
+        tu: TransactionUsers,
     ) -> Driver {
         Driver {
             layer,
@@ -91,10 +101,10 @@ impl Driver {
             settings,
             counters: metrics::SipCounters::new(),
             wake: Arc::new(tokio::sync::Notify::new()),
-            registrar,
-            completions,
-            calls: calls.0,
-            call_outputs: calls.1,
+            registrar: tu.registrar,
+            completions: tu.completions,
+            calls: tu.calls,
+            call_outputs: tu.call_outputs,
         }
     }
 
@@ -262,7 +272,7 @@ impl Driver {
                         self.respond(now, tx, resp);
                         return;
                     }
-                    Err(request) => request,
+                    Err(request) => *request,
                 };
                 if let Some((resp, refused)) = self.endpoint.answer(&request, &local_tag()) {
                     if let Some(reason) = refused {
@@ -315,12 +325,12 @@ impl Driver {
         tx: TxId,
         from: Peer,
         request: Request,
-    ) -> Result<Option<Response>, Request> {
+    ) -> Result<Option<Response>, Box<Request>> {
         if request.common.to.tag().is_some() {
             return self.calls.in_dialog(tx, request).map(|()| None);
         }
         if request.method != Method::Invite {
-            return Err(request);
+            return Err(Box::new(request));
         }
         if let Err(refusal) = self.endpoint.admit(&request) {
             metrics::sip_message_rejected(refusal.metric_reason());
@@ -331,7 +341,7 @@ impl Driver {
 
     fn call_output(&mut self, now: Instant, out: CallOutput) {
         if let Todo::Respond(tx, response) = self.calls.output(out, &mut self.layer, now) {
-            self.respond(now, tx, response);
+            self.respond(now, tx, *response);
         }
     }
 

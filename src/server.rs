@@ -5,11 +5,9 @@ use crate::auth::{Algorithm, AuthConfig, Authenticator};
 use crate::call::controller::CallSettings;
 use crate::call::CallHub;
 use crate::calls::CallRouter;
-use crate::wire::Uri;
-use softswitch_actors::call::CallTimers;
 use crate::config::Config;
 use crate::directory::Directory;
-use crate::driver::{Control, Driver, DriverSettings};
+use crate::driver::{Control, Driver, DriverSettings, TransactionUsers};
 use crate::endpoint::Endpoint;
 use crate::http::{self, ApiSource, HttpState};
 use crate::registrar::{self, GaugeObserver, Registrar};
@@ -17,7 +15,9 @@ use crate::transport::tcp::{TcpPool, TcpSettings};
 use crate::transport::{udp, Transport, Transports};
 use crate::txn::{TimerConfig, TxLayer};
 use crate::wire::Limits;
+use crate::wire::Uri;
 use metrics_exporter_prometheus::PrometheusHandle;
+use softswitch_actors::call::CallTimers;
 use softswitch_actors::journal::{Journal, JournalConfig};
 use softswitch_actors::location::Location;
 use softswitch_actors::port::Policy;
@@ -147,6 +147,8 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             },
             t1,
             t2: config.sip.t2(),
+            billing: open_billing(config)?,
+            domain: config.sip.domain.clone(),
         },
     );
     let driver = Driver::new(
@@ -159,9 +161,12 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             force_rport: config.sip.force_rport,
             max_transactions: config.limits.max_transactions,
         },
-        registrar,
-        completions_rx,
-        calls,
+        TransactionUsers {
+            registrar,
+            completions: completions_rx,
+            calls: calls.0,
+            call_outputs: calls.1,
+        },
     );
     let control = driver.control();
     // On the System's own thread (actix-rt's LocalSet): the driver starts actors.
@@ -211,6 +216,23 @@ fn our_address(config: &Config, listener: Option<SocketAddr>) -> crate::wire::Ho
             port,
         },
     }
+}
+
+/// Opens the CDR file (recovering a torn last line) and starts its writer thread.
+fn open_billing(config: &Config) -> io::Result<softswitch_actors::billing::BillingHandle> {
+    let path = &config.billing.cdr_path;
+    let (billing, recovered) = softswitch_actors::billing::Billing::open(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("billing.cdr_path {}: {e}", path.display()),
+        )
+    })?;
+    tracing::info!(
+        records = recovered.records,
+        torn_bytes = recovered.torn_bytes,
+        "CDR file opened"
+    );
+    Ok(billing.handle())
 }
 
 /// Opens the binding journal and rebuilds every AOR that has not expired.

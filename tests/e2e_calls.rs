@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::digest::{header_values, parse_challenge, Alg, DigestInput, RegClient, Conn};
+use common::digest::{header_values, parse_challenge, Alg, Conn, DigestInput, RegClient};
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -39,7 +39,14 @@ fn is_request(m: &str, method: &str) -> bool {
 }
 
 /// The headers a response copies from its request (§8.2.6.2).
-fn response_to(req: &str, status: u16, reason: &str, to_tag: &str, extra: &str, body: &str) -> String {
+fn response_to(
+    req: &str,
+    status: u16,
+    reason: &str,
+    to_tag: &str,
+    extra: &str,
+    body: &str,
+) -> String {
     let mut out = format!("SIP/2.0 {status} {reason}\r\n");
     for name in ["Via", "From", "Call-ID", "CSeq"] {
         for v in header_values(req, name, None) {
@@ -84,7 +91,9 @@ impl Caller {
 
     fn invite(&mut self, branch: &str, auth: Option<String>) -> String {
         self.cseq += 1;
-        let auth = auth.map(|a| format!("Proxy-Authorization: {a}\r\n")).unwrap_or_default();
+        let auth = auth
+            .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+            .unwrap_or_default();
         format!(
             "INVITE sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:{u}@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} INVITE\r\nContact: <sip:alice@{l}>\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {n}\r\n\r\n{SDP_OFFER}",
             l = host_port(self.local),
@@ -180,6 +189,19 @@ fn bob_sock(bob: &RegClient) -> &UdpSocket {
     }
 }
 
+/// The CDR of the call with A-leg Call-ID `call_id` (it is on disk before the call counts
+/// as ended, so a test that waited for the counters finds it).
+fn cdr_of(sw: &Switch, call_id: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(sw.dir.join("cdr.jsonl")).unwrap_or_default();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a CDR line is JSON"))
+        .filter(|v: &serde_json::Value| v["call_id"] == call_id)
+        .collect();
+    assert_eq!(lines.len(), 1, "exactly one CDR for {call_id}:\n{text}");
+    lines.into_iter().next().unwrap()
+}
+
 fn metric_now(sw: &Switch, series: &str) -> f64 {
     metric_value(&http_get(sw.http, "/metrics").1, series).unwrap_or(0.0)
 }
@@ -202,13 +224,27 @@ fn f3_f4_basic_call_caller_hangs_up() {
     alice.call();
     // B-leg INVITE: a fresh dialog, A's SDP byte for byte.
     let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
-    assert_ne!(header(&inv, "Call-ID"), Some(alice.call_id.as_str()), "{inv}");
+    assert_ne!(
+        header(&inv, "Call-ID"),
+        Some(alice.call_id.as_str()),
+        "{inv}"
+    );
     assert!(!inv.contains(&alice.tag), "A's tag leaked:\n{inv}");
     assert_eq!(header(&inv, "Max-Forwards"), Some("69"));
     assert!(inv.ends_with(SDP_OFFER), "{inv}");
-    assert!(header(&inv, "Contact").is_some_and(|c| c.contains("switch@")), "{inv}");
+    assert!(
+        header(&inv, "Contact").is_some_and(|c| c.contains("switch@")),
+        "{inv}"
+    );
     // Ringing, then the answer.
-    let ringing = response_to(&inv, 180, "Ringing", "bt1", "Contact: <sip:bob@127.0.0.1>\r\n", "");
+    let ringing = response_to(
+        &inv,
+        180,
+        "Ringing",
+        "bt1",
+        "Contact: <sip:bob@127.0.0.1>\r\n",
+        "",
+    );
     bs.send_to(ringing.as_bytes(), from_switch).unwrap();
     let (r180, _) = wait_for(&alice.sock, "180", |m| is_status(m, 180));
     let a_to = header(&r180, "To").unwrap().to_string();
@@ -218,7 +254,10 @@ fn f3_f4_basic_call_caller_hangs_up() {
         200,
         "OK",
         "bt1",
-        &format!("Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n", host_port(bob.local)),
+        &format!(
+            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
+            host_port(bob.local)
+        ),
         SDP_ANSWER,
     );
     bs.send_to(ok.as_bytes(), from_switch).unwrap();
@@ -226,10 +265,17 @@ fn f3_f4_basic_call_caller_hangs_up() {
         is_status(m, 200) && m.contains("INVITE")
     });
     assert!(a200.ends_with(SDP_ANSWER), "B's SDP relayed:\n{a200}");
-    assert_eq!(header(&a200, "To"), Some(a_to.as_str()), "same dialog as the 180");
+    assert_eq!(
+        header(&a200, "To"),
+        Some(a_to.as_str()),
+        "same dialog as the 180"
+    );
     // B gets its ACK from the switch (end to end on the B-leg).
     let (b_ack, _) = wait_for(bs, "ACK on the B-leg", |m| is_request(m, "ACK"));
-    assert!(header(&b_ack, "CSeq").is_some_and(|c| c.starts_with("1 ACK")), "{b_ack}");
+    assert!(
+        header(&b_ack, "CSeq").is_some_and(|c| c.starts_with("1 ACK")),
+        "{b_ack}"
+    );
     // A's ACK, then A hangs up.
     let ack = alice.in_dialog("ACK", &a200, "z9hG4bKack1", 2);
     alice.send(&ack);
@@ -245,6 +291,18 @@ fn f3_f4_basic_call_caller_hangs_up() {
     assert!(bye_ok.contains(&alice.call_id));
     wait_metric(&sw, "softswitch_calls_active", 0.0);
     wait_metric(&sw, "softswitch_calls_total{disposition=\"answered\"}", 1.0);
+    let cdr = cdr_of(&sw, &alice.call_id);
+    assert_eq!(cdr["caller"], "sip:alice@example.test");
+    assert_eq!(cdr["callee"], "sip:bob@example.test");
+    assert_eq!(cdr["connected"], "sip:bob@example.test");
+    assert_eq!(cdr["disposition"], "answered");
+    assert_eq!(cdr["sip_status"], 200);
+    assert_eq!(cdr["hangup_by"], "caller");
+    assert!(
+        cdr["answer_time"].is_string() && cdr["end_time"].is_string(),
+        "{cdr}"
+    );
+    assert_eq!(metric_now(&sw, "softswitch_cdrs_written_total"), 1.0);
 }
 
 /// F4 from the callee's side: bob hangs up, alice gets the BYE.
@@ -261,11 +319,16 @@ fn f4_callee_hangs_up() {
         200,
         "OK",
         "bt2",
-        &format!("Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n", host_port(bob.local)),
+        &format!(
+            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
+            host_port(bob.local)
+        ),
         SDP_ANSWER,
     );
     bs.send_to(ok.as_bytes(), from_switch).unwrap();
-    let (a200, _) = wait_for(&alice.sock, "200", |m| is_status(m, 200) && m.contains("INVITE"));
+    let (a200, _) = wait_for(&alice.sock, "200", |m| {
+        is_status(m, 200) && m.contains("INVITE")
+    });
     let ack = alice.in_dialog("ACK", &a200, "z9hG4bKack2", 2);
     alice.send(&ack);
     // bob's BYE on the B-leg dialog: From bob (his tag), To the switch's tag.
@@ -277,7 +340,9 @@ fn f4_callee_hangs_up() {
         l = host_port(bob.local),
     );
     bs.send_to(bye.as_bytes(), sw.udp_addr()).unwrap();
-    wait_for(bs, "200 for bob's BYE", |m| is_status(m, 200) && m.contains("BYE"));
+    wait_for(bs, "200 for bob's BYE", |m| {
+        is_status(m, 200) && m.contains("BYE")
+    });
     let (a_bye, from) = wait_for(&alice.sock, "BYE on the A-leg", |m| is_request(m, "BYE"));
     assert!(a_bye.contains(&alice.call_id), "{a_bye}");
     alice
@@ -304,6 +369,15 @@ fn f6_busy() {
     assert!(r486.contains(&alice.call_id));
     wait_metric(&sw, "softswitch_calls_total{disposition=\"busy\"}", 1.0);
     wait_metric(&sw, "softswitch_calls_active", 0.0);
+    let cdr = cdr_of(&sw, &alice.call_id);
+    assert_eq!(
+        (cdr["disposition"].as_str(), cdr["sip_status"].as_u64()),
+        (Some("busy"), Some(486))
+    );
+    assert!(
+        cdr["answer_time"].is_null() && cdr["billable_s"] == 0,
+        "{cdr}"
+    );
 }
 
 /// F7: alice cancels while bob rings: 200 for the CANCEL, 487 for the INVITE, CANCEL on
@@ -316,8 +390,11 @@ fn f7_caller_cancel() {
     let mut alice = Caller::new(sw.udp_addr());
     alice.call();
     let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
-    bs.send_to(response_to(&inv, 180, "Ringing", "bt4", "", "").as_bytes(), from_switch)
-        .unwrap();
+    bs.send_to(
+        response_to(&inv, 180, "Ringing", "bt4", "", "").as_bytes(),
+        from_switch,
+    )
+    .unwrap();
     wait_for(&alice.sock, "180", |m| is_status(m, 180));
     let cancel = format!(
         "CANCEL sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv2;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:bob@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} CANCEL\r\nContent-Length: 0\r\n\r\n",
@@ -327,15 +404,31 @@ fn f7_caller_cancel() {
         s = alice.cseq,
     );
     alice.send(&cancel);
-    wait_for(&alice.sock, "200 for the CANCEL", |m| is_status(m, 200) && m.contains("CANCEL"));
+    wait_for(&alice.sock, "200 for the CANCEL", |m| {
+        is_status(m, 200) && m.contains("CANCEL")
+    });
     let (b_cancel, from) = wait_for(bs, "CANCEL on the B-leg", |m| is_request(m, "CANCEL"));
-    bs.send_to(response_to(&b_cancel, 200, "OK", "bt4", "", "").as_bytes(), from)
-        .unwrap();
-    bs.send_to(response_to(&inv, 487, "Request Terminated", "bt4", "", "").as_bytes(), from)
-        .unwrap();
+    bs.send_to(
+        response_to(&b_cancel, 200, "OK", "bt4", "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
+    bs.send_to(
+        response_to(&inv, 487, "Request Terminated", "bt4", "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
     wait_for(&alice.sock, "487", |m| is_status(m, 487));
-    wait_metric(&sw, "softswitch_calls_total{disposition=\"cancelled\"}", 1.0);
+    wait_metric(
+        &sw,
+        "softswitch_calls_total{disposition=\"cancelled\"}",
+        1.0,
+    );
     wait_metric(&sw, "softswitch_calls_active", 0.0);
+    let cdr = cdr_of(&sw, &alice.call_id);
+    assert_eq!(cdr["disposition"], "cancelled");
+    assert_eq!(cdr["sip_status"], 487);
+    assert_eq!(cdr["hangup_by"], "caller");
 }
 
 /// After authentication: an unknown callee gets 404, a subscriber with no binding 480
@@ -353,4 +446,46 @@ fn authenticated_invite_unknown_404_unregistered_480() {
         assert_eq!(status_of(&r), Some(code), "{callee}: {r}");
     }
     assert_eq!(metric_now(&sw, "softswitch_calls_active"), 0.0);
+}
+
+/// F8: bob rings and never answers; at the ring time the switch CANCELs the B-leg and
+/// alice gets 480 (`sip.no_answer_timeout_s`).
+#[test]
+fn f8_no_answer_ring_timeout() {
+    let sw = Switch::start(&[("SOFTSWITCH_SIP_NO_ANSWER_TIMEOUT_S", "1")]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.call();
+    let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    let rang = Instant::now();
+    bs.send_to(
+        response_to(&inv, 180, "Ringing", "bt5", "", "").as_bytes(),
+        from_switch,
+    )
+    .unwrap();
+    let (b_cancel, from) = wait_for(bs, "CANCEL at the ring time", |m| is_request(m, "CANCEL"));
+    assert!(
+        rang.elapsed() >= Duration::from_millis(900),
+        "cancelled too early"
+    );
+    bs.send_to(
+        response_to(&b_cancel, 200, "OK", "bt5", "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
+    bs.send_to(
+        response_to(&inv, 487, "Request Terminated", "bt5", "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
+    let (r, _) = wait_for(&alice.sock, "480", |m| is_status(m, 480));
+    assert!(r.contains(&alice.call_id));
+    wait_metric(
+        &sw,
+        "softswitch_calls_total{disposition=\"no_answer\"}",
+        1.0,
+    );
+    let cdr = cdr_of(&sw, &alice.call_id);
+    assert_eq!(cdr["hangup_by"], "switch");
 }

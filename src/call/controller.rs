@@ -15,9 +15,10 @@ use crate::transport::{local_tag, Peer, Transport};
 use crate::txn::{new_branch, TxId};
 use crate::wire::{Header, HostPort, NameAddr, Request, Response, SipUri, Uri};
 use actix::prelude::*;
+use softswitch_actors::billing::{self, BillingHandle, Cdr};
 use softswitch_actors::binding::Binding;
 use softswitch_actors::call::{
-    CallMachine, CallTimer, CallTimers, Command, Event, LegFailure, LegId, Outcome,
+    CallMachine, CallTimer, CallTimers, Command, Event, HangupBy, LegFailure, LegId, Outcome,
 };
 use softswitch_actors::port::TransportKind;
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// What every call needs to know of the switch.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CallSettings {
     /// Our sent-by (and Contact host) for UDP.
     pub udp: HostPort,
@@ -38,6 +39,10 @@ pub struct CallSettings {
     pub t1: Duration,
     /// T2.
     pub t2: Duration,
+    /// Where CDRs go.
+    pub billing: BillingHandle,
+    /// The served domain (CDR parties are `sip:user@domain`).
+    pub domain: String,
 }
 
 /// A new call.
@@ -54,6 +59,10 @@ pub struct NewCall {
     pub targets: Arc<Vec<Binding>>,
     /// The callee's AOR as dialled (To of the B-legs).
     pub callee_to: NameAddr,
+    /// The authenticated caller (user name).
+    pub caller: String,
+    /// The callee as dialled (user name).
+    pub callee: String,
 }
 
 struct ALeg {
@@ -84,6 +93,9 @@ pub struct CallController {
     timers: HashMap<CallTimer, SpawnHandle>,
     retransmit: Option<SpawnHandle>,
     started: Instant,
+    start_time: SystemTime,
+    caller: String,
+    callee: String,
     setup_recorded: bool,
 }
 
@@ -188,6 +200,9 @@ impl CallController {
                 timers: HashMap::new(),
                 retransmit: None,
                 started: Instant::now(),
+                start_time: SystemTime::now(),
+                caller: new.caller,
+                callee: new.callee,
                 setup_recorded: false,
             }
         })
@@ -391,13 +406,50 @@ impl CallController {
         }
     }
 
+    /// Writes the CDR; only once it is on disk does the call count as ended (gauges and
+    /// counters move, the driver forgets it).
     fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
-        metrics::call_ended(disposition_label(&outcome));
-        self.send(CallOutput::Done { call: self.call });
-        ctx.stop();
+        let domain = &self.settings.domain;
+        let party = |u: &str| format!("sip:{u}@{domain}");
+        let mut b = Cdr::builder(
+            self.a.invite.common.call_id.clone(),
+            party(&self.caller),
+            party(&self.callee),
+            self.start_time,
+        );
+        if let Some(at) = outcome.answered_at {
+            b = b.answered(at).connected(party(&self.callee));
+        }
+        let cdr = b.end(
+            SystemTime::now(),
+            cdr_disposition(outcome.disposition),
+            outcome.sip_status,
+            match outcome.hangup_by {
+                HangupBy::Caller => billing::HangupBy::Caller,
+                HangupBy::Callee => billing::HangupBy::Callee,
+                HangupBy::Switch => billing::HangupBy::Switch,
+            },
+        );
+        let label = disposition_label(&outcome);
+        let write = self.settings.billing.write(cdr);
+        ctx.wait(write.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(()) => metrics::cdr_written(),
+                Err(e) => tracing::error!(call = act.call, error = %e, "CDR not written"),
+            }
+            metrics::call_ended(label);
+            act.send(CallOutput::Done { call: act.call });
+            ctx.stop();
+        }));
     }
 
-    fn on_response(&mut self, leg: LegId, purpose: Purpose, response: Response, ctx: &mut Context<Self>) {
+    fn on_response(
+        &mut self,
+        leg: LegId,
+        purpose: Purpose,
+        response: Response,
+        ctx: &mut Context<Self>,
+    ) {
         match purpose {
             Purpose::Invite => {
                 let status = response.status;
@@ -429,11 +481,11 @@ impl CallController {
             self.a
                 .dialog
                 .as_mut()
-                .is_none_or_accept(request.common.cseq.seq)
+                .accept_if_any(request.common.cseq.seq)
         } else {
             self.b(leg)
                 .and_then(|b| b.dialog.as_mut())
-                .is_none_or_accept(request.common.cseq.seq)
+                .accept_if_any(request.common.cseq.seq)
         };
         if !seq_ok {
             let r = request.response(500, Some("Server Internal Error (CSeq out of order)"), None);
@@ -448,11 +500,7 @@ impl CallController {
                 self.feed(Event::Bye { leg }, ctx);
             }
             _ => {
-                let r = request.response(
-                    501,
-                    Some("Not Implemented (in-dialog)"),
-                    None,
-                );
+                let r = request.response(501, Some("Not Implemented (in-dialog)"), None);
                 self.send(CallOutput::Respond { tx, response: r });
             }
         }
@@ -460,15 +508,27 @@ impl CallController {
 }
 
 trait AcceptSeq {
-    fn is_none_or_accept(self, seq: u32) -> bool;
+    fn accept_if_any(self, seq: u32) -> bool;
 }
 
 impl AcceptSeq for Option<&mut Dialog> {
-    fn is_none_or_accept(self, seq: u32) -> bool {
+    fn accept_if_any(self, seq: u32) -> bool {
         match self {
             Some(d) => d.accept_remote_seq(seq),
             None => true,
         }
+    }
+}
+
+fn cdr_disposition(d: softswitch_actors::call::Disposition) -> billing::Disposition {
+    use softswitch_actors::call::Disposition as D;
+    match d {
+        D::Answered => billing::Disposition::Answered,
+        D::Busy => billing::Disposition::Busy,
+        D::NoAnswer => billing::Disposition::NoAnswer,
+        D::Cancelled => billing::Disposition::Cancelled,
+        D::Rejected => billing::Disposition::Rejected,
+        D::Failed => billing::Disposition::Failed,
     }
 }
 

@@ -128,6 +128,11 @@ pub enum CallOutput {
     },
 }
 
+/// A dialog's key: its Call-ID and our tag in it.
+pub type DialogKey = (String, String);
+/// What a call registered in the maps: its dialog keys and its A-leg INVITE transaction.
+pub type CallKeys = (Vec<DialogKey>, Option<TxId>);
+
 /// The driver's routing maps for calls.
 #[derive(Debug, Default)]
 pub struct Table {
@@ -138,7 +143,7 @@ pub struct Table {
     /// (Call-ID, our tag) → (call, leg).
     pub by_dialog: HashMap<(String, String), (CallNo, LegId)>,
     /// Call → the dialog keys and A-leg INVITE it registered (to forget them at the end).
-    pub keys: HashMap<CallNo, (Vec<(String, String)>, Option<TxId>)>,
+    pub keys: HashMap<CallNo, CallKeys>,
 }
 
 impl Table {
@@ -180,7 +185,7 @@ pub enum Todo {
     /// Nothing more.
     Nothing,
     /// Send this response on this server transaction.
-    Respond(TxId, Response),
+    Respond(TxId, Box<Response>),
 }
 
 impl CallHub {
@@ -229,6 +234,7 @@ impl CallHub {
         let call = self.next;
         self.next += 1;
         let callee_to = request.common.to.clone();
+        let (caller, callee) = (routed.caller, routed.callee);
         let addr = CallController::start(
             NewCall {
                 call,
@@ -237,6 +243,8 @@ impl CallHub {
                 a_peer: from,
                 targets: routed.targets,
                 callee_to,
+                caller,
+                callee,
             },
             self.settings.clone(),
             self.out.clone(),
@@ -259,7 +267,7 @@ impl CallHub {
 
     /// An in-dialog request on server transaction `tx`; given back when it belongs to
     /// no call.
-    pub fn in_dialog(&self, tx: TxId, request: Request) -> Result<(), Request> {
+    pub fn in_dialog(&self, tx: TxId, request: Request) -> Result<(), Box<Request>> {
         let key = (
             request.common.call_id.clone(),
             request.common.to.tag().unwrap_or_default().to_string(),
@@ -269,7 +277,7 @@ impl CallHub {
                 self.deliver(call, CallInput::Request { leg, tx, request });
                 Ok(())
             }
-            None => Err(request),
+            None => Err(Box::new(request)),
         }
     }
 
@@ -369,7 +377,7 @@ impl CallHub {
                     );
                 }
             },
-            CallOutput::Respond { tx, response } => return Todo::Respond(tx, response),
+            CallOutput::Respond { tx, response } => return Todo::Respond(tx, Box::new(response)),
             CallOutput::Ack { to, request } => {
                 layer.send_stateless(to, &crate::wire::Message::Request(request));
             }
