@@ -44,19 +44,21 @@ done
 [ $# -gt 0 ] || die "no command given"
 
 if [ -z "$PORT" ]; then
-  # A port free for UDP and TCP at once on 127.0.0.1 (bounded attempts).
+  # A port free for UDP and TCP at once on 127.0.0.1, below the ephemeral range
+  # (32768+) so that no outgoing connection takes it before Kamailio binds it.
   PORT=$(python3 - <<'PY'
-import socket
-for _ in range(50):
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    t.bind(("127.0.0.1", 0))
-    port = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", port))
-    except OSError:
-        t.close(); continue
-    print(port); break
+import random, socket
+def free(p):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET, kind)
+        try: s.bind(("127.0.0.1", p))
+        except OSError: return False
+        finally: s.close()
+    return True
+for _ in range(200):
+    p = random.randrange(10000, 20000)
+    if free(p):
+        print(p); break
 PY
 )
   [ -n "$PORT" ] || die "no free port found"
