@@ -8,8 +8,9 @@
 #   TRANSPORTS="udp tcp" (default) KEEP_LOGS=1 (keep each case's SIPp logs, path printed)
 #
 # One case = a fresh Kamailio (bench/kamailio.sh -a, tm fr_inv_timer 3 s, fr_timer 2 s,
-# so F8 caller gets 408 3 s after the 180 over UDP and TCP alike), then:
-# gets 408 after 3 s), then:
+# so F8 caller gets 408 3 s after the 180 over UDP and TCP alike; one worker process per
+# socket, so it relays in the order it receives: with several UDP workers a 200 may
+# overtake the 180 sent just before it, which the callers would rightly fail), then:
 #   1. the callee (u0002): scenarios/callee_register.xml with -oocsf PAIR_uas.xml on its
 #      own port; it registers and logs "registered u0002";
 #   2. once that line is in its log (bounded wait), the caller (u0001): PAIR_uac.xml
@@ -103,7 +104,7 @@ for p in $PAIRS; do
   for tr in $TRANSPORTS; do
     dir=$WORK/$p-$tr; mkdir -p "$dir"
     start=$(date +%s.%N)
-    if "$HERE/kamailio.sh" -a -A FR_INV_TIMER=3000 -A FR_TIMER=2000 -- "$0" --case "$p" "$tr" "$dir" >"$dir/case.out" 2>&1; then
+    if "$HERE/kamailio.sh" -a -A FR_INV_TIMER=3000 -A FR_TIMER=2000 -A CHILDREN=1 -- "$0" --case "$p" "$tr" "$dir" >"$dir/case.out" 2>&1; then
       verdict=PASS; passed=$((passed + 1))
     else
       verdict=FAIL; failed=$((failed + 1))
