@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Call load on loopback: how many complete calls a second (INVITE/100/180/200/ACK/BYE/200,
+# hold time 0) the target server carries, and what each costs it in CPU.
+# Printed, not asserted; not run by CI.
+#
+#   TARGET=kamailio bench/call-load.sh        (the default; TARGET=softswitch: later)
+#
+# Set-up: the server on a free 127.0.0.1 port pinned to CPU SERVER_CPU (0); the callee
+# "bench" registered once (bench/call-load-register.xml) with the Contact of the load
+# UAS (bench/call-load-uas.xml, SIPp server mode, its own port); then the ramp: for each
+# rate in RATES a fresh UAS and the UAC (bench/call-load-uac.xml, INVITE to
+# sip:bench@example.test, so every call goes through the location lookup) for DURATION
+# seconds; both SIPps pinned to CPU SIPP_CPU (1). Per step: achieved CPS, failed calls,
+# retransmissions, and the server's CPU time per successful call: utime+stime from
+# /proc/PID/stat summed over every process of the server (Kamailio forks its workers;
+# they all stay in its process group) before and after the step. A step passes with
+# < 0.1 % failed calls, >= 97 % of the target rate achieved and retransmissions <= 5 %
+# of the retransmittable requests sent (INVITE and BYE: 2 per call); the ramp stops at
+# the first step that fails.
+#
+# TARGET=kamailio: bench/kamailio.cfg without auth (a pure stateful proxy + registrar).
+# TARGET=softswitch: not implemented yet (the hook is start_target below; the switch
+# will need SOFTSWITCH_AUTH_ALGORITHMS=MD5 and the user "bench" in its config, whose
+# credentials call-load-register.xml already answers).
+#
+# Bounded: each step DURATION seconds (1..30) and at most MAX_CALLS calls; SIPp gets
+# -timeout 60s and `timeout 120`; the server start and stop have deadlines.
+# Knobs: TARGET RATES DURATION TRANSPORT (udp|tcp) SERVER_CPU SIPP_CPU CHILDREN.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+TARGET=${TARGET:-kamailio}
+RATES=${RATES:-"200 500 1000 2000 3000 4000 5000 6000 8000 10000"}
+DURATION=${DURATION:-10}
+TRANSPORT=${TRANSPORT:-udp}
+SERVER_CPU=${SERVER_CPU:-0}
+SIPP_CPU=${SIPP_CPU:-1}
+CHILDREN=${CHILDREN:-4}
+MAX_CALLS=300000
+DOMAIN=example.test
+CALLEE=bench
+
+die() { printf 'call-load: %s\n' "$*" >&2; exit 1; }
+
+# ---- the ramp, run with the server up: SERVER_PORT and SERVER_PGID are set ----
+if [ "${1:-}" = --ramp ]; then
+  WORK=$2
+  case $TRANSPORT in udp) T=u1 ;; tcp) T=t1 ;; *) die "TRANSPORT is udp or tcp" ;; esac
+  PIN=()
+  if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN=(taskset -c "$SIPP_CPU"); fi
+  # UAS SIP port and the SIPps' media ports: below the ephemeral range, free now.
+  read -r UAS_PORT MP_UAC MP_UAS < <(python3 - <<'PY'
+import random, socket
+def free(p):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET, kind)
+        try: s.bind(("127.0.0.1", p))
+        except OSError: return False
+        finally: s.close()
+    return True
+for _ in range(200):
+    b = random.randrange(20000, 32000)
+    if all(free(b + i) for i in (0, 10, 12, 20, 22)):
+        print(b, b + 10, b + 20); break
+PY
+)
+  [ -n "$MP_UAS" ] || die "no free ports"
+  TCK=$(getconf CLK_TCK)
+  server_ticks() {  # utime+stime of every process in the server's process group
+    local total=0 pid stat
+    for pid in $(pgrep -g "$SERVER_PGID"); do
+      stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+      stat=${stat##*) }
+      total=$((total + $(awk '{print $12 + $13}' <<<"$stat")))
+    done
+    echo $total
+  }
+  cd "$WORK"
+  printf 'SEQUENTIAL\n%s;[authentication username=%s password=p0000]\n' $CALLEE $CALLEE >users.csv
+  timeout 30 sipp -sf "$OLDPWD/bench/call-load-register.xml" -inf users.csv -key domain $DOMAIN \
+    -key contact_port "$UAS_PORT" -m 1 -timeout 10s -timeout_error -nostdin -t "$T" \
+    -i 127.0.0.1 "127.0.0.1:$SERVER_PORT" >register.out 2>&1 || { tail -20 register.out >&2; die "registering $CALLEE failed"; }
+
+  printf '%8s %8s %9s %8s %8s %8s %9s %12s  %s\n' target calls achieved ok failed retrans "retrans%" "cpu_us/call" verdict
+  BEST=0 BEST_CPU=-
+  for rate in $RATES; do
+    calls=$((rate * DURATION)); [ $calls -le $MAX_CALLS ] || calls=$MAX_CALLS
+    stat=$WORK/stat-$rate.csv
+    # No -m for the UAS: a stray message (a late ACK as a new call) would count towards
+    # it and the UAS would stop before the last calls; it is stopped after the UAC.
+    timeout 120 "${PIN[@]}" sipp -sf "$OLDPWD/bench/call-load-uas.xml" -t "$T" \
+      -i 127.0.0.1 -mi 127.0.0.1 -p "$UAS_PORT" -mp "$MP_UAS" -buff_size 8388608 \
+      -timeout 60s -nostdin -trace_err -error_file "uas-$rate.errors" \
+      "127.0.0.1:$SERVER_PORT" >"uas-$rate.out" 2>&1 &
+    uas=$!
+    before=$(server_ticks)
+    rc=0
+    timeout 120 "${PIN[@]}" sipp -sf "$OLDPWD/bench/call-load-uac.xml" -s $CALLEE -key domain $DOMAIN \
+      -t "$T" -r "$rate" -m "$calls" -l $((rate * 4 + 100)) -buff_size 8388608 \
+      -i 127.0.0.1 -mi 127.0.0.1 -mp "$MP_UAC" \
+      -timeout 60s -timeout_error -nostdin -trace_err -error_file "uac-$rate.errors" \
+      -trace_stat -stf "$stat" -fd 1 "127.0.0.1:$SERVER_PORT" >"uac-$rate.out" 2>&1 || rc=$?
+    after=$(server_ticks)
+    # The UAC has seen every call end (or time out): the UAS has nothing left to do.
+    kill "$uas" 2>/dev/null || true
+    wait "$uas" 2>/dev/null || true
+    line=$(python3 - "$stat" "$rate" "$calls" "$((after - before))" "$TCK" "$rc" <<'PY'
+import csv, sys
+path, rate, calls, ticks, tck, rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+try:
+    rows = list(csv.DictReader(open(path), delimiter=";"))
+except OSError:
+    rows = []
+if not rows:
+    print(f"{rate:8d} {calls:8d}  no statistics (sipp exit {rc})|FAIL|-"); sys.exit(0)
+last = rows[-1]
+def num(k):
+    try: return float(last.get(k, "0") or 0)
+    except ValueError: return 0.0
+def epoch(k):  # StartTime / CurrentTime: "date<TAB>time<TAB>epoch-seconds"
+    try: return float((last.get(k) or "").split("\t")[-1])
+    except ValueError: return 0.0
+ok, failed, retrans = num("SuccessfulCall(C)"), num("FailedCall(C)"), num("Retransmissions(C)")
+elapsed = epoch("CurrentTime") - epoch("StartTime")
+achieved = ok / elapsed if elapsed > 0 else 0.0
+cpu_us = ticks * 1e6 / tck / ok if ok > 0 else float("nan")
+sent = 2 * (ok + failed)  # INVITE and BYE, the requests SIPp retransmits
+rpct = 100.0 * retrans / sent if sent else 100.0
+passed = (ok + failed > 0 and failed / (ok + failed) < 0.001 and achieved >= 0.97 * rate
+          and rpct <= 5.0 and rc in ("0", "1"))  # 1: some call failed, judged by the rate above
+print(f"{rate:8d} {calls:8d} {achieved:9.0f} {ok:8.0f} {failed:8.0f} {retrans:8.0f} {rpct:8.2f}% {cpu_us:12.1f}"
+      + ("  pass" if passed else "  FAIL") + ("" if rc in ("0", "1") else f" (sipp exit {rc})")
+      + f"|{'PASS' if passed else 'FAIL'}|{cpu_us:.1f}")
+PY
+)
+    printf '%s\n' "${line%%|*}"
+    verdict=${line#*|}; verdict=${verdict%%|*}
+    if [ "$verdict" = PASS ]; then BEST=$rate BEST_CPU=${line##*|}; else
+      if [ -s "uac-$rate.errors" ]; then
+        echo "  failed calls by cause (UAC's error log):"
+        grep -ao "while expecting '[^']*' ([^)]*), received '[^ ]* [^ ]* [^']\{0,20\}\|receive timeout\|Aborting call[^:]*" "uac-$rate.errors" |
+          cut -c1-90 | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' || true
+      fi
+      break
+    fi
+  done
+  echo
+  echo "cpu_us/call: the server's utime+stime (all its processes, ${TCK} Hz ticks) over the step / successful calls;"
+  echo "retrans%: SIPp UAC's retransmissions / (2 x calls), INVITE and BYE being the requests it retransmits."
+  echo
+  echo "summary ($TARGET, $TRANSPORT, server on cpu $SERVER_CPU, sipp on cpu $SIPP_CPU)"
+  printf '  %-40s %s\n' "highest passing rate" "$BEST calls/s"
+  printf '  %-40s %s\n' "server CPU per call at that rate" "$BEST_CPU us"
+  exit 0
+fi
+
+# ---- driver ----
+command -v sipp >/dev/null || die "sipp missing (apt-get install sip-tester)"
+command -v python3 >/dev/null || die "python3 missing"
+[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 30 ] || die "DURATION must be 1..30 seconds"
+PIN_SERVER=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN_SERVER=(-c "$SERVER_CPU"); fi
+
+WORK=$(mktemp -d /tmp/call-load.XXXXXX)
+[ "${KEEP_LOGS:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+echo "call-load: target $TARGET, transport $TRANSPORT, ${DURATION}s a step, rates: $RATES"
+
+case $TARGET in
+  kamailio)
+    # The hook: start the server, export SERVER_PORT and SERVER_PGID (the process group
+    # holding all its processes), run the ramp, stop it.
+    command -v kamailio >/dev/null || die "kamailio missing (apt-get install -y kamailio)"
+    bench/kamailio.sh "${PIN_SERVER[@]}" -A "CHILDREN=$CHILDREN" -- \
+      bash -c 'SERVER_PORT=$KAMAILIO_PORT SERVER_PGID=$KAMAILIO_PID exec "$0" --ramp "$1"' \
+      "$PWD/bench/call-load.sh" "$WORK"
+    ;;
+  softswitch)
+    # To come with the B2BUA: build it, start it pinned like Kamailio with the user
+    # "bench" configured, export SERVER_PORT/SERVER_PGID and run "$0 --ramp".
+    die "TARGET=softswitch: not implemented yet (the switch does not carry calls yet)"
+    ;;
+  *) die "TARGET is kamailio or softswitch" ;;
+esac
