@@ -34,6 +34,7 @@ die() { printf 'validate-scenarios: %s\n' "$*" >&2; exit 2; }
 # ---- one case, run by bench/kamailio.sh (KAMAILIO_PORT is set) ----
 if [ "${1:-}" = --case ]; then
   pair=$2 transport=$3 work=$4
+  KAMAILIO_PORT=${SERVER_PORT:-${KAMAILIO_PORT:?}}  # the server under test: Kamailio, or the switch (tests/sipp_calls.rs)
   case $transport in udp) t=u1 ;; tcp) t=t1 ;; *) die "transport is udp or tcp" ;; esac
   # Ports below the ephemeral range (32768+ here), so no connect()/bind(0) of any
   # process can take one between this check and SIPp's bind: SIP ports B, B+1 and
