@@ -135,6 +135,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         &config.auth.md5_only_user_agents,
     );
     let t1 = config.sip.t1();
+    let calls_registry = Arc::new(dashmap::DashMap::new());
     let calls = CallHub::new(
         router,
         CallSettings {
@@ -149,6 +150,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             t2: config.sip.t2(),
             billing: open_billing(config)?,
             domain: config.sip.domain.clone(),
+            registry: calls_registry.clone(),
         },
     );
     let driver = Driver::new(
@@ -176,7 +178,13 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         .await
         .map_err(|e| bind_error(config.http.listen, e))?;
     let http_addr = http_listener.local_addr()?;
-    let http_state = Arc::new(HttpState::new(metrics, Arc::new(Api { location })));
+    let http_state = Arc::new(HttpState::new(
+        metrics,
+        Arc::new(Api {
+            location,
+            calls: calls_registry,
+        }),
+    ));
     tokio::spawn(http::serve(http_listener, http_state.clone()));
     http_state.set_ready();
     Ok(Running {
@@ -297,6 +305,7 @@ fn authenticator(config: &Config) -> Authenticator {
 /// The HTTP API's view of the switch.
 struct Api {
     location: Location,
+    calls: Arc<dashmap::DashMap<crate::call::CallNo, serde_json::Value>>,
 }
 
 impl ApiSource for Api {
@@ -304,7 +313,13 @@ impl ApiSource for Api {
         registrar::api_registrations(&self.location, std::time::SystemTime::now())
     }
     fn calls(&self) -> serde_json::Value {
-        serde_json::Value::Array(Vec::new())
+        let mut v: Vec<(crate::call::CallNo, serde_json::Value)> = self
+            .calls
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        serde_json::Value::Array(v.into_iter().map(|(_, c)| c).collect())
     }
 }
 

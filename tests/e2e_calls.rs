@@ -280,6 +280,26 @@ fn f3_f4_basic_call_caller_hangs_up() {
     let ack = alice.in_dialog("ACK", &a200, "z9hG4bKack1", 2);
     alice.send(&ack);
     assert_eq!(metric_now(&sw, "softswitch_calls_active"), 1.0);
+    // GET /api/calls: the call, its parties and both legs (connected once A's ACK is in).
+    let deadline = Instant::now() + WAIT;
+    let call = loop {
+        let (code, body) = http_get(sw.http, "/api/calls");
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let c = v[0].clone();
+        if c["state"] == "connected" {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "never connected: {body}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(call["call_id"], alice.call_id.as_str());
+    assert_eq!(call["caller"], "sip:alice@example.test");
+    assert_eq!(call["callee"], "sip:bob@example.test");
+    assert_eq!(call["legs"][0]["leg"], "A");
+    assert_eq!(call["legs"][1]["leg"], "B1");
+    assert_eq!(call["legs"][1]["state"], "answered");
+    assert!(call["start_time"].is_string());
     let bye = alice.in_dialog("BYE", &a200, "z9hG4bKbye1", 3);
     alice.send(&bye);
     let (b_bye, from_switch) = wait_for(bs, "BYE on the B-leg", |m| is_request(m, "BYE"));
@@ -291,6 +311,7 @@ fn f3_f4_basic_call_caller_hangs_up() {
     assert!(bye_ok.contains(&alice.call_id));
     wait_metric(&sw, "softswitch_calls_active", 0.0);
     wait_metric(&sw, "softswitch_calls_total{disposition=\"answered\"}", 1.0);
+    assert_eq!(http_get(sw.http, "/api/calls").1.trim(), "[]", "no call left");
     let cdr = cdr_of(&sw, &alice.call_id);
     assert_eq!(cdr["caller"], "sip:alice@example.test");
     assert_eq!(cdr["callee"], "sip:bob@example.test");

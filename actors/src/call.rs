@@ -298,6 +298,37 @@ impl CallMachine {
         self.winner
     }
 
+    /// The call's phase, for operators: `idle`, `setup`, `answered`, `connected`,
+    /// `releasing`, `failing`, `done`.
+    pub fn phase(&self) -> &'static str {
+        match self.phase {
+            Phase::Idle => "idle",
+            Phase::Setup => "setup",
+            Phase::Answered => "answered",
+            Phase::Connected => "connected",
+            Phase::Releasing => "releasing",
+            Phase::Failing => "failing",
+            Phase::Done => "done",
+        }
+    }
+
+    /// Each B-leg's state, in leg order: `trying`, `ringing`, `cancelling`, `failed`,
+    /// `answered`, `released`, `ended`.
+    pub fn leg_states(&self) -> Vec<&'static str> {
+        self.legs
+            .iter()
+            .map(|l| match l {
+                Leg::Trying { rang: false } => "trying",
+                Leg::Trying { rang: true } => "ringing",
+                Leg::Cancelling => "cancelling",
+                Leg::Failed(_) => "failed",
+                Leg::Answered => "answered",
+                Leg::Released => "released",
+                Leg::Ended => "ended",
+            })
+            .collect()
+    }
+
     /// Applies `ev` at `now` and returns what to do, in order.
     pub fn handle(&mut self, ev: Event, now: SystemTime) -> Vec<Command> {
         if self.phase != Phase::Done {

@@ -43,6 +43,8 @@ pub struct CallSettings {
     pub billing: BillingHandle,
     /// The served domain (CDR parties are `sip:user@domain`).
     pub domain: String,
+    /// What `GET /api/calls` lists: every call's current view, kept by the call.
+    pub registry: Arc<dashmap::DashMap<CallNo, serde_json::Value>>,
 }
 
 /// A new call.
@@ -223,6 +225,47 @@ impl CallController {
         for c in cmds {
             self.execute(c, ctx);
         }
+        self.publish();
+    }
+
+    /// Refreshes this call's entry of `GET /api/calls` (no secrets: parties, states,
+    /// addresses, times).
+    fn publish(&self) {
+        if self.machine.is_done() {
+            return;
+        }
+        let domain = &self.settings.domain;
+        let states = self.machine.leg_states();
+        let mut legs = vec![serde_json::json!({
+            "leg": "A",
+            "role": "uas",
+            "call_id": self.a.invite.common.call_id,
+            "peer": self.a.peer.addr.to_string(),
+            "transport": self.a.peer.transport.as_str(),
+            "state": self.machine.phase(),
+        })];
+        for (i, b) in self.b.iter().enumerate() {
+            legs.push(serde_json::json!({
+                "leg": format!("B{}", i + 1),
+                "role": "uac",
+                "call_id": b.invite.common.call_id,
+                "peer": b.peer.addr.to_string(),
+                "transport": b.peer.transport.as_str(),
+                "state": states.get(i).copied().unwrap_or("trying"),
+            }));
+        }
+        let start = softswitch_actors::billing::Timestamp::from(self.start_time).to_string();
+        self.settings.registry.insert(
+            self.call,
+            serde_json::json!({
+                "call_id": self.a.invite.common.call_id,
+                "caller": format!("sip:{}@{domain}", self.caller),
+                "callee": format!("sip:{}@{domain}", self.callee),
+                "state": self.machine.phase(),
+                "start_time": start,
+                "legs": legs,
+            }),
+        );
     }
 
     fn execute(&mut self, c: Command, ctx: &mut Context<Self>) {
@@ -431,6 +474,7 @@ impl CallController {
             },
         );
         let label = disposition_label(&outcome);
+        self.settings.registry.remove(&self.call);
         let write = self.settings.billing.write(cdr);
         ctx.wait(write.into_actor(self).map(move |res, act, ctx| {
             match res {
@@ -557,6 +601,7 @@ impl Actor for CallController {
                 response: r,
             });
             metrics::call_ended("failed");
+            self.settings.registry.remove(&self.call);
             self.send(CallOutput::Done { call: self.call });
             ctx.stop();
             return;
