@@ -62,6 +62,8 @@ pub struct TransactionUsers {
     pub calls: CallHub,
     /// The calls' intents.
     pub call_outputs: mpsc::UnboundedReceiver<CallOutput>,
+    /// Transactions whose message a failed TCP connect dropped.
+    pub transport_failures: mpsc::UnboundedReceiver<TxId>,
 }
 
 /// The driver.
@@ -78,6 +80,7 @@ pub struct Driver {
     completions: mpsc::UnboundedReceiver<Completion>,
     calls: CallHub,
     call_outputs: mpsc::UnboundedReceiver<CallOutput>,
+    transport_failures: mpsc::UnboundedReceiver<TxId>,
 }
 
 impl Driver {
@@ -105,6 +108,7 @@ impl Driver {
             completions: tu.completions,
             calls: tu.calls,
             call_outputs: tu.call_outputs,
+            transport_failures: tu.transport_failures,
         }
     }
 
@@ -155,6 +159,11 @@ impl Driver {
                 }
                 _ = &mut sleep, if wake.is_some() => {
                     self.layer.handle_timeout(Instant::now());
+                }
+                failed = self.transport_failures.recv() => {
+                    if let Some(tx) = failed {
+                        self.layer.handle_transport_error(Instant::now(), tx);
+                    }
                 }
                 out = self.call_outputs.recv() => {
                     let now = Instant::now();
@@ -246,7 +255,7 @@ impl Driver {
             let mut progressed = false;
             while let Some(t) = self.layer.poll_transmit() {
                 progressed = true;
-                if !self.transports.send(&t.peer, t.bytes) {
+                if !self.transports.send_for(&t.peer, t.bytes, t.tx) {
                     if let Some(tx) = t.tx {
                         self.layer.handle_transport_error(Instant::now(), tx);
                     }

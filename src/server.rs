@@ -106,6 +106,8 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         draining: Arc::new(AtomicBool::new(false)),
         tag_key: Default::default(),
     });
+    let (failures_tx, failures_rx) = mpsc::unbounded_channel();
+    tcp_pool.report_failures_to(failures_tx);
     let transports = Arc::new(Transports::new(udp_socks, tcp_pool));
     let layer = TxLayer::new(TimerConfig {
         t1: config.sip.t1(),
@@ -168,6 +170,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             completions: completions_rx,
             calls: calls.0,
             call_outputs: calls.1,
+            transport_failures: failures_rx,
         },
     );
     let control = driver.control();

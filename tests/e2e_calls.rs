@@ -311,7 +311,11 @@ fn f3_f4_basic_call_caller_hangs_up() {
     assert!(bye_ok.contains(&alice.call_id));
     wait_metric(&sw, "softswitch_calls_active", 0.0);
     wait_metric(&sw, "softswitch_calls_total{disposition=\"answered\"}", 1.0);
-    assert_eq!(http_get(sw.http, "/api/calls").1.trim(), "[]", "no call left");
+    assert_eq!(
+        http_get(sw.http, "/api/calls").1.trim(),
+        "[]",
+        "no call left"
+    );
     let cdr = cdr_of(&sw, &alice.call_id);
     assert_eq!(cdr["caller"], "sip:alice@example.test");
     assert_eq!(cdr["callee"], "sip:bob@example.test");
@@ -509,4 +513,112 @@ fn f8_no_answer_ring_timeout() {
     );
     let cdr = cdr_of(&sw, &alice.call_id);
     assert_eq!(cdr["hangup_by"], "switch");
+}
+
+/// Two bindings ring in parallel; the first 2xx wins, the other gets CANCEL; its 2xx
+/// crossing the CANCEL is ACKed and released with BYE.
+#[test]
+fn parallel_ringing_first_2xx_wins_late_2xx_released() {
+    let sw = Switch::start(&[]);
+    let (bob1, _) = registered_bob(&sw);
+    let (bob2, _) = registered_bob(&sw);
+    let (s1, s2) = (bob_sock(&bob1), bob_sock(&bob2));
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.call();
+    let (inv1, from1) = wait_for(s1, "INVITE to binding 1", |m| is_request(m, "INVITE"));
+    let (inv2, from2) = wait_for(s2, "INVITE to binding 2", |m| is_request(m, "INVITE"));
+    assert_ne!(
+        header(&inv1, "Call-ID"),
+        header(&inv2, "Call-ID"),
+        "one dialog per leg"
+    );
+    for (s, inv, from, tag) in [(s1, &inv1, from1, "b1"), (s2, &inv2, from2, "b2")] {
+        s.send_to(
+            response_to(inv, 180, "Ringing", tag, "", "").as_bytes(),
+            from,
+        )
+        .unwrap();
+    }
+    let ok2 = response_to(
+        &inv2,
+        200,
+        "OK",
+        "b2",
+        &format!(
+            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
+            host_port(bob2.local)
+        ),
+        SDP_ANSWER,
+    );
+    s2.send_to(ok2.as_bytes(), from2).unwrap();
+    let (a200, _) = wait_for(&alice.sock, "200", |m| {
+        is_status(m, 200) && m.contains("INVITE")
+    });
+    assert!(a200.ends_with(SDP_ANSWER));
+    let (cancel, from) = wait_for(s1, "CANCEL to the losing binding", |m| {
+        is_request(m, "CANCEL")
+    });
+    s1.send_to(
+        response_to(&cancel, 200, "OK", "b1", "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
+    // Its 2xx crossed the CANCEL: the switch takes the dialog up and releases it.
+    let ok1 = response_to(
+        &inv1,
+        200,
+        "OK",
+        "b1",
+        &format!(
+            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
+            host_port(bob1.local)
+        ),
+        SDP_ANSWER,
+    );
+    s1.send_to(ok1.as_bytes(), from).unwrap();
+    wait_for(s1, "ACK for the late 2xx", |m| is_request(m, "ACK"));
+    let (bye1, from) = wait_for(s1, "BYE for the late 2xx", |m| is_request(m, "BYE"));
+    s1.send_to(response_to(&bye1, 200, "OK", "b1", "", "").as_bytes(), from)
+        .unwrap();
+    // The winner's call goes on and ends normally.
+    let ack = alice.in_dialog("ACK", &a200, "z9hG4bKpack", 2);
+    alice.send(&ack);
+    let bye = alice.in_dialog("BYE", &a200, "z9hG4bKpbye", 3);
+    alice.send(&bye);
+    let (b_bye, from) = wait_for(s2, "BYE to the winner", |m| is_request(m, "BYE"));
+    s2.send_to(
+        response_to(&b_bye, 200, "OK", "b2", "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
+    wait_for(&alice.sock, "200 for the BYE", |m| {
+        is_status(m, 200) && m.contains("BYE")
+    });
+    wait_metric(&sw, "softswitch_calls_active", 0.0);
+    assert_eq!(cdr_of(&sw, &alice.call_id)["disposition"], "answered");
+}
+
+/// B registered over TCP and gone (connection closed, nothing listening): the B-leg
+/// cannot be reached and A gets 480 at once, not after Timer B.
+#[test]
+fn unreachable_callee_480() {
+    let sw = Switch::start(&[]);
+    {
+        let mut bob = RegClient::tcp(sw.tcp_addr(), "bob", "bob-demo");
+        let contact = bob.contact();
+        let resp = bob.register(&[&contact], &[]);
+        assert!(is_status(&resp, 200), "{resp}");
+    } // bob's connection and its listening port are gone
+    let mut alice = Caller::new(sw.udp_addr());
+    let started = Instant::now();
+    alice.call();
+    let (r, _) = wait_for(&alice.sock, "a final response", |m| {
+        status_of(m).is_some_and(|c| c >= 300) && m.contains("CSeq: 2 INVITE")
+    });
+    assert_eq!(status_of(&r), Some(480), "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited for a timer"
+    );
+    wait_metric(&sw, "softswitch_calls_total{disposition=\"failed\"}", 1.0);
 }

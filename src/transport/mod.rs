@@ -55,6 +55,12 @@ impl Transports {
     /// Sends bytes to a peer; never blocks. Returns false when the message could not be
     /// handed to the operating system or a connection's queue.
     pub fn send(&self, peer: &Peer, bytes: Bytes) -> bool {
+        self.send_for(peer, bytes, None)
+    }
+
+    /// [`Transports::send`] for transaction `tx`: a TCP connect that fails later is
+    /// reported to the channel given to [`tcp::TcpPool::report_failures_to`].
+    pub fn send_for(&self, peer: &Peer, bytes: Bytes, tx: Option<crate::txn::TxId>) -> bool {
         match peer.transport {
             Transport::Udp => {
                 let Some(sock) = self.udp_for(peer.addr) else {
@@ -62,7 +68,7 @@ impl Transports {
                 };
                 udp::send(sock, peer.addr, bytes)
             }
-            Transport::Tcp => self.tcp.send(peer, bytes),
+            Transport::Tcp => self.tcp.send_for(peer, bytes, tx),
         }
     }
 

@@ -8,6 +8,7 @@
 
 use super::{error_reply, ConnId, Inbound, InboundTx, Peer, Transport};
 use crate::metrics;
+use crate::txn::TxId;
 use crate::wire::{parse_message, Limits, Salvage, StreamFramer, StreamItem, WireError};
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -45,8 +46,12 @@ pub struct TcpPool {
     settings: TcpSettings,
     conns: DashMap<ConnId, Conn>,
     by_addr: DashMap<SocketAddr, ConnId>,
-    /// Messages waiting for a connection being opened, per target (bounded).
-    connecting: DashMap<SocketAddr, Vec<Bytes>>,
+    /// Messages waiting for a connection being opened, per target (bounded), with the
+    /// transaction each belongs to.
+    connecting: DashMap<SocketAddr, Vec<(Bytes, Option<TxId>)>>,
+    /// Where transactions whose messages a failed connect dropped are reported
+    /// (RFC 3261 §17.1.4: the transport error reaches the transaction).
+    failures: std::sync::OnceLock<mpsc::UnboundedSender<TxId>>,
     next_id: AtomicU64,
     active: AtomicUsize,
     inbound: InboundTx,
@@ -60,6 +65,7 @@ impl TcpPool {
             conns: DashMap::new(),
             by_addr: DashMap::new(),
             connecting: DashMap::new(),
+            failures: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
             inbound,
@@ -214,9 +220,20 @@ impl TcpPool {
         }
     }
 
+    /// Reports to `tx` every transaction whose message a failed connect dropped (a
+    /// connect is asynchronous: `send` has returned `true` by then).
+    pub fn report_failures_to(&self, tx: mpsc::UnboundedSender<TxId>) {
+        let _ = self.failures.set(tx);
+    }
+
     /// Queues bytes for a peer: its connection if still open, else an open connection to
     /// its address, else a new connection.
     pub fn send(self: &Arc<Self>, peer: &Peer, bytes: Bytes) -> bool {
+        self.send_for(peer, bytes, None)
+    }
+
+    /// [`TcpPool::send`] for transaction `tx`, which learns of a connect that fails.
+    pub fn send_for(self: &Arc<Self>, peer: &Peer, bytes: Bytes, tx: Option<TxId>) -> bool {
         let id = peer
             .conn
             .filter(|c| self.conns.contains_key(c))
@@ -233,7 +250,7 @@ impl TcpPool {
             if waiting.len() >= WRITE_QUEUE {
                 return false;
             }
-            waiting.push(bytes);
+            waiting.push((bytes, tx));
             return true;
         }
         if !self.try_reserve() {
@@ -242,7 +259,7 @@ impl TcpPool {
         }
         let pool = self.clone();
         let addr = peer.addr;
-        self.connecting.insert(addr, vec![bytes]);
+        self.connecting.insert(addr, vec![(bytes, tx)]);
         tokio::spawn(async move {
             let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await;
             // Take the queue and register the connection with no await in between, so a
@@ -258,7 +275,7 @@ impl TcpPool {
                     let id = pool.clone().start(stream, addr);
                     let tx = pool.conns.get(&id).map(|c| c.tx.clone());
                     if let Some(tx) = tx {
-                        for b in waiting {
+                        for (b, _) in waiting {
                             let _ = tx.try_send(b);
                         }
                     }
@@ -266,6 +283,11 @@ impl TcpPool {
                 _ => {
                     tracing::debug!(%addr, dropped = waiting.len(), "TCP connect failed");
                     pool.active.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(report) = pool.failures.get() {
+                        for t in waiting.into_iter().filter_map(|(_, t)| t) {
+                            let _ = report.send(t);
+                        }
+                    }
                 }
             }
         });
