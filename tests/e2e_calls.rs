@@ -111,9 +111,14 @@ impl Caller {
 
     /// INVITE → 407 → ACK → INVITE with credentials; returns the authenticated INVITE.
     fn call(&mut self) -> String {
+        self.try_call(WAIT).expect("no 407 within the deadline")
+    }
+
+    /// [`Caller::call`], `None` when no 407 comes within `within`.
+    fn try_call(&mut self, within: Duration) -> Option<String> {
         let first = self.invite("z9hG4bKinv1", None);
         self.send(&first);
-        let (r407, _) = wait_for(&self.sock, "407", |m| is_status(m, 407));
+        let r407 = try_wait_for(&self.sock, within, |m| is_status(m, 407))?;
         // ACK for the 407 (hop by hop: same branch, the 407's To).
         let ack = format!(
             "ACK sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
@@ -152,7 +157,7 @@ impl Caller {
         );
         let second = self.invite("z9hG4bKinv2", Some(auth));
         self.send(&second);
-        second
+        Some(second)
     }
 
     /// An in-dialog request to the switch's Contact with the dialog's tags.
@@ -621,4 +626,149 @@ fn unreachable_callee_480() {
         "waited for a timer"
     );
     wait_metric(&sw, "softswitch_calls_total{disposition=\"failed\"}", 1.0);
+}
+
+/// Reads datagrams until one satisfies `pred`, within `within`; `None` on timeout.
+fn try_wait_for(sock: &UdpSocket, within: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+    let deadline = Instant::now() + within;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        sock.set_read_timeout(Some(left)).ok()?;
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).to_string();
+            if pred(&m) {
+                return Some(m);
+            }
+        }
+    }
+}
+
+/// Durability: calls run back to back, the switch is SIGKILLed in the middle of them
+/// and restarted on the same directory; every call alice saw end (her BYE answered 200)
+/// has exactly one CDR, and no call has two.
+#[test]
+fn kill_9_loses_no_cdr_of_a_call_that_ended() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let Conn::Udp(bsock) = bob.conn else {
+        panic!("udp")
+    };
+    let bob_local = bob.local;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Bob answers every INVITE with 200 and every BYE with 200 (bounded by `stop`).
+    let bob_thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            bsock
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, from)) = bsock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let m = String::from_utf8_lossy(&buf[..n]).to_string();
+                let reply = if is_request(&m, "INVITE") {
+                    response_to(
+                        &m,
+                        200,
+                        "OK",
+                        "bk",
+                        &format!(
+                            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
+                            host_port(bob_local)
+                        ),
+                        SDP_ANSWER,
+                    )
+                } else if is_request(&m, "BYE") {
+                    response_to(&m, 200, "OK", "bk", "", "")
+                } else {
+                    continue;
+                };
+                let _ = bsock.send_to(reply.as_bytes(), from);
+            }
+        })
+    };
+    // Alice calls and hangs up, over and over (at most 200 calls or 10 s), reporting
+    // each call she saw end.
+    let (ended_tx, ended_rx) = mpsc::channel::<String>();
+    let switch = sw.udp_addr();
+    let alice_thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            for _ in 0..200 {
+                if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(10) {
+                    return;
+                }
+                let mut alice = Caller::new(switch);
+                let w = Duration::from_secs(2);
+                // Nothing here may panic: the kill ends the loop at any step.
+                if alice.try_call(w).is_none() {
+                    return;
+                }
+                let Some(ok) = try_wait_for(&alice.sock, w, |m| {
+                    is_status(m, 200) && m.contains("INVITE")
+                }) else {
+                    return;
+                };
+                let ack = alice.in_dialog("ACK", &ok, "z9hG4bKkack", alice.cseq);
+                alice.send(&ack);
+                let bye = alice.in_dialog("BYE", &ok, "z9hG4bKkbye", alice.cseq + 1);
+                alice.send(&bye);
+                if try_wait_for(&alice.sock, w, |m| is_status(m, 200) && m.contains("BYE"))
+                    .is_none()
+                {
+                    return;
+                }
+                if ended_tx.send(alice.call_id.clone()).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    // Kill once a dozen calls ended, while the next ones are under way.
+    let mut ended = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ended.len() < 12 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        ended.push(ended_rx.recv_timeout(left).expect("calls end"));
+    }
+    let (_, dir) = sw.stop_keeping_dir("KILL", Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    alice_thread.join().unwrap();
+    bob_thread.join().unwrap();
+    ended.extend(ended_rx.try_iter());
+    // Restart on the same directory: the CDR file is recovered (a torn line cut off).
+    let sw = Switch::start_in(dir, "127.0.0.1", &[]);
+    let text = std::fs::read_to_string(sw.dir.join("cdr.jsonl")).unwrap();
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("every line is a whole CDR");
+            v["call_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a duplicate CDR:\n{text}");
+    for id in &ended {
+        assert!(
+            ids.contains(id),
+            "call {id} ended but has no CDR ({} CDRs)",
+            ids.len()
+        );
+    }
+    assert!(ended.len() >= 12);
+    // The restarted switch serves.
+    let r = udp_exchange(
+        sw.udp_addr(),
+        options_to(sw.udp_addr(), "UDP", "z9hG4bKk9").as_bytes(),
+    );
+    assert!(r.is_some_and(|r| is_status(&r, 200)));
 }

@@ -298,6 +298,12 @@ impl CallMachine {
         self.winner
     }
 
+    /// How the call ends, once that is decided (before every leg has settled): the CDR
+    /// can be written from then on.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
     /// The call's phase, for operators: `idle`, `setup`, `answered`, `connected`,
     /// `releasing`, `failing`, `done`.
     pub fn phase(&self) -> &'static str {

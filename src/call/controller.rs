@@ -99,6 +99,19 @@ pub struct CallController {
     caller: String,
     callee: String,
     setup_recorded: bool,
+    /// BYEs received, answered once the CDR is on disk.
+    pending_byes: Vec<(LegId, TxId, Request)>,
+    cdr: CdrState,
+    /// What a phone must not see before the CDR is on disk (the final response that ends
+    /// A's attempt, the 200 for a BYE): sent when the write completes.
+    after_cdr: Vec<CallOutput>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CdrState {
+    Pending,
+    Writing,
+    Written,
 }
 
 impl Message for CallInput {
@@ -206,6 +219,9 @@ impl CallController {
                 caller: new.caller,
                 callee: new.callee,
                 setup_recorded: false,
+                pending_byes: Vec::new(),
+                cdr: CdrState::Pending,
+                after_cdr: Vec::new(),
             }
         })
     }
@@ -328,6 +344,10 @@ impl CallController {
             Command::FinalToA { status, sdp } => {
                 let r = self.to_a(status, sdp);
                 self.record_setup();
+                let out = CallOutput::Respond {
+                    tx: self.a.tx,
+                    response: r.clone(),
+                };
                 if (200..300).contains(&status) {
                     self.a.dialog = Dialog::uas(&self.a.invite, &self.a.tag).ok();
                     if self.a.dialog.is_some() {
@@ -338,16 +358,25 @@ impl CallController {
                             local_tag: self.a.tag.clone(),
                         });
                     }
-                    self.a.ok = Some(r.clone());
+                    self.a.ok = Some(r);
                     self.arm_retransmit(ctx);
+                    self.send(out);
+                } else {
+                    // The end of A's attempt: the caller sees it only once the CDR is on
+                    // disk (a kill -9 after this response loses no record).
+                    self.send_after_cdr(out, ctx);
                 }
-                self.send(CallOutput::Respond {
-                    tx: self.a.tx,
-                    response: r,
-                });
             }
-            // The 200 went out when the BYE arrived (`on_request`, §15.1.2).
-            Command::AnswerBye { .. } => {}
+            Command::AnswerBye { leg } => {
+                let (answer, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_byes)
+                    .into_iter()
+                    .partition(|(l, _, _)| *l == leg);
+                self.pending_byes = keep;
+                for (_, tx, request) in answer {
+                    let response = request.response(200, None, None);
+                    self.send_after_cdr(CallOutput::Respond { tx, response }, ctx);
+                }
+            }
             Command::Bye { leg } => self.send_bye(leg),
             Command::StartTimer(t, d) => {
                 if let Some(h) = self.timers.remove(&t) {
@@ -449,9 +478,39 @@ impl CallController {
         }
     }
 
-    /// Writes the CDR; only once it is on disk does the call count as ended (gauges and
-    /// counters move, the driver forgets it).
+    /// `out` once the CDR is on disk; starts writing it when the outcome is known.
+    fn send_after_cdr(&mut self, out: CallOutput, ctx: &mut Context<Self>) {
+        if self.cdr == CdrState::Written {
+            self.send(out);
+            return;
+        }
+        self.after_cdr.push(out);
+        if self.cdr == CdrState::Pending {
+            if let Some(outcome) = self.machine.outcome() {
+                self.write_cdr(outcome, ctx);
+            }
+        }
+    }
+
+    /// The machine is done: every leg settled. The call goes once its CDR is on disk.
     fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        match self.cdr {
+            CdrState::Pending => self.write_cdr(outcome, ctx),
+            CdrState::Writing => {} // the write's completion ends the call
+            CdrState::Written => self.done(ctx),
+        }
+    }
+
+    fn done(&mut self, ctx: &mut Context<Self>) {
+        self.settings.registry.remove(&self.call);
+        self.send(CallOutput::Done { call: self.call });
+        ctx.stop();
+    }
+
+    /// Writes the CDR; only once it is on disk does the call count as ended (the
+    /// counters move, the held responses go out).
+    fn write_cdr(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        self.cdr = CdrState::Writing;
         let domain = &self.settings.domain;
         let party = |u: &str| format!("sip:{u}@{domain}");
         let mut b = Cdr::builder(
@@ -474,16 +533,21 @@ impl CallController {
             },
         );
         let label = disposition_label(&outcome);
-        self.settings.registry.remove(&self.call);
         let write = self.settings.billing.write(cdr);
+        // ctx.wait: nothing else of this call happens until the record is on disk.
         ctx.wait(write.into_actor(self).map(move |res, act, ctx| {
             match res {
                 Ok(()) => metrics::cdr_written(),
                 Err(e) => tracing::error!(call = act.call, error = %e, "CDR not written"),
             }
+            act.cdr = CdrState::Written;
             metrics::call_ended(label);
-            act.send(CallOutput::Done { call: act.call });
-            ctx.stop();
+            for out in std::mem::take(&mut act.after_cdr) {
+                act.send(out);
+            }
+            if act.machine.is_done() {
+                act.done(ctx);
+            }
         }));
     }
 
@@ -538,10 +602,18 @@ impl CallController {
         }
         match request.method {
             crate::wire::Method::Bye => {
-                // Answered at once (§15.1.2); the machine relays it to the other leg.
-                let r = request.response(200, None, None);
-                self.send(CallOutput::Respond { tx, response: r });
+                // Answered 200 (§15.1.2) once the CDR is on disk; the machine relays it to
+                // the other leg.
+                self.pending_byes.push((leg, tx, request));
                 self.feed(Event::Bye { leg }, ctx);
+                if self.machine.is_done() || self.machine.outcome().is_none() {
+                    // A BYE the machine had nothing to do with (crossing ours, or before
+                    // the call was up): answer it now.
+                    for (_, tx, request) in std::mem::take(&mut self.pending_byes) {
+                        let response = request.response(200, None, None);
+                        self.send(CallOutput::Respond { tx, response });
+                    }
+                }
             }
             _ => {
                 let r = request.response(501, Some("Not Implemented (in-dialog)"), None);
