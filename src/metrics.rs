@@ -54,6 +54,8 @@ pub const TCP_CONNECTIONS_ACTIVE: &str = "softswitch_tcp_connections_active";
 pub const TCP_CONNECTIONS_REJECTED_TOTAL: &str = "softswitch_tcp_connections_rejected_total";
 /// Counter `{actor}`: messages refused because an actor's mailbox was full.
 pub const MAILBOX_REJECTED_TOTAL: &str = "softswitch_mailbox_rejected_total";
+/// Counter: calls ended because their handler panicked (each ended alone).
+pub const CALL_PANICS_TOTAL: &str = "softswitch_call_panics_total";
 /// Counter `{result}`: REGISTER requests by outcome.
 pub const REGISTER_REQUESTS_TOTAL: &str = "softswitch_register_requests_total";
 /// Counter `{reason}`: digest authentications that failed, by reason.
@@ -244,6 +246,7 @@ pub fn register_all(version: &str) {
     for r in REGISTER_RESULTS {
         counter!(REGISTER_REQUESTS_TOTAL, "result" => r).absolute(0);
     }
+    counter!(CALL_PANICS_TOTAL).absolute(0);
     for r in AUTH_FAILURE_REASONS {
         counter!(AUTH_FAILURES_TOTAL, "reason" => r).absolute(0);
     }
@@ -412,6 +415,11 @@ pub fn cdr_written() {
     counter!(CDRS_WRITTEN_TOTAL).increment(1);
 }
 
+/// A call's handler panicked and the call was ended.
+pub fn call_panicked() {
+    counter!(CALL_PANICS_TOTAL).increment(1);
+}
+
 /// A REGISTER was answered; `result` is one of [`REGISTER_RESULTS`].
 pub fn register_result(result: &'static str) {
     counter!(REGISTER_REQUESTS_TOTAL, "result" => closed(result, &REGISTER_RESULTS)).increment(1);
@@ -436,6 +444,11 @@ fn closed(value: &'static str, set: &[&'static str]) -> &'static str {
 }
 
 fn describe_all() {
+    describe_counter!(
+        CALL_PANICS_TOTAL,
+        Unit::Count,
+        "Calls ended because their handler panicked (each ended alone)."
+    );
     describe_counter!(
         REGISTER_REQUESTS_TOTAL,
         Unit::Count,

@@ -72,6 +72,8 @@ struct Caller {
     tag: String,
     cseq: u32,
     callee: String,
+    /// Extra header lines for the INVITE.
+    extra: String,
 }
 
 impl Caller {
@@ -86,6 +88,7 @@ impl Caller {
             tag: digest_token(),
             cseq: 0,
             callee: "bob".into(),
+            extra: String::new(),
         }
     }
 
@@ -95,13 +98,14 @@ impl Caller {
             .map(|a| format!("Proxy-Authorization: {a}\r\n"))
             .unwrap_or_default();
         format!(
-            "INVITE sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:{u}@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} INVITE\r\nContact: <sip:alice@{l}>\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {n}\r\n\r\n{SDP_OFFER}",
+            "INVITE sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:{u}@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} INVITE\r\nContact: <sip:alice@{l}>\r\n{auth}{x}Content-Type: application/sdp\r\nContent-Length: {n}\r\n\r\n{SDP_OFFER}",
             l = host_port(self.local),
             t = self.tag,
             c = self.call_id,
             s = self.cseq,
             n = SDP_OFFER.len(),
             u = self.callee,
+            x = self.extra,
         )
     }
 
@@ -771,4 +775,99 @@ fn kill_9_loses_no_cdr_of_a_call_that_ended() {
         options_to(sw.udp_addr(), "UDP", "z9hG4bKk9").as_bytes(),
     );
     assert!(r.is_some_and(|r| is_status(&r, 200)));
+}
+
+/// A panic in one call's handler (the test-only fault hook of debug-assertion builds)
+/// ends that call alone: its caller gets 500, its callee a CANCEL, its CDR says failed by
+/// the switch; a call already ringing is answered and ends normally.
+#[test]
+fn a_panic_in_one_call_ends_that_call_only() {
+    if !cfg!(debug_assertions) {
+        panic!(
+            "the fault hook exists only in builds with debug assertions: run the tests as \
+             scripts/test-all.sh does (CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true), or in debug"
+        );
+    }
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let mut good = Caller::new(sw.udp_addr());
+    good.call();
+    let (inv1, from1) = wait_for(bs, "the good call's INVITE", |m| is_request(m, "INVITE"));
+    bs.send_to(
+        response_to(&inv1, 180, "Ringing", "g1", "", "").as_bytes(),
+        from1,
+    )
+    .unwrap();
+    wait_for(&good.sock, "180", |m| is_status(m, 180));
+    let mut bad = Caller::new(sw.udp_addr());
+    bad.extra = "X-Softswitch-Test-Fault: panic\r\n".into();
+    bad.call();
+    let good_cid = header(&inv1, "Call-ID").unwrap().to_string();
+    let (inv2, from2) = wait_for(bs, "the faulty call's INVITE", |m| {
+        is_request(m, "INVITE") && !m.contains(&good_cid)
+    });
+    assert!(!inv2.contains("X-Softswitch-Test-Fault"), "not forwarded");
+    bs.send_to(
+        response_to(&inv2, 180, "Ringing", "b1", "", "").as_bytes(),
+        from2,
+    )
+    .unwrap();
+    let (r, _) = wait_for(&bad.sock, "500 for the faulty call", |m| {
+        status_of(m).is_some_and(|c| c >= 300)
+    });
+    assert_eq!(status_of(&r), Some(500), "{r}");
+    let (cancel, from) = wait_for(bs, "CANCEL of the faulty call's B-leg", |m| {
+        is_request(m, "CANCEL")
+    });
+    assert!(
+        !cancel.contains(&good_cid),
+        "only the faulty call's leg is cancelled"
+    );
+    bs.send_to(
+        response_to(&cancel, 200, "OK", "b1", "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
+    // The good call goes on.
+    let ok = response_to(
+        &inv1,
+        200,
+        "OK",
+        "g1",
+        &format!(
+            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
+            host_port(bob.local)
+        ),
+        SDP_ANSWER,
+    );
+    bs.send_to(ok.as_bytes(), from1).unwrap();
+    let (a200, _) = wait_for(&good.sock, "200", |m| {
+        is_status(m, 200) && m.contains("INVITE")
+    });
+    let ack = good.in_dialog("ACK", &a200, "z9hG4bKgack", 2);
+    good.send(&ack);
+    let bye = good.in_dialog("BYE", &a200, "z9hG4bKgbye", 3);
+    good.send(&bye);
+    let (b_bye, from) = wait_for(bs, "BYE of the good call", |m| is_request(m, "BYE"));
+    bs.send_to(
+        response_to(&b_bye, 200, "OK", "g1", "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
+    wait_for(&good.sock, "200 for the BYE", |m| {
+        is_status(m, 200) && m.contains("BYE")
+    });
+    wait_metric(&sw, "softswitch_calls_active", 0.0);
+    assert_eq!(metric_now(&sw, "softswitch_call_panics_total"), 1.0);
+    let c = cdr_of(&sw, &bad.call_id);
+    assert_eq!(
+        (
+            c["disposition"].as_str(),
+            c["sip_status"].as_u64(),
+            c["hangup_by"].as_str()
+        ),
+        (Some("failed"), Some(500), Some("switch"))
+    );
+    assert_eq!(cdr_of(&sw, &good.call_id)["disposition"], "answered");
 }

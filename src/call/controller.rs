@@ -105,6 +105,10 @@ pub struct CallController {
     /// What a phone must not see before the CDR is on disk (the final response that ends
     /// A's attempt, the 200 for a BYE): sent when the write completes.
     after_cdr: Vec<CallOutput>,
+    /// A final response went to A's INVITE.
+    a_final_sent: bool,
+    /// A handler panicked: the call is being torn down, nothing else runs.
+    aborted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +226,8 @@ impl CallController {
                 pending_byes: Vec::new(),
                 cdr: CdrState::Pending,
                 after_cdr: Vec::new(),
+                a_final_sent: false,
+                aborted: false,
             }
         })
     }
@@ -344,6 +350,7 @@ impl CallController {
             Command::FinalToA { status, sdp } => {
                 let r = self.to_a(status, sdp);
                 self.record_setup();
+                self.a_final_sent = true;
                 let out = CallOutput::Respond {
                     tx: self.a.tx,
                     response: r.clone(),
@@ -384,7 +391,7 @@ impl CallController {
                 }
                 let h = ctx.run_later(d, move |act, ctx| {
                     act.timers.remove(&t);
-                    act.feed(Event::Timer(t), ctx);
+                    act.guarded(ctx, move |act, ctx| act.feed(Event::Timer(t), ctx));
                 });
                 self.timers.insert(t, h);
             }
@@ -679,7 +686,111 @@ impl Actor for CallController {
             return;
         }
         let offer = sdp_of(&self.a.invite.common.body);
-        self.feed(Event::Start { targets, offer }, ctx);
+        self.guarded(ctx, move |act, ctx| {
+            act.feed(Event::Start { targets, offer }, ctx)
+        });
+    }
+}
+
+impl CallController {
+    /// Runs `f`, and ends this call only should it panic (actix catches no panics: one
+    /// unwinding through the arbiter would take every call with it). The call's state
+    /// is not trusted after that: every leg is released as far as its SIP state allows
+    /// (500 to A's INVITE if unanswered, BYE on each established dialog, CANCEL for each
+    /// pending B-leg INVITE) and its CDR says `failed`, 500, `hangup_by = switch`.
+    fn guarded(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Self, &mut Context<Self>)) {
+        if self.aborted {
+            return;
+        }
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self, ctx)));
+        if run.is_err() {
+            tracing::error!(
+                call = self.call,
+                "call handler panicked: ending this call only"
+            );
+            metrics::call_panicked();
+            self.abort(ctx);
+        }
+    }
+
+    fn abort(&mut self, ctx: &mut Context<Self>) {
+        self.aborted = true;
+        for t in self.timers.drain().map(|(_, h)| h).collect::<Vec<_>>() {
+            ctx.cancel_future(t);
+        }
+        self.stop_retransmit(ctx);
+        if self.a.dialog.is_none() && !self.a_final_sent {
+            let r = self
+                .a
+                .invite
+                .response(500, Some("Server Internal Error"), Some(&self.a.tag));
+            self.send(CallOutput::Respond {
+                tx: self.a.tx,
+                response: r,
+            });
+        }
+        if self.a.dialog.is_some() {
+            self.send_bye(LegId::A);
+        }
+        for i in 0..self.b.len() {
+            let leg = LegId(i as u32 + 1);
+            if self.b[i].dialog.is_some() {
+                self.send_bye(leg);
+            } else {
+                let (to, request) = (self.b[i].peer, dialog::cancel_for(&self.b[i].invite));
+                self.send(CallOutput::Send {
+                    call: self.call,
+                    leg,
+                    purpose: Purpose::Cancel,
+                    to,
+                    request,
+                });
+            }
+        }
+        for (_, tx, request) in std::mem::take(&mut self.pending_byes) {
+            let response = request.response(200, None, None);
+            self.after_cdr.push(CallOutput::Respond { tx, response });
+        }
+        let outcome = Outcome {
+            disposition: softswitch_actors::call::Disposition::Failed,
+            sip_status: 500,
+            hangup_by: HangupBy::Switch,
+            answered_at: None,
+            connected_leg: None,
+        };
+        if self.cdr == CdrState::Pending {
+            self.write_cdr(outcome, ctx);
+        }
+        // write_cdr's completion sees the machine as not done: stop here once written.
+        ctx.run_later(Duration::from_millis(0), |act, ctx| {
+            act.done_when_written(ctx)
+        });
+    }
+
+    fn done_when_written(&mut self, ctx: &mut Context<Self>) {
+        if self.cdr == CdrState::Written {
+            self.done(ctx);
+        } else {
+            ctx.run_later(Duration::from_millis(5), |act, ctx| {
+                act.done_when_written(ctx)
+            });
+        }
+    }
+
+    /// Test builds only (compiled out of release builds, which have no debug assertions):
+    /// an INVITE with `X-Softswitch-Test-Fault: panic` makes its call panic at the first
+    /// response from a B-leg, so tests can prove one call's panic harms no other.
+    #[cfg(debug_assertions)]
+    fn fault_hook(&self, msg: &CallInput) {
+        let armed = self
+            .a
+            .invite
+            .common
+            .header("X-Softswitch-Test-Fault")
+            .is_some_and(|v| v.trim() == "panic");
+        if armed && matches!(msg, CallInput::Response { .. }) {
+            panic!("test fault: X-Softswitch-Test-Fault: panic");
+        }
     }
 }
 
@@ -687,6 +798,14 @@ impl Handler<CallInput> for CallController {
     type Result = ();
 
     fn handle(&mut self, msg: CallInput, ctx: &mut Self::Context) {
+        self.guarded(ctx, move |act, ctx| act.handle_input(msg, ctx));
+    }
+}
+
+impl CallController {
+    fn handle_input(&mut self, msg: CallInput, ctx: &mut Context<Self>) {
+        #[cfg(debug_assertions)]
+        self.fault_hook(&msg);
         match msg {
             CallInput::Response {
                 leg,
