@@ -54,6 +54,8 @@ pub const TCP_CONNECTIONS_ACTIVE: &str = "softswitch_tcp_connections_active";
 pub const TCP_CONNECTIONS_REJECTED_TOTAL: &str = "softswitch_tcp_connections_rejected_total";
 /// Counter `{actor}`: messages refused because an actor's mailbox was full.
 pub const MAILBOX_REJECTED_TOTAL: &str = "softswitch_mailbox_rejected_total";
+/// Gauge: call legs held by live calls (A-legs and B-legs).
+pub const CALL_LEGS_ACTIVE: &str = "softswitch_call_legs_active";
 /// Counter: calls ended because their handler panicked (each ended alone).
 pub const CALL_PANICS_TOTAL: &str = "softswitch_call_panics_total";
 /// Counter `{result}`: REGISTER requests by outcome.
@@ -247,6 +249,7 @@ pub fn register_all(version: &str) {
         counter!(REGISTER_REQUESTS_TOTAL, "result" => r).absolute(0);
     }
     counter!(CALL_PANICS_TOTAL).absolute(0);
+    gauge!(CALL_LEGS_ACTIVE).set(0.0);
     for r in AUTH_FAILURE_REASONS {
         counter!(AUTH_FAILURES_TOTAL, "reason" => r).absolute(0);
     }
@@ -395,6 +398,11 @@ pub fn registrations_active(n: usize) {
     gauge!(REGISTRATIONS_ACTIVE).set(n as f64);
 }
 
+/// Live calls now hold `n` legs.
+pub fn call_legs_active(n: usize) {
+    gauge!(CALL_LEGS_ACTIVE).set(n as f64);
+}
+
 /// There are now `n` calls in progress.
 pub fn calls_active(n: usize) {
     gauge!(CALLS_ACTIVE).set(n as f64);
@@ -444,6 +452,11 @@ fn closed(value: &'static str, set: &[&'static str]) -> &'static str {
 }
 
 fn describe_all() {
+    describe_gauge!(
+        CALL_LEGS_ACTIVE,
+        Unit::Count,
+        "Call legs (A and B) held by live calls."
+    );
     describe_counter!(
         CALL_PANICS_TOTAL,
         Unit::Count,

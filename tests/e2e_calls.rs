@@ -74,6 +74,8 @@ struct Caller {
     callee: String,
     /// Extra header lines for the INVITE.
     extra: String,
+    /// The SDP offer.
+    offer: String,
 }
 
 impl Caller {
@@ -89,6 +91,7 @@ impl Caller {
             cseq: 0,
             callee: "bob".into(),
             extra: String::new(),
+            offer: SDP_OFFER.into(),
         }
     }
 
@@ -98,12 +101,13 @@ impl Caller {
             .map(|a| format!("Proxy-Authorization: {a}\r\n"))
             .unwrap_or_default();
         format!(
-            "INVITE sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:{u}@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} INVITE\r\nContact: <sip:alice@{l}>\r\n{auth}{x}Content-Type: application/sdp\r\nContent-Length: {n}\r\n\r\n{SDP_OFFER}",
+            "INVITE sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch}{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:{u}@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} INVITE\r\nContact: <sip:alice@{l}>\r\n{auth}{x}Content-Type: application/sdp\r\nContent-Length: {n}\r\n\r\n{o}",
             l = host_port(self.local),
             t = self.tag,
             c = self.call_id,
             s = self.cseq,
-            n = SDP_OFFER.len(),
+            n = self.offer.len(),
+            o = self.offer,
             u = self.callee,
             x = self.extra,
         )
@@ -125,7 +129,7 @@ impl Caller {
         let r407 = try_wait_for(&self.sock, within, |m| is_status(m, 407))?;
         // ACK for the 407 (hop by hop: same branch, the 407's To).
         let ack = format!(
-            "ACK sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            "ACK sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv1{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
             l = host_port(self.local),
             t = self.tag,
             to = header(&r407, "To").unwrap(),
@@ -169,7 +173,7 @@ impl Caller {
         let contact = header(ok200, "Contact").expect("Contact in the 2xx");
         let target = contact.trim_start_matches('<').split('>').next().unwrap();
         format!(
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch}{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
             l = host_port(self.local),
             t = self.tag,
             to = header(ok200, "To").unwrap(),
@@ -431,7 +435,7 @@ fn f7_caller_cancel() {
     .unwrap();
     wait_for(&alice.sock, "180", |m| is_status(m, 180));
     let cancel = format!(
-        "CANCEL sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv2;rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:bob@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} CANCEL\r\nContent-Length: 0\r\n\r\n",
+        "CANCEL sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv2{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:bob@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} CANCEL\r\nContent-Length: 0\r\n\r\n",
         l = host_port(alice.local),
         t = alice.tag,
         c = alice.call_id,
@@ -870,4 +874,164 @@ fn a_panic_in_one_call_ends_that_call_only() {
         (Some("failed"), Some(500), Some("switch"))
     );
     assert_eq!(cdr_of(&sw, &good.call_id)["disposition"], "answered");
+}
+
+/// No leftovers: a bounded burst of calls (8 callers × 25 calls), each hung up by the
+/// caller or the callee at random; afterwards no call, leg or API entry is left, and the
+/// callee saw a BYE (or sent one, answered) for every call it answered.
+#[test]
+fn burst_of_calls_leaves_nothing_behind() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const CALLERS: usize = 8;
+    const CALLS_EACH: usize = 25;
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let Conn::Udp(bsock) = bob.conn else {
+        panic!("udp")
+    };
+    let bob_local = bob.local;
+    let switch = sw.udp_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    // B-leg Call-IDs: answered, and those whose dialog bob saw end (a BYE in or out).
+    let answered = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let ended = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let bob_thread = {
+        let (stop, answered, ended) = (stop.clone(), answered.clone(), ended.clone());
+        std::thread::spawn(move || {
+            let mut invites: HashMap<String, (String, bool)> = HashMap::new();
+            let mut byes = 0u32;
+            let mut buf = vec![0u8; 65536];
+            bsock
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Ok((n, from)) = bsock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let m = String::from_utf8_lossy(&buf[..n]).to_string();
+                let cid = header(&m, "Call-ID").unwrap_or_default().to_string();
+                if is_request(&m, "INVITE") {
+                    let callee_hangs_up = m.contains("s=callee-hangs-up");
+                    invites.insert(cid.clone(), (m.clone(), callee_hangs_up));
+                    let _ = bsock.send_to(
+                        response_to(&m, 180, "Ringing", "bb", "", "").as_bytes(),
+                        from,
+                    );
+                    let ok = response_to(
+                        &m,
+                        200,
+                        "OK",
+                        "bb",
+                        &format!(
+                            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
+                            host_port(bob_local)
+                        ),
+                        SDP_ANSWER,
+                    );
+                    let _ = bsock.send_to(ok.as_bytes(), from);
+                    answered.lock().unwrap().insert(cid);
+                } else if is_request(&m, "ACK") {
+                    if let Some((inv, true)) = invites.get(&cid) {
+                        byes += 1; // a fresh branch per BYE
+                        let contact = header(inv, "Contact").unwrap_or_default();
+                        let target = contact
+                            .trim_start_matches('<')
+                            .split('>')
+                            .next()
+                            .unwrap_or("");
+                        let bye = format!(
+                            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKbb{byes};rport\r\nMax-Forwards: 70\r\nFrom: {to};tag=bb\r\nTo: {from_h}\r\nCall-ID: {cid}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+                            l = host_port(bob_local),
+                            to = header(inv, "To").unwrap_or_default(),
+                            from_h = header(inv, "From").unwrap_or_default(),
+                        );
+                        let _ = bsock.send_to(bye.as_bytes(), from);
+                    }
+                } else if is_request(&m, "BYE") {
+                    let _ =
+                        bsock.send_to(response_to(&m, 200, "OK", "bb", "", "").as_bytes(), from);
+                    ended.lock().unwrap().insert(cid);
+                } else if is_status(&m, 200) && m.contains("BYE") {
+                    ended.lock().unwrap().insert(cid);
+                }
+            }
+        })
+    };
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut done = 0;
+                for i in 0..CALLS_EACH {
+                    let callee_hangs_up = (t * 31 + i * 17) % 2 == 0;
+                    let mut a = Caller::new(switch);
+                    if callee_hangs_up {
+                        a.offer = SDP_OFFER.replace("s=-", "s=callee-hangs-up");
+                    }
+                    let w = Duration::from_secs(5);
+                    a.try_call(w).expect("407");
+                    let ok =
+                        try_wait_for(&a.sock, w, |m| is_status(m, 200) && m.contains("INVITE"))
+                            .expect("200 for the INVITE");
+                    let ack = a.in_dialog("ACK", &ok, "z9hG4bKback", a.cseq);
+                    a.send(&ack);
+                    if callee_hangs_up {
+                        let bye = try_wait_for(&a.sock, w, |m| is_request(m, "BYE"))
+                            .expect("BYE from the switch");
+                        a.sock
+                            .send_to(response_to(&bye, 200, "OK", "x", "", "").as_bytes(), switch)
+                            .unwrap();
+                    } else {
+                        let bye = a.in_dialog("BYE", &ok, "z9hG4bKbbye", a.cseq + 1);
+                        a.send(&bye);
+                        try_wait_for(&a.sock, w, |m| is_status(m, 200) && m.contains("BYE"))
+                            .expect("200 for the BYE");
+                    }
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let total: usize = callers
+        .into_iter()
+        .map(|h| h.join().expect("a caller failed"))
+        .sum();
+    assert_eq!(total, CALLERS * CALLS_EACH);
+    wait_metric(&sw, "softswitch_calls_active", 0.0);
+    wait_metric(&sw, "softswitch_call_legs_active", 0.0);
+    assert_eq!(http_get(sw.http, "/api/calls").1.trim(), "[]");
+    wait_metric(
+        &sw,
+        "softswitch_calls_total{disposition=\"answered\"}",
+        (CALLERS * CALLS_EACH) as f64,
+    );
+    // Every answered B-leg saw its dialog end (the last BYEs may still be in flight).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (a, e) = (
+            answered.lock().unwrap().clone(),
+            ended.lock().unwrap().clone(),
+        );
+        let missing: Vec<&String> = a.difference(&e).collect();
+        if missing.is_empty() {
+            assert_eq!(a.len(), CALLERS * CALLS_EACH);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "callee never saw a BYE for {missing:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    bob_thread.join().unwrap();
+    let cdrs = std::fs::read_to_string(sw.dir.join("cdr.jsonl")).unwrap();
+    assert_eq!(
+        cdrs.lines().count(),
+        CALLERS * CALLS_EACH,
+        "one CDR per call"
+    );
 }

@@ -178,6 +178,9 @@ pub struct CallHub {
     addrs: HashMap<CallNo, Addr<CallController>>,
     out: mpsc::UnboundedSender<CallOutput>,
     next: CallNo,
+    /// Legs per live call (A plus one per binding), for the legs gauge.
+    legs: HashMap<CallNo, usize>,
+    legs_total: usize,
 }
 
 /// What the driver must do after [`CallHub::output`].
@@ -205,6 +208,8 @@ impl CallHub {
                 addrs: HashMap::new(),
                 out,
                 next: 1,
+                legs: HashMap::new(),
+                legs_total: 0,
             },
             rx,
         )
@@ -235,6 +240,7 @@ impl CallHub {
         self.next += 1;
         let callee_to = request.common.to.clone();
         let (caller, callee) = (routed.caller, routed.callee);
+        let legs = 1 + routed.targets.len();
         let addr = CallController::start(
             NewCall {
                 call,
@@ -252,7 +258,10 @@ impl CallHub {
         self.addrs.insert(call, addr);
         self.table.by_invite.insert(tx, call);
         self.table.keys.entry(call).or_default().1 = Some(tx);
+        self.legs.insert(call, legs);
+        self.legs_total += legs;
         metrics::calls_active(self.addrs.len());
+        metrics::call_legs_active(self.legs_total);
         None
     }
 
@@ -394,7 +403,9 @@ impl CallHub {
             CallOutput::Done { call } => {
                 self.table.forget(call);
                 self.addrs.remove(&call);
+                self.legs_total -= self.legs.remove(&call).unwrap_or(0);
                 metrics::calls_active(self.addrs.len());
+                metrics::call_legs_active(self.legs_total);
             }
         }
         Todo::Nothing
