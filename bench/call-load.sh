@@ -3,7 +3,8 @@
 # hold time 0) the target server carries, and what each costs it in CPU.
 # Printed, not asserted; not run by CI.
 #
-#   TARGET=kamailio bench/call-load.sh        (the default; TARGET=softswitch: later)
+#   TARGET=kamailio [AUTH=1] bench/call-load.sh     (the default)
+#   TARGET=softswitch bench/call-load.sh              (always with AUTH=1)
 #
 # Set-up: the server on a free 127.0.0.1 port pinned to CPU SERVER_CPU (0); the callee
 # "bench" registered once (bench/call-load-register.xml) with the Contact of the load
@@ -18,10 +19,9 @@
 # of the retransmittable requests sent (INVITE and BYE: 2 per call); the ramp stops at
 # the first step that fails.
 #
-# TARGET=kamailio: bench/kamailio.cfg without auth (a pure stateful proxy + registrar).
-# TARGET=softswitch: not implemented yet (the hook is start_target below; the switch
-# will need SOFTSWITCH_AUTH_ALGORITHMS=MD5 and the user "bench" in its config, whose
-# credentials call-load-register.xml already answers).
+# TARGET=kamailio: bench/kamailio.cfg, without auth unless AUTH=1 (a pure stateful proxy +
+# registrar). TARGET=softswitch: the switch (a B2BUA: both legs, a CDR fsynced per call),
+# always with AUTH=1.
 #
 # Bounded: each step DURATION seconds (1..30) and at most MAX_CALLS calls; SIPp gets
 # -timeout 60s and `timeout 120`; the server start and stop have deadlines.
@@ -30,6 +30,12 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 TARGET=${TARGET:-kamailio}
+# AUTH=1: every INVITE is challenged (407) and answered with MD5 credentials, the
+# caller u0001 calling the callee u0002 (bench/call-load-uac-auth.xml). The switch
+# carries no unauthenticated call, so TARGET=softswitch always runs it; compare it with
+# TARGET=kamailio AUTH=1 (bench/kamailio.cfg with digest auth) for a like-for-like ratio.
+AUTH=${AUTH:-0}
+[ "$TARGET" != softswitch ] || AUTH=1
 RATES=${RATES:-"200 500 1000 2000 3000 4000 5000 6000 8000 10000"}
 DURATION=${DURATION:-10}
 TRANSPORT=${TRANSPORT:-udp}
@@ -38,7 +44,7 @@ SIPP_CPU=${SIPP_CPU:-1}
 CHILDREN=${CHILDREN:-4}
 MAX_CALLS=300000
 DOMAIN=example.test
-CALLEE=bench
+if [ "$AUTH" = 1 ]; then CALLEE=u0002 CALLEE_PW=p0002; else CALLEE=bench CALLEE_PW=p0000; fi
 
 die() { printf 'call-load: %s\n' "$*" >&2; exit 1; }
 
@@ -76,7 +82,9 @@ PY
     echo $total
   }
   cd "$WORK"
-  printf 'SEQUENTIAL\n%s;[authentication username=%s password=p0000]\n' $CALLEE $CALLEE >users.csv
+  printf 'SEQUENTIAL\n%s;[authentication username=%s password=%s]\n' $CALLEE $CALLEE $CALLEE_PW >users.csv
+  printf 'SEQUENTIAL\nu0001;[authentication username=u0001 password=p0001]\n' >caller.csv
+  if [ "$AUTH" = 1 ]; then UAC=(-sf "$OLDPWD/bench/call-load-uac-auth.xml" -inf caller.csv); else UAC=(-sf "$OLDPWD/bench/call-load-uac.xml"); fi
   timeout 30 sipp -sf "$OLDPWD/bench/call-load-register.xml" -inf users.csv -key domain $DOMAIN \
     -key contact_port "$UAS_PORT" -m 1 -timeout 10s -timeout_error -nostdin -t "$T" \
     -i 127.0.0.1 "127.0.0.1:$SERVER_PORT" >register.out 2>&1 || { tail -20 register.out >&2; die "registering $CALLEE failed"; }
@@ -95,7 +103,7 @@ PY
     uas=$!
     before=$(server_ticks)
     rc=0
-    timeout 120 "${PIN[@]}" sipp -sf "$OLDPWD/bench/call-load-uac.xml" -s $CALLEE -key domain $DOMAIN \
+    timeout 120 "${PIN[@]}" sipp "${UAC[@]}" -s $CALLEE -key domain $DOMAIN \
       -t "$T" -r "$rate" -m "$calls" -l $((rate * 4 + 100)) -buff_size 8388608 \
       -i 127.0.0.1 -mi 127.0.0.1 -mp "$MP_UAC" \
       -timeout 60s -timeout_error -nostdin -trace_err -error_file "uac-$rate.errors" \
@@ -170,14 +178,65 @@ case $TARGET in
     # The hook: start the server, export SERVER_PORT and SERVER_PGID (the process group
     # holding all its processes), run the ramp, stop it.
     command -v kamailio >/dev/null || die "kamailio missing (apt-get install -y kamailio)"
-    bench/kamailio.sh "${PIN_SERVER[@]}" -A "CHILDREN=$CHILDREN" -- \
+    KAUTH=(); [ "$AUTH" = 1 ] && KAUTH=(-a)
+    bench/kamailio.sh "${PIN_SERVER[@]}" "${KAUTH[@]}" -A "CHILDREN=$CHILDREN" -- \
       bash -c 'SERVER_PORT=$KAMAILIO_PORT SERVER_PGID=$KAMAILIO_PID exec "$0" --ramp "$1"' \
       "$PWD/bench/call-load.sh" "$WORK"
     ;;
   softswitch)
-    # To come with the B2BUA: build it, start it pinned like Kamailio with the user
-    # "bench" configured, export SERVER_PORT/SERVER_PGID and run "$0 --ramp".
-    die "TARGET=softswitch: not implemented yet (the switch does not carry calls yet)"
+    # The switch on a free port, pinned like Kamailio, in its own process group, with
+    # the two users configured (MD5: SIPp answers nothing else).
+    if [ -z "${SOFTSWITCH_BIN:-}" ]; then
+      cargo build --release --locked --bin softswitch >&2
+      SOFTSWITCH_BIN=${CARGO_TARGET_DIR:-target}/release/softswitch
+    fi
+    read -r PORT HPORT < <(python3 - <<'PY'
+import socket
+def free(kind):
+    s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+print(free(socket.SOCK_DGRAM), free(socket.SOCK_STREAM))
+PY
+)
+    cat >"$WORK/softswitch.toml" <<TOML
+[sip]
+listen = ["udp:127.0.0.1:$PORT", "tcp:127.0.0.1:$PORT"]
+domain = "$DOMAIN"
+[http]
+listen = "127.0.0.1:$HPORT"
+[billing]
+cdr_path = "$WORK/cdr.jsonl"
+[registrar]
+store_path = "$WORK/registrations.journal"
+[auth]
+algorithms = ["MD5"]
+[limits]
+# Transactions linger after a call (Timer L/H/J/K, 32 s over UDP): at 4,000 CPS that is
+# several hundred thousand; the default 100,000 would answer new INVITEs 503.
+max_transactions = 3000000
+[log]
+level = "warn"
+[[users]]
+user = "u0001"
+password = "p0001"
+[[users]]
+user = "u0002"
+password = "p0002"
+TOML
+    PIN_SW=(); [ ${#PIN_SERVER[@]} -gt 0 ] && PIN_SW=(taskset -c "$SERVER_CPU")
+    setsid env -i PATH="$PATH" "${PIN_SW[@]}" "$SOFTSWITCH_BIN" --config "$WORK/softswitch.toml" >"$WORK/switch.out" 2>"$WORK/switch.err" &
+    SW=$!
+    deadline=$((SECONDS + 30))
+    until grep -q '^ready' "$WORK/switch.out" 2>/dev/null; do
+      kill -0 $SW 2>/dev/null || { tail -5 "$WORK/switch.err" >&2; die "the switch exited"; }
+      [ $SECONDS -lt $deadline ] || die "the switch not ready in 30 s"
+      sleep 0.1
+    done
+    rc=0
+    SERVER_PORT=$PORT SERVER_PGID=$SW "$0" --ramp "$WORK" || rc=$?
+    echo "CDRs written: $(wc -l <"$WORK/cdr.jsonl" 2>/dev/null || echo 0)"
+    kill -KILL $SW 2>/dev/null || true
+    wait $SW 2>/dev/null || true
+    exit $rc
     ;;
   *) die "TARGET is kamailio or softswitch" ;;
 esac

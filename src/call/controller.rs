@@ -144,13 +144,30 @@ fn contact_for(host: HostPort, transport: Transport) -> NameAddr {
     NameAddr::new(Uri::Sip(uri))
 }
 
+/// Where a B-leg INVITE goes for binding `b`: the Contact's address when it names the
+/// host the REGISTER came from (a phone listening on another port than it sent from, or
+/// registering a contact of another process on its host), else the REGISTER's source
+/// (`received`/`rport`: a phone behind NAT whose Contact names its private address). Over
+/// TCP the registering connection is reused while it lasts (RFC 5626's flow, loosely).
 fn peer_of(b: &Binding) -> Peer {
+    let transport = match b.source.transport {
+        TransportKind::Udp => Transport::Udp,
+        TransportKind::Tcp => Transport::Tcp,
+    };
+    let mut addr = b.source.addr;
+    if let Ok(Uri::Sip(u)) = crate::wire::parse_uri(&b.uri) {
+        let ip = match &u.host.host {
+            crate::wire::Host::V4(a) => Some(std::net::IpAddr::V4(*a)),
+            crate::wire::Host::V6(a) => Some(std::net::IpAddr::V6(*a)),
+            crate::wire::Host::Name(_) => None,
+        };
+        if ip == Some(b.source.addr.ip()) {
+            addr = std::net::SocketAddr::new(b.source.addr.ip(), u.host.port.unwrap_or(5060));
+        }
+    }
     Peer {
-        transport: match b.source.transport {
-            TransportKind::Udp => Transport::Udp,
-            TransportKind::Tcp => Transport::Tcp,
-        },
-        addr: b.source.addr,
+        transport,
+        addr,
         conn: b.source.conn.map(crate::transport::ConnId),
     }
 }
