@@ -886,7 +886,9 @@ fn burst_of_calls_leaves_nothing_behind() {
     use std::sync::{Arc, Mutex};
     const CALLERS: usize = 8;
     const CALLS_EACH: usize = 25;
-    let sw = Switch::start(&[]);
+    // T1 = 50 ms: every transaction's lingering timer (64·T1) is 3.2 s, so the test can
+    // also see the transaction table empty afterwards.
+    let sw = Switch::start(&[("SOFTSWITCH_SIP_T1_MS", "50")]);
     let (bob, _) = registered_bob(&sw);
     let Conn::Udp(bsock) = bob.conn else {
         panic!("udp")
@@ -1034,4 +1036,19 @@ fn burst_of_calls_leaves_nothing_behind() {
         CALLERS * CALLS_EACH,
         "one CDR per call"
     );
+    // And no transaction is left once their timers ran out.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = http_get(sw.http, "/metrics").1;
+        let live: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("softswitch_transactions_active{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if live == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{live} transactions left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
