@@ -268,6 +268,8 @@ pub struct CallMachine {
     answered_at: Option<SystemTime>,
     outcome: Option<Outcome>,
     byes_out: Vec<LegId>,
+    /// B released the call before A ACKed our 2xx: BYE A once it does (§15).
+    bye_a_on_ack: bool,
     out: Vec<Command>,
 }
 
@@ -284,6 +286,7 @@ impl CallMachine {
             answered_at: None,
             outcome: None,
             byes_out: Vec::new(),
+            bye_a_on_ack: false,
             out: Vec::new(),
         }
     }
@@ -383,6 +386,11 @@ impl CallMachine {
                     LegFailure::Unreachable => 503,
                 },
             ),
+            Event::AckFromA { .. } if self.bye_a_on_ack => {
+                self.bye_a_on_ack = false;
+                self.out.push(Command::StopTimer(CallTimer::AckWait));
+                self.out.push(Command::Bye { leg: LegId::A });
+            }
             Event::AckFromA { sdp } => {
                 if self.phase == Phase::Answered {
                     self.phase = Phase::Connected;
@@ -416,6 +424,11 @@ impl CallMachine {
                     self.cancel_ringing();
                     self.fail_a(480, Disposition::NoAnswer, HangupBy::Switch);
                 }
+            }
+            Event::Timer(CallTimer::AckWait) if self.bye_a_on_ack => {
+                // A never ACKed: its server transaction has timed out, BYE it now.
+                self.bye_a_on_ack = false;
+                self.out.push(Command::Bye { leg: LegId::A });
             }
             Event::Timer(CallTimer::AckWait) => {
                 if self.phase == Phase::Answered {
@@ -589,7 +602,12 @@ impl CallMachine {
     /// Ends a connected (or answered) call: BYE to the legs other than `from` (all when
     /// `both`).
     fn release(&mut self, from: LegId, by: HangupBy, both: bool) {
-        self.out.push(Command::StopTimer(CallTimer::AckWait));
+        // §15: no BYE to A before A's ACK for our 2xx (or the transaction's timeout): with
+        // A still unconfirmed, A's BYE waits for the ACK or the AckWait timer.
+        let defer_a = self.phase == Phase::Answered && !both;
+        if !defer_a {
+            self.out.push(Command::StopTimer(CallTimer::AckWait));
+        }
         self.phase = Phase::Releasing;
         self.outcome = Some(Outcome {
             disposition: Disposition::Answered,
@@ -599,7 +617,11 @@ impl CallMachine {
             connected_leg: self.winner,
         });
         if both || from != LegId::A {
-            self.out.push(Command::Bye { leg: LegId::A });
+            if defer_a {
+                self.bye_a_on_ack = true;
+            } else {
+                self.out.push(Command::Bye { leg: LegId::A });
+            }
             self.byes_out.push(LegId::A);
         }
         if let Some(w) = self.winner {
@@ -1054,6 +1076,40 @@ mod tests {
             leg: b(1),
             sdp: Some(b"answer".to_vec())
         }));
+    }
+
+    /// §15: B hangs up before A's ACK arrived: A's BYE waits for the ACK.
+    #[test]
+    fn no_bye_to_a_before_its_ack() {
+        let (mut m, _) = start(1);
+        m.handle(
+            Event::Final {
+                leg: b(1),
+                status: 200,
+                sdp: None,
+            },
+            now(),
+        );
+        let c = m.handle(Event::Bye { leg: b(1) }, now());
+        assert!(c.contains(&Command::AnswerBye { leg: b(1) }));
+        assert!(!c.contains(&Command::Bye { leg: LegId::A }), "{c:?}");
+        let c = m.handle(Event::AckFromA { sdp: None }, now());
+        assert!(c.contains(&Command::Bye { leg: LegId::A }), "{c:?}");
+        let c = m.handle(Event::ByeDone { leg: LegId::A }, now());
+        assert!(finish_of(&c).is_some());
+        // Without an ACK ever, the AckWait timeout sends it.
+        let (mut m, _) = start(1);
+        m.handle(
+            Event::Final {
+                leg: b(1),
+                status: 200,
+                sdp: None,
+            },
+            now(),
+        );
+        m.handle(Event::Bye { leg: b(1) }, now());
+        let c = m.handle(Event::Timer(CallTimer::AckWait), now());
+        assert!(c.contains(&Command::Bye { leg: LegId::A }), "{c:?}");
     }
 
     /// A BYE whose answer never comes still ends the call (ByeWait).
