@@ -15,7 +15,7 @@
 //! The caller's identity is the authenticated user, whatever the From says: it is what
 //! the CDR bills. Max-Forwards 0 (483) is refused earlier, by the endpoint.
 
-use crate::auth::{Algorithm, Authenticator, Verdict};
+use crate::auth::{Authenticator, Verdict};
 use crate::directory::Directory;
 use crate::endpoint::{Endpoint, Refusal};
 use crate::metrics;
@@ -93,7 +93,6 @@ pub struct CallRouter {
     location: Location,
     /// Our own Via sent-by values (every listener, and the advertised address).
     ours: Vec<HostPort>,
-    md5_only_user_agents: Vec<String>,
 }
 
 impl CallRouter {
@@ -105,7 +104,6 @@ impl CallRouter {
         auth: Arc<Authenticator>,
         location: Location,
         ours: Vec<HostPort>,
-        md5_only_user_agents: &[String],
     ) -> CallRouter {
         CallRouter {
             endpoint,
@@ -113,10 +111,6 @@ impl CallRouter {
             auth,
             location,
             ours,
-            md5_only_user_agents: md5_only_user_agents
-                .iter()
-                .map(|p| p.to_ascii_lowercase())
-                .collect(),
         }
     }
 
@@ -131,11 +125,7 @@ impl CallRouter {
             Uri::Other { .. } => return Err(Rejection::Refused(Refusal::UnsupportedUriScheme)),
         };
         // 2. Loops.
-        if self
-            .ours
-            .iter()
-            .any(|o| crate::dialog::is_loop(req, o, None))
-        {
+        if self.ours.iter().any(|o| crate::dialog::is_loop(req, o)) {
             return Err(Rejection::Refused(Refusal::LoopDetected));
         }
         // 3. The caller.
@@ -162,18 +152,12 @@ impl CallRouter {
                     .as_deref()
                     .and_then(|u| self.directory.get(u))
                     .map(|s| &s.credentials);
-                let md5_only = req.common.header("User-Agent").is_some_and(|ua| {
-                    let ua = ua.trim().to_ascii_lowercase();
-                    self.md5_only_user_agents
-                        .iter()
-                        .any(|p| ua.starts_with(p.as_str()))
-                });
-                return Err(Rejection::Challenge(self.auth.challenge_only(
+                return Err(Rejection::Challenge(self.auth.challenge_for(
                     domain,
                     creds,
                     stale,
                     now,
-                    |a| !md5_only || a == Algorithm::Md5,
+                    req.common.header("User-Agent"),
                 )));
             }
             Verdict::Forbidden { reason } => {
@@ -254,7 +238,7 @@ mod tests {
             host: Host::V4([127, 0, 0, 1].into()),
             port: Some(5060),
         }];
-        CallRouter::new(endpoint, directory, auth, location, ours, &[])
+        CallRouter::new(endpoint, directory, auth, location, ours)
     }
 
     fn invite(ruri: &str, extra: &str) -> Request {

@@ -23,7 +23,7 @@
 //! (RFC 5626 §6); else the URI by the rules of §19.1.4. Path (RFC 3327) is stored, and
 //! echoed in the 200 when the UA says `Supported: path`.
 
-use crate::auth::{Algorithm, Authenticator, FailReason, Verdict};
+use crate::auth::{Authenticator, FailReason, Verdict};
 use crate::directory::Directory;
 use crate::endpoint::Endpoint;
 use crate::metrics;
@@ -70,7 +70,6 @@ struct Shared {
     auth: Arc<Authenticator>,
     location: Location,
     completions: mpsc::UnboundedSender<Completion>,
-    md5_only_user_agents: Vec<String>,
 }
 
 /// A refusal before the actor: status, reason, extra headers, metrics result label.
@@ -104,7 +103,6 @@ impl Registrar {
         auth: Arc<Authenticator>,
         location: Location,
         completions: mpsc::UnboundedSender<Completion>,
-        md5_only_user_agents: Vec<String>,
     ) -> Registrar {
         Registrar {
             shared: Arc::new(Shared {
@@ -114,10 +112,6 @@ impl Registrar {
                 auth,
                 location,
                 completions,
-                md5_only_user_agents: md5_only_user_agents
-                    .into_iter()
-                    .map(|p| p.to_ascii_lowercase())
-                    .collect(),
             }),
         }
     }
@@ -192,12 +186,6 @@ impl Registrar {
                 if reason != FailReason::Missing {
                     metrics::auth_failure(reason.as_str());
                 }
-                let md5_only = req.common.header("User-Agent").is_some_and(|ua| {
-                    let ua = ua.trim().to_ascii_lowercase();
-                    s.md5_only_user_agents
-                        .iter()
-                        .any(|p| ua.starts_with(p.as_str()))
-                });
                 let mut r = Refuse::new(
                     401,
                     "Unauthorized",
@@ -205,9 +193,13 @@ impl Registrar {
                 );
                 r.headers = s
                     .auth
-                    .challenge_only(&s.domain, creds_of_to, stale, now, |a| {
-                        !md5_only || a == Algorithm::Md5
-                    })
+                    .challenge_for(
+                        &s.domain,
+                        creds_of_to,
+                        stale,
+                        now,
+                        req.common.header("User-Agent"),
+                    )
                     .into_iter()
                     .map(|v| Header::new("WWW-Authenticate", v))
                     .collect();

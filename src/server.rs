@@ -124,7 +124,6 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         auth.clone(),
         location.clone(),
         completions_tx,
-        config.auth.md5_only_user_agents.clone(),
     );
     let udp_us = our_address(config, udp_addrs.first().copied());
     let tcp_us = our_address(config, tcp_addrs.first().copied());
@@ -134,7 +133,6 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         auth,
         location.clone(),
         vec![udp_us.clone(), tcp_us.clone()],
-        &config.auth.md5_only_user_agents,
     );
     let t1 = config.sip.t1();
     let calls_registry = Arc::new(dashmap::DashMap::new());
@@ -299,6 +297,11 @@ fn authenticator(config: &Config) -> Authenticator {
             failure_window: std::time::Duration::from_secs(a.failure_window_s),
             block: std::time::Duration::from_secs(a.block_s),
             max_tracked_nonces: a.max_tracked_nonces,
+            md5_only_user_agents: a
+                .md5_only_user_agents
+                .iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect(),
             ..AuthConfig::default()
         },
         rand::random(),

@@ -64,6 +64,21 @@ fn response_to(
     out
 }
 
+/// The callee's 200 with its Contact at `local` and the SDP answer.
+fn answer_200(inv: &str, to_tag: &str, local: SocketAddr) -> String {
+    response_to(
+        inv,
+        200,
+        "OK",
+        to_tag,
+        &format!(
+            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
+            host_port(local)
+        ),
+        SDP_ANSWER,
+    )
+}
+
 struct Caller {
     sock: UdpSocket,
     local: SocketAddr,
@@ -262,17 +277,7 @@ fn f3_f4_basic_call_caller_hangs_up() {
     let (r180, _) = wait_for(&alice.sock, "180", |m| is_status(m, 180));
     let a_to = header(&r180, "To").unwrap().to_string();
     assert!(a_to.contains(";tag="), "{r180}");
-    let ok = response_to(
-        &inv,
-        200,
-        "OK",
-        "bt1",
-        &format!(
-            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
-            host_port(bob.local)
-        ),
-        SDP_ANSWER,
-    );
+    let ok = answer_200(&inv, "bt1", bob.local);
     bs.send_to(ok.as_bytes(), from_switch).unwrap();
     let (a200, _) = wait_for(&alice.sock, "200 for the INVITE", |m| {
         is_status(m, 200) && m.contains("INVITE")
@@ -352,17 +357,7 @@ fn f4_callee_hangs_up() {
     let mut alice = Caller::new(sw.udp_addr());
     alice.call();
     let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
-    let ok = response_to(
-        &inv,
-        200,
-        "OK",
-        "bt2",
-        &format!(
-            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
-            host_port(bob.local)
-        ),
-        SDP_ANSWER,
-    );
+    let ok = answer_200(&inv, "bt2", bob.local);
     bs.send_to(ok.as_bytes(), from_switch).unwrap();
     let (a200, _) = wait_for(&alice.sock, "200", |m| {
         is_status(m, 200) && m.contains("INVITE")
@@ -552,17 +547,7 @@ fn parallel_ringing_first_2xx_wins_late_2xx_released() {
         )
         .unwrap();
     }
-    let ok2 = response_to(
-        &inv2,
-        200,
-        "OK",
-        "b2",
-        &format!(
-            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
-            host_port(bob2.local)
-        ),
-        SDP_ANSWER,
-    );
+    let ok2 = answer_200(&inv2, "b2", bob2.local);
     s2.send_to(ok2.as_bytes(), from2).unwrap();
     let (a200, _) = wait_for(&alice.sock, "200", |m| {
         is_status(m, 200) && m.contains("INVITE")
@@ -577,17 +562,7 @@ fn parallel_ringing_first_2xx_wins_late_2xx_released() {
     )
     .unwrap();
     // Its 2xx crossed the CANCEL: the switch takes the dialog up and releases it.
-    let ok1 = response_to(
-        &inv1,
-        200,
-        "OK",
-        "b1",
-        &format!(
-            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
-            host_port(bob1.local)
-        ),
-        SDP_ANSWER,
-    );
+    let ok1 = answer_200(&inv1, "b1", bob1.local);
     s1.send_to(ok1.as_bytes(), from).unwrap();
     wait_for(s1, "ACK for the late 2xx", |m| is_request(m, "ACK"));
     let (bye1, from) = wait_for(s1, "BYE for the late 2xx", |m| is_request(m, "BYE"));
@@ -683,17 +658,7 @@ fn kill_9_loses_no_cdr_of_a_call_that_ended() {
                 };
                 let m = String::from_utf8_lossy(&buf[..n]).to_string();
                 let reply = if is_request(&m, "INVITE") {
-                    response_to(
-                        &m,
-                        200,
-                        "OK",
-                        "bk",
-                        &format!(
-                            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
-                            host_port(bob_local)
-                        ),
-                        SDP_ANSWER,
-                    )
+                    answer_200(&m, "bk", bob_local)
                 } else if is_request(&m, "BYE") {
                     response_to(&m, 200, "OK", "bk", "", "")
                 } else {
@@ -834,17 +799,7 @@ fn a_panic_in_one_call_ends_that_call_only() {
     )
     .unwrap();
     // The good call goes on.
-    let ok = response_to(
-        &inv1,
-        200,
-        "OK",
-        "g1",
-        &format!(
-            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
-            host_port(bob.local)
-        ),
-        SDP_ANSWER,
-    );
+    let ok = answer_200(&inv1, "g1", bob.local);
     bs.send_to(ok.as_bytes(), from1).unwrap();
     let (a200, _) = wait_for(&good.sock, "200", |m| {
         is_status(m, 200) && m.contains("INVITE")
@@ -922,17 +877,7 @@ fn burst_of_calls_leaves_nothing_behind() {
                         response_to(&m, 180, "Ringing", "bb", "", "").as_bytes(),
                         from,
                     );
-                    let ok = response_to(
-                        &m,
-                        200,
-                        "OK",
-                        "bb",
-                        &format!(
-                            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
-                            host_port(bob_local)
-                        ),
-                        SDP_ANSWER,
-                    );
+                    let ok = answer_200(&m, "bb", bob_local);
                     let _ = bsock.send_to(ok.as_bytes(), from);
                     answered.lock().unwrap().insert(cid);
                 } else if is_request(&m, "ACK") {

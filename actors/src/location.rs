@@ -303,14 +303,8 @@ impl Location {
         }
     }
 
-    /// The actor at `addr` committed `after` (replacing `before`).
-    pub(crate) fn publish(
-        &self,
-        aor: &Arc<str>,
-        _addr: &Addr<Registrar>,
-        before: &[Binding],
-        after: &Arc<Vec<Binding>>,
-    ) {
+    /// An actor committed `after` (replacing `before`) for `aor`.
+    pub(crate) fn publish(&self, aor: &Arc<str>, before: &[Binding], after: &Arc<Vec<Binding>>) {
         match self.inner.aors.get_mut(&**aor) {
             Some(mut e) => e.bindings = after.clone(),
             None => {

@@ -162,10 +162,9 @@ impl Registrar {
         })
     }
 
-    fn commit(&mut self, next: Vec<Binding>, ctx: &mut Context<Self>) {
+    fn commit(&mut self, next: Vec<Binding>) {
         let before = std::mem::replace(&mut self.bindings, Arc::new(next));
-        self.location
-            .publish(&self.aor, &ctx.address(), &before, &self.bindings);
+        self.location.publish(&self.aor, &before, &self.bindings);
     }
 
     /// Stops once nothing waits: the committed state lives on in the location service.
@@ -214,7 +213,7 @@ impl Handler<Register> for Registrar {
                     move |res, act, ctx| {
                         match res {
                             Ok(()) => {
-                                act.commit(next, ctx);
+                                act.commit(next);
                                 reply.send(Ok(Registered {
                                     bindings: act.bindings.clone(),
                                     changed: true,
@@ -224,7 +223,7 @@ impl Handler<Register> for Registrar {
                             // times are absolute, so a restart drops it anyway.
                             Err(e) if expiry_only => {
                                 tracing::error!(aor = %act.aor, error = %e, "could not persist an expiry");
-                                act.commit(next, ctx);
+                                act.commit(next);
                                 reply.send(Err(RegisterError::Storage(e)));
                             }
                             Err(e) => {

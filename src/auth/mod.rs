@@ -70,6 +70,9 @@ pub struct AuthConfig {
     pub max_tracked_nonces: usize,
     /// The bound on source IPs tracked by the failure limit.
     pub max_tracked_sources: usize,
+    /// User-Agent prefixes (lower case) offered MD5 alone: user agents that reject a
+    /// challenge set naming an algorithm they lack instead of picking the one they know.
+    pub md5_only_user_agents: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -82,6 +85,7 @@ impl Default for AuthConfig {
             block: Duration::from_secs(60),
             max_tracked_nonces: 1_000_000,
             max_tracked_sources: 10_000,
+            md5_only_user_agents: Vec::new(),
         }
     }
 }
@@ -300,6 +304,28 @@ impl Authenticator {
         now: SystemTime,
     ) -> Vec<String> {
         self.challenge_only(realm, creds, stale, now, |_| true)
+    }
+
+    /// [`Authenticator::challenge`] for a request from `user_agent`: MD5 alone when it
+    /// starts with one of [`AuthConfig::md5_only_user_agents`].
+    pub fn challenge_for(
+        &self,
+        realm: &str,
+        creds: Option<&Credentials>,
+        stale: bool,
+        now: SystemTime,
+        user_agent: Option<&str>,
+    ) -> Vec<String> {
+        let md5_only = user_agent.is_some_and(|ua| {
+            let ua = ua.trim().to_ascii_lowercase();
+            self.config
+                .md5_only_user_agents
+                .iter()
+                .any(|p| ua.starts_with(p.as_str()))
+        });
+        self.challenge_only(realm, creds, stale, now, |a| {
+            !md5_only || a == Algorithm::Md5
+        })
     }
 
     /// [`Authenticator::challenge`] limited to the algorithms `allow` accepts (for user

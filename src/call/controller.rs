@@ -109,6 +109,8 @@ pub struct CallController {
     a_final_sent: bool,
     /// A handler panicked: the call is being torn down, nothing else runs.
     aborted: bool,
+    /// What `publish` last put in the API registry (phase, leg states).
+    published: Option<(&'static str, Vec<&'static str>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +247,7 @@ impl CallController {
                 after_cdr: Vec::new(),
                 a_final_sent: false,
                 aborted: false,
+                published: None,
             }
         })
     }
@@ -268,13 +271,18 @@ impl CallController {
     }
 
     /// Refreshes this call's entry of `GET /api/calls` (no secrets: parties, states,
-    /// addresses, times).
-    fn publish(&self) {
+    /// addresses, times) when its phase or a leg's state changed, not at every event.
+    fn publish(&mut self) {
         if self.machine.is_done() {
             return;
         }
-        let domain = &self.settings.domain;
         let states = self.machine.leg_states();
+        let view = (self.machine.phase(), states.clone());
+        if self.published.as_ref() == Some(&view) {
+            return;
+        }
+        self.published = Some(view);
+        let domain = &self.settings.domain;
         let mut legs = vec![serde_json::json!({
             "leg": "A",
             "role": "uas",
@@ -569,7 +577,7 @@ impl CallController {
             for out in std::mem::take(&mut act.after_cdr) {
                 act.send(out);
             }
-            if act.machine.is_done() {
+            if act.machine.is_done() || act.aborted {
                 act.done(ctx);
             }
         }));
@@ -609,16 +617,12 @@ impl CallController {
     }
 
     fn on_request(&mut self, leg: LegId, tx: TxId, request: Request, ctx: &mut Context<Self>) {
-        let seq_ok = if leg == LegId::A {
-            self.a
-                .dialog
-                .as_mut()
-                .accept_if_any(request.common.cseq.seq)
+        let dialog = if leg == LegId::A {
+            self.a.dialog.as_mut()
         } else {
-            self.b(leg)
-                .and_then(|b| b.dialog.as_mut())
-                .accept_if_any(request.common.cseq.seq)
+            self.b(leg).and_then(|b| b.dialog.as_mut())
         };
+        let seq_ok = dialog.is_none_or(|d| d.accept_remote_seq(request.common.cseq.seq));
         if !seq_ok {
             let r = request.response(500, Some("Server Internal Error (CSeq out of order)"), None);
             self.send(CallOutput::Respond { tx, response: r });
@@ -643,19 +647,6 @@ impl CallController {
                 let r = request.response(501, Some("Not Implemented (in-dialog)"), None);
                 self.send(CallOutput::Respond { tx, response: r });
             }
-        }
-    }
-}
-
-trait AcceptSeq {
-    fn accept_if_any(self, seq: u32) -> bool;
-}
-
-impl AcceptSeq for Option<&mut Dialog> {
-    fn accept_if_any(self, seq: u32) -> bool {
-        match self {
-            Some(d) => d.accept_remote_seq(seq),
-            None => true,
         }
     }
 }
@@ -775,22 +766,16 @@ impl CallController {
             answered_at: None,
             connected_leg: None,
         };
-        if self.cdr == CdrState::Pending {
-            self.write_cdr(outcome, ctx);
-        }
-        // write_cdr's completion sees the machine as not done: stop here once written.
-        ctx.run_later(Duration::from_millis(0), |act, ctx| {
-            act.done_when_written(ctx)
-        });
-    }
-
-    fn done_when_written(&mut self, ctx: &mut Context<Self>) {
-        if self.cdr == CdrState::Written {
-            self.done(ctx);
-        } else {
-            ctx.run_later(Duration::from_millis(5), |act, ctx| {
-                act.done_when_written(ctx)
-            });
+        // The write's completion ends an aborted call; an already written CDR ends it now.
+        match self.cdr {
+            CdrState::Pending => self.write_cdr(outcome, ctx),
+            CdrState::Writing => {}
+            CdrState::Written => {
+                for out in std::mem::take(&mut self.after_cdr) {
+                    self.send(out);
+                }
+                self.done(ctx);
+            }
         }
     }
 
