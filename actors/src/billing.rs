@@ -222,8 +222,8 @@ const fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 /// The proleptic Gregorian date (year, month 1–12, day 1–31) `days` after 1970-01-01
-/// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+/// (H. Hinnant's `civil_from_days`). Also the registrar's `Date` header uses it.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468; // days since 0000-03-01
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097); // [0, 146096]
