@@ -24,6 +24,10 @@
 //! * The phone registers at start-up, possibly before the control connection exists,
 //!   so the first `REGISTER_OK` event can be missed: poll `reginfo` instead.
 //! * `reginfo` answers human text with ANSI colour codes; [`RegInfo::parse`] strips them.
+//! * What a phone really received is only visible in `audio_debug` (in-call only):
+//!   [`AudioStats::parse`] reads the RTP/RTCP counters from it. `rcvd=N` counts RTP
+//!   packets per remote SSRC as they arrive; `psent` stays 0 until the first RTCP
+//!   sender report (about 5 s in), so it is not used.
 //! * `-t SECS` makes baresip quit by itself: a safety net if the test process dies
 //!   without running `Drop`.
 #![allow(dead_code)]
@@ -162,6 +166,126 @@ pub fn strip_ansi(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// One RTP source that a phone's RTCP session knows, from `audio_debug`: the
+/// `member 0x<ssrc>: lost=N ...` line and the `IP=<addr> psent=N rcvd=N` line under it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RtpSource {
+    /// The source's SSRC.
+    pub ssrc: u32,
+    /// The address its RTP packets came from (libre's `rtp_peer`).
+    pub addr: Option<SocketAddr>,
+    /// RTP packets received from it (libre's `source.received`).
+    pub received: u64,
+    /// Cumulative packets lost, as reported by RTCP.
+    pub lost: i64,
+}
+
+/// What one phone's audio stream saw, parsed from the `audio_debug` command (baresip
+/// 1.0.0 prints `audio_debug()`, `rtp_debug()` and `rtcp_debug()` of the call's audio
+/// stream). The counters come from the phone's own RTP socket, so they observe what
+/// really arrived, not what a signalling trace promised.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AudioStats {
+    /// Our own SSRC (`cname=... SSRC=0x...`).
+    pub ssrc: Option<u32>,
+    /// The local RTP socket (`local: 0.0.0.0:PORT`).
+    pub local: Option<SocketAddr>,
+    /// Where we send RTP (`remote: ADDR/RTCPADDR`: the address from the peer's SDP).
+    pub remote: Option<SocketAddr>,
+    /// RTP packets we sent (`TX: packets=N`).
+    pub tx_packets: Option<u64>,
+    /// Seconds of audio encoded (`tx: ... time = S sec`).
+    pub tx_seconds: Option<f64>,
+    /// Seconds of received audio decoded (`rx: ... time = S sec`).
+    pub rx_seconds: Option<f64>,
+    /// The remote sources, one per SSRC heard.
+    pub sources: Vec<RtpSource>,
+    /// The text parsed (colour codes removed), for assertion messages.
+    pub raw: String,
+}
+
+impl AudioStats {
+    /// Parses `audio_debug` text (see the sample in `tests/phone_calls.rs`).
+    pub fn parse(data: &str) -> AudioStats {
+        let text = strip_ansi(data);
+        let mut st = AudioStats {
+            raw: text.clone(),
+            ..AudioStats::default()
+        };
+        // Which half of the `--- Audio stream ---` block a `time =` line belongs to.
+        let mut half = "";
+        for line in text.lines() {
+            let l = line.trim();
+            if l.starts_with("tx:") {
+                half = "tx";
+            } else if l.starts_with("rx:") {
+                half = "rx";
+            }
+            if let Some(t) = l.strip_prefix("time = ") {
+                let secs = t.trim_end_matches("sec").trim().parse::<f64>().ok();
+                match half {
+                    "tx" => st.tx_seconds = st.tx_seconds.or(secs),
+                    "rx" => st.rx_seconds = st.rx_seconds.or(secs),
+                    _ => {}
+                }
+            } else if let Some(rest) = l.strip_prefix("local: ") {
+                // `local: 0.0.0.0:41108, remote: 127.0.0.1:42102/127.0.0.1:42103`
+                let (local, remote) = rest.split_once(", remote: ").unwrap_or((rest, ""));
+                st.local = local.trim().parse().ok();
+                st.remote = remote.split('/').next().and_then(|r| r.trim().parse().ok());
+            } else if let Some(i) = l.find(" SSRC=0x").filter(|_| l.starts_with("cname=")) {
+                let hex: String = l[i + 8..]
+                    .chars()
+                    .take_while(char::is_ascii_hexdigit)
+                    .collect();
+                st.ssrc = u32::from_str_radix(&hex, 16).ok();
+            } else if let Some(rest) = l.strip_prefix("member 0x") {
+                // `member 0x68e9ea43: lost=0 Jitter=0.0ms RTT=0.0ms`
+                let (hex, rest) = rest.split_once(':').unwrap_or((rest, ""));
+                let lost = word_value(rest, "lost=")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if let Ok(ssrc) = u32::from_str_radix(hex.trim(), 16) {
+                    st.sources.push(RtpSource {
+                        ssrc,
+                        addr: None,
+                        received: 0,
+                        lost,
+                    });
+                }
+            } else if l.starts_with("IP=") {
+                // `IP=127.0.0.1:42102 psent=0 rcvd=141`, under its member line.
+                if let Some(src) = st.sources.last_mut() {
+                    src.addr = word_value(l, "IP=").and_then(|v| v.parse().ok());
+                    src.received = word_value(l, "rcvd=")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                }
+            } else if let Some(rest) = l.strip_prefix("TX: packets=") {
+                st.tx_packets = rest
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|v| v.parse().ok());
+            }
+        }
+        st
+    }
+
+    /// The source with `ssrc`, if this phone heard it.
+    pub fn source(&self, ssrc: u32) -> Option<&RtpSource> {
+        self.sources.iter().find(|s| s.ssrc == ssrc)
+    }
+}
+
+/// The text after `key` up to the next space or comma, in a line of `key=value` words.
+fn word_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let i = line.find(key)?;
+    line[i + key.len()..]
+        .split([' ', ','])
+        .next()
+        .filter(|v| !v.is_empty())
 }
 
 /// The ports one phone uses.
@@ -505,6 +629,16 @@ impl Baresip {
     /// `hangup`: ends the current call (on a ringing incoming call: 486).
     pub fn hangup(&mut self) -> Result<Response, String> {
         self.command("hangup", None)
+    }
+
+    /// `audio_debug`: the current call's audio stream statistics (only while a call
+    /// exists; the command is not even listed otherwise).
+    pub fn audio_stats(&mut self) -> Result<AudioStats, String> {
+        let r = self.command("audio_debug", None)?;
+        if !r.ok {
+            return Err(format!("audio_debug failed: {}", r.data));
+        }
+        Ok(AudioStats::parse(&r.data))
     }
 
     /// `quit` (de-registers every account first), then waits for the process to exit.
