@@ -58,6 +58,18 @@ pub struct Dialog {
     pub remote_target: Uri,
     /// Route values for in-dialog requests, in the order they are sent.
     pub route_set: Vec<NameAddr>,
+    /// Early (a 1xx with a To tag made it) or confirmed (a 2xx did), §12.
+    pub state: DialogState,
+}
+
+/// A dialog's state (RFC 3261 §12): a provisional response with a To tag creates an
+/// early dialog, a 2xx a confirmed one (or confirms the early dialog of the same tags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogState {
+    /// From a 1xx: only CANCEL ends it from the caller's side; its 2xx confirms it.
+    Early,
+    /// From a 2xx: in-dialog requests (BYE) may go.
+    Confirmed,
 }
 
 /// Why a dialog could not be formed.
@@ -113,6 +125,7 @@ impl Dialog {
             remote_seq: Some(c.cseq.seq),
             remote_target: contact_uri(c)?,
             route_set: record_route(c)?,
+            state: DialogState::Early,
         })
     }
 
@@ -138,7 +151,28 @@ impl Dialog {
             remote_seq: None,
             remote_target: contact_uri(c)?,
             route_set,
+            state: if response.status >= 200 {
+                DialogState::Confirmed
+            } else {
+                DialogState::Early
+            },
         })
+    }
+
+    /// The 2xx (ours to the peer, or the peer's to us) confirms the dialog; its remote
+    /// target and route set are the 2xx's (§12.1.2: a 2xx may change the Contact an
+    /// early 1xx gave).
+    pub fn confirm(&mut self, by: Option<&Response>) {
+        self.state = DialogState::Confirmed;
+        if let Some(r) = by {
+            if let Ok(t) = contact_uri(&r.common) {
+                self.remote_target = t;
+            }
+            if let Ok(mut rs) = record_route(&r.common) {
+                rs.reverse();
+                self.route_set = rs;
+            }
+        }
     }
 
     /// True when `req` belongs to this dialog: same Call-ID, its From tag is the peer's

@@ -311,7 +311,7 @@ fn authenticator(config: &Config) -> Authenticator {
 /// The HTTP API's view of the switch.
 struct Api {
     location: Location,
-    calls: Arc<dashmap::DashMap<crate::call::CallNo, serde_json::Value>>,
+    calls: Arc<dashmap::DashMap<crate::call::CallNo, crate::call::CallView>>,
 }
 
 impl ApiSource for Api {
@@ -322,7 +322,7 @@ impl ApiSource for Api {
         let mut v: Vec<(crate::call::CallNo, serde_json::Value)> = self
             .calls
             .iter()
-            .map(|e| (*e.key(), e.value().clone()))
+            .map(|e| (*e.key(), e.value().to_json()))
             .collect();
         v.sort_by_key(|(k, _)| *k);
         serde_json::Value::Array(v.into_iter().map(|(_, c)| c).collect())

@@ -751,6 +751,17 @@ fn kill_9_loses_no_cdr_of_a_call_that_ended() {
 /// the switch; a call already ringing is answered and ends normally.
 #[test]
 fn a_panic_in_one_call_ends_that_call_only() {
+    panic_in_one_call("panic");
+}
+
+/// The same with the panic in one of the call's Leg actors (its B-leg, at its first
+/// response) instead of its controller: the controller ends the call the same way.
+#[test]
+fn a_panic_in_one_leg_ends_that_call_only() {
+    panic_in_one_call("panic-leg");
+}
+
+fn panic_in_one_call(fault: &str) {
     if !cfg!(debug_assertions) {
         panic!(
             "the fault hook exists only in builds with debug assertions: run the tests as \
@@ -770,7 +781,7 @@ fn a_panic_in_one_call_ends_that_call_only() {
     .unwrap();
     wait_for(&good.sock, "180", |m| is_status(m, 180));
     let mut bad = Caller::new(sw.udp_addr());
-    bad.extra = "X-Softswitch-Test-Fault: panic\r\n".into();
+    bad.extra = format!("X-Softswitch-Test-Fault: {fault}\r\n");
     bad.call();
     let good_cid = header(&inv1, "Call-ID").unwrap().to_string();
     let (inv2, from2) = wait_for(bs, "the faulty call's INVITE", |m| {
@@ -818,6 +829,7 @@ fn a_panic_in_one_call_ends_that_call_only() {
         is_status(m, 200) && m.contains("BYE")
     });
     wait_metric(&sw, "softswitch_calls_active", 0.0);
+    wait_metric(&sw, "softswitch_call_legs_active", 0.0);
     assert_eq!(metric_now(&sw, "softswitch_call_panics_total"), 1.0);
     let c = cdr_of(&sw, &bad.call_id);
     assert_eq!(

@@ -1,33 +1,32 @@
-//! The CallController actor: one per call, bridging the A-leg (the switch is its UAS) and
-//! one B-leg per callee binding (the switch is their UAC). Thin: the decisions are the
-//! pure `CallMachine`'s; this file turns SIP into its events and its commands into SIP.
-//!
-//! RFC 3261 duties that are SIP, not call logic, are done here: the A-leg's dialog
-//! (§12.1.1, our tag and Contact on every 1xx/2xx to A), retransmitting our 2xx to A until
-//! its ACK (§13.3.1.4: T1 doubling to T2, through the transaction in RFC 6026 Accepted),
-//! each B-leg's dialog from its 2xx (§12.1.2), ACK for a B-leg 2xx (§13.2.2.4), CANCEL
-//! (§9.1), BYE (§15.1.1) and the remote CSeq check of in-dialog requests (§12.2.2).
+//! The CallController actor: one per call, supervising the call's [`Leg`] actors (the
+//! A-leg, where the switch is the caller's UAS, and one B-leg per callee binding, where
+//! it is the UAC) and bridging them. Thin: the decisions are the pure `CallMachine`'s;
+//! this actor feeds it the legs' reports and hands its commands to the legs, which turn
+//! them into SIP. It owns what is the call's and not a leg's: the machine's timers, the
+//! CDR (written before the call counts as ended and before the caller sees its end), the
+//! setup-time metric, the `/api/calls` entry, and the supervision of its legs: a panic in
+//! the controller or in any leg ends this call only (every leg released as far as its SIP
+//! state allows, CDR `failed`/500/`hangup_by = switch`), never the process.
 
-use super::{CallInput, CallNo, CallOutput, Purpose};
-use crate::dialog::{self, BLeg, Dialog};
+use super::leg::{self, Leg, LegCommand, LegReport, NewLeg, Role};
+use super::{CallNo, CallOutput, CallView, LegView};
+use crate::dialog::{self, BLeg};
 use crate::metrics;
 use crate::transport::{local_tag, Peer, Transport};
-use crate::txn::{new_branch, TxId};
-use crate::wire::{Header, HostPort, NameAddr, Request, Response, SipUri, Uri};
+use crate::txn::TxId;
+use crate::wire::{HostPort, NameAddr, Request, Uri};
 use actix::prelude::*;
 use softswitch_actors::billing::{self, BillingHandle, Cdr};
 use softswitch_actors::binding::Binding;
 use softswitch_actors::call::{
-    CallMachine, CallTimer, CallTimers, Command, Event, HangupBy, LegFailure, LegId, Outcome,
+    CallMachine, CallTimer, CallTimers, Command, Event, HangupBy, LegId, Outcome,
 };
 use softswitch_actors::port::TransportKind;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// What every call needs to know of the switch.
-#[derive(Clone)]
 pub struct CallSettings {
     /// Our sent-by (and Contact host) for UDP.
     pub udp: HostPort,
@@ -44,7 +43,7 @@ pub struct CallSettings {
     /// The served domain (CDR parties are `sip:user@domain`).
     pub domain: String,
     /// What `GET /api/calls` lists: every call's current view, kept by the call.
-    pub registry: Arc<dashmap::DashMap<CallNo, serde_json::Value>>,
+    pub registry: Arc<dashmap::DashMap<CallNo, CallView>>,
 }
 
 /// A new call.
@@ -67,50 +66,38 @@ pub struct NewCall {
     pub callee: String,
 }
 
-struct ALeg {
-    tx: TxId,
-    invite: Request,
-    peer: Peer,
-    tag: String,
-    dialog: Option<Dialog>,
-    /// Our 2xx, kept for retransmission until A's ACK.
-    ok: Option<Response>,
-    ok_interval: Duration,
-}
-
-struct BLegState {
-    peer: Peer,
-    invite: Request,
-    dialog: Option<Dialog>,
-}
-
 /// The controller.
 pub struct CallController {
     call: CallNo,
     machine: CallMachine,
     settings: Arc<CallSettings>,
     out: mpsc::UnboundedSender<CallOutput>,
-    a: ALeg,
-    b: Vec<BLegState>,
-    timers: HashMap<CallTimer, SpawnHandle>,
-    retransmit: Option<SpawnHandle>,
+    /// The legs, by `LegId` (0 is A).
+    legs: Vec<Addr<Leg>>,
+    /// A's offer, given to the machine when it starts.
+    offer: Option<Vec<u8>>,
+    timers: Vec<(CallTimer, SpawnHandle)>,
     started: Instant,
     start_time: SystemTime,
+    /// The A-leg's Call-ID (the CDR's `call_id`).
+    call_id: String,
     caller: String,
     callee: String,
     setup_recorded: bool,
-    /// BYEs received, answered once the CDR is on disk.
-    pending_byes: Vec<(LegId, TxId, Request)>,
     cdr: CdrState,
     /// What a phone must not see before the CDR is on disk (the final response that ends
-    /// A's attempt, the 200 for a BYE): sent when the write completes.
-    after_cdr: Vec<CallOutput>,
-    /// A final response went to A's INVITE.
-    a_final_sent: bool,
+    /// A's attempt, the 200 for a BYE): given to the legs when the write completes.
+    after_cdr: Vec<(LegId, LegCommand)>,
+    /// The machine's last commands queued an answer for a BYE.
+    bye_answer_queued: bool,
     /// A handler panicked: the call is being torn down, nothing else runs.
     aborted: bool,
-    /// What `publish` last put in the API registry (phase, leg states).
+    /// What the API registry last showed (phase, leg states).
     published: Option<(&'static str, Vec<&'static str>)>,
+    /// Test builds: `X-Softswitch-Test-Fault: panic` on the caller's INVITE makes this
+    /// controller panic at the first report from a B-leg.
+    #[cfg(debug_assertions)]
+    fault: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,30 +107,11 @@ enum CdrState {
     Written,
 }
 
-impl Message for CallInput {
-    type Result = ();
-}
-
 fn our(settings: &CallSettings, transport: Transport) -> HostPort {
     match transport {
         Transport::Udp => settings.udp.clone(),
         Transport::Tcp => settings.tcp.clone(),
     }
-}
-
-fn contact_for(host: HostPort, transport: Transport) -> NameAddr {
-    let mut uri = SipUri {
-        secure: false,
-        user: Some("switch".into()),
-        password: None,
-        host,
-        params: Vec::new(),
-        headers: None,
-    };
-    if transport == Transport::Tcp {
-        uri.params.push(crate::wire::Param::new("transport", "tcp"));
-    }
-    NameAddr::new(Uri::Sip(uri))
 }
 
 /// Where a B-leg INVITE goes for binding `b`: the Contact's address when it names the
@@ -174,82 +142,126 @@ fn peer_of(b: &Binding) -> Peer {
     }
 }
 
-fn sdp_of(body: &bytes::Bytes) -> Option<Vec<u8>> {
-    (!body.is_empty()).then(|| body.to_vec())
+fn fault_header(invite: &Request) -> Option<String> {
+    invite
+        .common
+        .header("X-Softswitch-Test-Fault")
+        .map(|v| v.trim().to_ascii_lowercase())
 }
 
 impl CallController {
-    /// Starts the actor for `new`, answering through `out`.
+    /// Starts the actor for `new` and its legs, answering through `out`; gives back the
+    /// legs' addresses (by `LegId`), to which the driver delivers each leg's SIP.
     pub fn start(
         new: NewCall,
         settings: Arc<CallSettings>,
         out: mpsc::UnboundedSender<CallOutput>,
-    ) -> Addr<CallController> {
-        let mut b = Vec::new();
-        let a_tag = local_tag();
+    ) -> Vec<Addr<Leg>> {
+        let fault = fault_header(&new.invite);
+        let mut b_legs = Vec::new();
         for binding in new.targets.iter() {
             let peer = peer_of(binding);
             let Ok(target) = crate::wire::parse_uri(&binding.uri) else {
                 continue;
             };
-            let via = dialog::our_via(
-                peer.transport.as_str(),
-                our(&settings, peer.transport),
-                new_branch(),
-            );
             let call_id = format!("{}@{}", local_tag(), our(&settings, peer.transport).host);
             let from_tag = local_tag();
-            let leg = BLeg {
+            let b = BLeg {
                 target,
-                via,
-                contact: contact_for(our(&settings, peer.transport), peer.transport),
+                via: leg::via_for(&settings, peer.transport),
+                contact: leg::contact_for(&settings, peer.transport),
                 call_id: &call_id,
                 from_tag: &from_tag,
                 to: new.callee_to.clone(),
                 path: &binding.path,
             };
-            if let Some(invite) = dialog::b_leg_invite(&new.invite, &leg) {
-                b.push(BLegState {
-                    peer,
-                    invite,
-                    dialog: None,
-                });
+            if let Some(invite) = dialog::b_leg_invite(&new.invite, &b) {
+                b_legs.push((peer, invite));
             }
         }
+        let domain = &settings.domain;
+        let start_time = SystemTime::now();
+        let view = CallView {
+            call_id: new.invite.common.call_id.clone(),
+            caller: format!("sip:{}@{domain}", new.caller),
+            callee: format!("sip:{}@{domain}", new.callee),
+            state: "idle",
+            start_time,
+            legs: std::iter::once(LegView::of("A".into(), &new.invite, &new.a_peer, "uas"))
+                .chain(
+                    b_legs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (p, inv))| LegView::of(format!("B{}", i + 1), inv, p, "uac")),
+                )
+                .collect(),
+        };
+        settings.registry.insert(new.call, view);
         let timers = settings.timers;
-        let t1 = settings.t1;
+        let mut addrs = Vec::with_capacity(1 + b_legs.len());
+        let addrs_out = &mut addrs;
         CallController::create(move |ctx| {
             ctx.set_mailbox_capacity(64);
+            let me = ctx.address();
+            let call = new.call;
+            let call_id = new.invite.common.call_id.clone();
+            let offer =
+                (!new.invite.common.body.is_empty()).then(|| new.invite.common.body.to_vec());
+            addrs_out.push(Leg::start(
+                NewLeg {
+                    call,
+                    id: LegId::A,
+                    role: Role::Uas {
+                        tx: new.tx,
+                        tag: local_tag(),
+                    },
+                    invite: new.invite,
+                    peer: new.a_peer,
+                    fault: false,
+                },
+                me.clone(),
+                settings.clone(),
+                out.clone(),
+            ));
+            for (i, (peer, invite)) in b_legs.into_iter().enumerate() {
+                addrs_out.push(Leg::start(
+                    NewLeg {
+                        call,
+                        id: LegId(i as u32 + 1),
+                        role: Role::Uac,
+                        invite,
+                        peer,
+                        fault: fault.as_deref() == Some("panic-leg"),
+                    },
+                    me.clone(),
+                    settings.clone(),
+                    out.clone(),
+                ));
+            }
             CallController {
-                call: new.call,
+                call,
                 machine: CallMachine::new(timers),
                 settings,
                 out,
-                a: ALeg {
-                    tx: new.tx,
-                    invite: new.invite,
-                    peer: new.a_peer,
-                    tag: a_tag,
-                    dialog: None,
-                    ok: None,
-                    ok_interval: t1,
-                },
-                b,
-                timers: HashMap::new(),
-                retransmit: None,
+                legs: addrs_out.clone(),
+                offer,
+                timers: Vec::new(),
                 started: Instant::now(),
-                start_time: SystemTime::now(),
+                start_time,
+                call_id,
                 caller: new.caller,
                 callee: new.callee,
                 setup_recorded: false,
-                pending_byes: Vec::new(),
                 cdr: CdrState::Pending,
                 after_cdr: Vec::new(),
-                a_final_sent: false,
+                bye_answer_queued: false,
                 aborted: false,
                 published: None,
+                #[cfg(debug_assertions)]
+                fault: fault.as_deref() == Some("panic"),
             }
-        })
+        });
+        addrs
     }
 
     fn send(&self, out: CallOutput) {
@@ -257,9 +269,11 @@ impl CallController {
         let _ = self.out.send(out);
     }
 
-    fn b(&mut self, leg: LegId) -> Option<&mut BLegState> {
-        let i = (leg.0 as usize).checked_sub(1)?;
-        self.b.get_mut(i)
+    fn tell(&self, leg: LegId, c: LegCommand) {
+        if let Some(l) = self.legs.get(leg.0 as usize) {
+            // A leg lives until this controller stops it.
+            l.do_send(c);
+        }
     }
 
     fn feed(&mut self, ev: Event, ctx: &mut Context<Self>) {
@@ -270,235 +284,69 @@ impl CallController {
         self.publish();
     }
 
-    /// Refreshes this call's entry of `GET /api/calls` (no secrets: parties, states,
-    /// addresses, times) when its phase or a leg's state changed, not at every event.
+    /// Refreshes this call's entry of `GET /api/calls` when its phase or a leg's state
+    /// changed, not at every event.
     fn publish(&mut self) {
         if self.machine.is_done() {
             return;
         }
-        let states = self.machine.leg_states();
-        let view = (self.machine.phase(), states.clone());
+        let view = (self.machine.phase(), self.machine.leg_states());
         if self.published.as_ref() == Some(&view) {
             return;
         }
-        self.published = Some(view);
-        let domain = &self.settings.domain;
-        let mut legs = vec![serde_json::json!({
-            "leg": "A",
-            "role": "uas",
-            "call_id": self.a.invite.common.call_id,
-            "peer": self.a.peer.addr.to_string(),
-            "transport": self.a.peer.transport.as_str(),
-            "state": self.machine.phase(),
-        })];
-        for (i, b) in self.b.iter().enumerate() {
-            legs.push(serde_json::json!({
-                "leg": format!("B{}", i + 1),
-                "role": "uac",
-                "call_id": b.invite.common.call_id,
-                "peer": b.peer.addr.to_string(),
-                "transport": b.peer.transport.as_str(),
-                "state": states.get(i).copied().unwrap_or("trying"),
-            }));
+        if let Some(mut v) = self.settings.registry.get_mut(&self.call) {
+            v.state = view.0;
+            for (i, l) in v.legs.iter_mut().enumerate() {
+                l.state = match i {
+                    0 => view.0,
+                    i => view.1.get(i - 1).copied().unwrap_or("trying"),
+                };
+            }
         }
-        let start = softswitch_actors::billing::Timestamp::from(self.start_time).to_string();
-        self.settings.registry.insert(
-            self.call,
-            serde_json::json!({
-                "call_id": self.a.invite.common.call_id,
-                "caller": format!("sip:{}@{domain}", self.caller),
-                "callee": format!("sip:{}@{domain}", self.callee),
-                "state": self.machine.phase(),
-                "start_time": start,
-                "legs": legs,
-            }),
-        );
+        self.published = Some(view);
     }
 
     fn execute(&mut self, c: Command, ctx: &mut Context<Self>) {
         match c {
-            Command::InviteB { leg } => {
-                let call = self.call;
-                let Some(b) = self.b(leg) else { return };
-                let (to, request) = (b.peer, b.invite.clone());
-                let key = (
-                    request.common.call_id.clone(),
-                    request.common.from.tag().unwrap_or_default().to_string(),
-                );
-                self.send(CallOutput::Dialog {
-                    call,
-                    leg,
-                    call_id: key.0,
-                    local_tag: key.1,
-                });
-                self.send(CallOutput::Send {
-                    call,
-                    leg,
-                    purpose: Purpose::Invite,
-                    to,
-                    request,
-                });
-            }
-            Command::CancelB { leg } => {
-                let call = self.call;
-                let Some(b) = self.b(leg) else { return };
-                let (to, request) = (b.peer, dialog::cancel_for(&b.invite));
-                self.send(CallOutput::Send {
-                    call,
-                    leg,
-                    purpose: Purpose::Cancel,
-                    to,
-                    request,
-                });
-            }
-            Command::AckB { leg, sdp } => {
-                let settings = self.settings.clone();
-                let Some(b) = self.b(leg) else { return };
-                let Some(d) = &b.dialog else { return };
-                let via = dialog::our_via(
-                    b.peer.transport.as_str(),
-                    our(&settings, b.peer.transport),
-                    new_branch(),
-                );
-                let body = sdp.map(|s| (bytes::Bytes::from(s), "application/sdp"));
-                let ack = d.ack(b.invite.common.cseq.seq, via, body);
-                let to = b.peer;
-                self.send(CallOutput::Ack { to, request: ack });
-            }
+            Command::InviteB { leg } => self.tell(leg, LegCommand::Invite),
+            Command::CancelB { leg } => self.tell(leg, LegCommand::Cancel),
+            Command::AckB { leg, sdp } => self.tell(leg, LegCommand::Ack { sdp }),
             Command::ProvisionalToA { status, sdp } => {
-                let r = self.to_a(status, sdp);
-                self.send(CallOutput::Respond {
-                    tx: self.a.tx,
-                    response: r,
-                });
+                self.tell(LegId::A, LegCommand::Provisional { status, sdp })
             }
             Command::FinalToA { status, sdp } => {
-                let r = self.to_a(status, sdp);
                 self.record_setup();
-                self.a_final_sent = true;
-                let out = CallOutput::Respond {
-                    tx: self.a.tx,
-                    response: r.clone(),
-                };
+                let c = LegCommand::Final { status, sdp };
                 if (200..300).contains(&status) {
-                    self.a.dialog = Dialog::uas(&self.a.invite, &self.a.tag).ok();
-                    if self.a.dialog.is_some() {
-                        self.send(CallOutput::Dialog {
-                            call: self.call,
-                            leg: LegId::A,
-                            call_id: self.a.invite.common.call_id.clone(),
-                            local_tag: self.a.tag.clone(),
-                        });
-                    }
-                    self.a.ok = Some(r);
-                    self.arm_retransmit(ctx);
-                    self.send(out);
+                    self.tell(LegId::A, c);
                 } else {
                     // The end of A's attempt: the caller sees it only once the CDR is on
                     // disk (a kill -9 after this response loses no record).
-                    self.send_after_cdr(out, ctx);
+                    self.after_cdr(LegId::A, c, ctx);
                 }
             }
             Command::AnswerBye { leg } => {
-                let (answer, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_byes)
-                    .into_iter()
-                    .partition(|(l, _, _)| *l == leg);
-                self.pending_byes = keep;
-                for (_, tx, request) in answer {
-                    let response = request.response(200, None, None);
-                    self.send_after_cdr(CallOutput::Respond { tx, response }, ctx);
-                }
+                self.bye_answer_queued = true;
+                self.after_cdr(leg, LegCommand::AnswerBye, ctx);
             }
-            Command::Bye { leg } => self.send_bye(leg),
+            Command::Bye { leg } => self.tell(leg, LegCommand::Bye),
             Command::StartTimer(t, d) => {
-                if let Some(h) = self.timers.remove(&t) {
-                    ctx.cancel_future(h);
-                }
+                self.stop_timer(t, ctx);
                 let h = ctx.run_later(d, move |act, ctx| {
-                    act.timers.remove(&t);
+                    act.timers.retain(|(k, _)| *k != t);
                     act.guarded(ctx, move |act, ctx| act.feed(Event::Timer(t), ctx));
                 });
-                self.timers.insert(t, h);
+                self.timers.push((t, h));
             }
-            Command::StopTimer(t) => {
-                if let Some(h) = self.timers.remove(&t) {
-                    ctx.cancel_future(h);
-                }
-                if t == CallTimer::AckWait {
-                    self.stop_retransmit(ctx);
-                }
-            }
+            // The A-leg stops retransmitting our 2xx itself, at the ACK or our BYE.
+            Command::StopTimer(t) => self.stop_timer(t, ctx),
             Command::Finish(outcome) => self.finish(outcome, ctx),
         }
     }
 
-    /// A response to A's INVITE: our tag, our Contact on 1xx/2xx (they create the
-    /// dialog), the SDP as received from B.
-    fn to_a(&self, status: u16, sdp: Option<Vec<u8>>) -> Response {
-        let mut r = self.a.invite.response(status, None, Some(&self.a.tag));
-        if status < 300 {
-            let host = our(&self.settings, self.a.peer.transport);
-            r.common.headers.push(Header::new(
-                "Contact",
-                contact_for(host, self.a.peer.transport).to_string(),
-            ));
-        }
-        if let Some(s) = sdp {
-            r.common
-                .headers
-                .push(Header::new("Content-Type", "application/sdp"));
-            r.common.body = s.into();
-        }
-        r
-    }
-
-    fn send_bye(&mut self, leg: LegId) {
-        let call = self.call;
-        let settings = self.settings.clone();
-        let (peer, dialog) = if leg == LegId::A {
-            (self.a.peer, self.a.dialog.as_mut())
-        } else {
-            match self.b.get_mut((leg.0 as usize).wrapping_sub(1)) {
-                Some(b) => (b.peer, b.dialog.as_mut()),
-                None => return,
-            }
-        };
-        let Some(d) = dialog else { return };
-        let via = dialog::our_via(
-            peer.transport.as_str(),
-            our(&settings, peer.transport),
-            new_branch(),
-        );
-        let request = d.request(crate::wire::Method::Bye, via);
-        self.send(CallOutput::Send {
-            call,
-            leg,
-            purpose: Purpose::Bye,
-            to: peer,
-            request,
-        });
-    }
-
-    fn arm_retransmit(&mut self, ctx: &mut Context<Self>) {
-        if self.a.peer.transport != Transport::Udp {
-            return; // §13.3.1.4: only over unreliable transports
-        }
-        let wait = self.a.ok_interval;
-        self.retransmit = Some(ctx.run_later(wait, |act, ctx| {
-            if let Some(ok) = act.a.ok.clone() {
-                act.send(CallOutput::Respond {
-                    tx: act.a.tx,
-                    response: ok,
-                });
-                act.a.ok_interval = (act.a.ok_interval * 2).min(act.settings.t2);
-                act.arm_retransmit(ctx);
-            }
-        }));
-    }
-
-    fn stop_retransmit(&mut self, ctx: &mut Context<Self>) {
-        self.a.ok = None;
-        if let Some(h) = self.retransmit.take() {
+    fn stop_timer(&mut self, t: CallTimer, ctx: &mut Context<Self>) {
+        if let Some(i) = self.timers.iter().position(|(k, _)| *k == t) {
+            let (_, h) = self.timers.swap_remove(i);
             ctx.cancel_future(h);
         }
     }
@@ -510,13 +358,13 @@ impl CallController {
         }
     }
 
-    /// `out` once the CDR is on disk; starts writing it when the outcome is known.
-    fn send_after_cdr(&mut self, out: CallOutput, ctx: &mut Context<Self>) {
+    /// `c` for `leg` once the CDR is on disk; starts writing it when the outcome is known.
+    fn after_cdr(&mut self, leg: LegId, c: LegCommand, ctx: &mut Context<Self>) {
         if self.cdr == CdrState::Written {
-            self.send(out);
+            self.tell(leg, c);
             return;
         }
-        self.after_cdr.push(out);
+        self.after_cdr.push((leg, c));
         if self.cdr == CdrState::Pending {
             if let Some(outcome) = self.machine.outcome() {
                 self.write_cdr(outcome, ctx);
@@ -535,6 +383,9 @@ impl CallController {
 
     fn done(&mut self, ctx: &mut Context<Self>) {
         self.settings.registry.remove(&self.call);
+        for l in &self.legs {
+            l.do_send(LegCommand::Stop);
+        }
         self.send(CallOutput::Done { call: self.call });
         ctx.stop();
     }
@@ -546,7 +397,7 @@ impl CallController {
         let domain = &self.settings.domain;
         let party = |u: &str| format!("sip:{u}@{domain}");
         let mut b = Cdr::builder(
-            self.a.invite.common.call_id.clone(),
+            self.call_id.clone(),
             party(&self.caller),
             party(&self.callee),
             self.start_time,
@@ -574,8 +425,8 @@ impl CallController {
             }
             act.cdr = CdrState::Written;
             metrics::call_ended(label);
-            for out in std::mem::take(&mut act.after_cdr) {
-                act.send(out);
+            for (leg, c) in std::mem::take(&mut act.after_cdr) {
+                act.tell(leg, c);
             }
             if act.machine.is_done() || act.aborted {
                 act.done(ctx);
@@ -583,70 +434,39 @@ impl CallController {
         }));
     }
 
-    fn on_response(
-        &mut self,
-        leg: LegId,
-        purpose: Purpose,
-        response: Response,
-        ctx: &mut Context<Self>,
-    ) {
-        match purpose {
-            Purpose::Invite => {
-                let status = response.status;
-                let sdp = sdp_of(&response.common.body);
-                if (200..300).contains(&status) {
-                    if let Some(b) = self.b(leg) {
-                        if b.dialog.is_none() {
-                            b.dialog = Dialog::uac(&b.invite, &response).ok();
-                        }
+    fn report(&mut self, r: LegReport, ctx: &mut Context<Self>) {
+        match r {
+            LegReport::Event(ev) => {
+                #[cfg(debug_assertions)]
+                if self.fault
+                    && matches!(
+                        ev,
+                        Event::Provisional { .. } | Event::Final { .. } | Event::LegFailed { .. }
+                    )
+                {
+                    panic!("test fault: X-Softswitch-Test-Fault: panic");
+                }
+                self.feed(ev, ctx)
+            }
+            LegReport::ByeReceived(leg) => {
+                if self.aborted {
+                    if self.cdr == CdrState::Written {
+                        self.tell(leg, LegCommand::AnswerBye);
                     }
-                    self.feed(Event::Final { leg, status, sdp }, ctx);
-                } else if status >= 300 {
-                    self.feed(Event::Final { leg, status, sdp }, ctx);
-                } else {
-                    self.feed(Event::Provisional { leg, status, sdp }, ctx);
+                    // else: abort queued an answer for every leg after the CDR
+                    return;
                 }
-            }
-            Purpose::Cancel => {}
-            Purpose::Bye => {
-                if response.status >= 200 {
-                    self.feed(Event::ByeDone { leg }, ctx);
-                }
-            }
-        }
-    }
-
-    fn on_request(&mut self, leg: LegId, tx: TxId, request: Request, ctx: &mut Context<Self>) {
-        let dialog = if leg == LegId::A {
-            self.a.dialog.as_mut()
-        } else {
-            self.b(leg).and_then(|b| b.dialog.as_mut())
-        };
-        let seq_ok = dialog.is_none_or(|d| d.accept_remote_seq(request.common.cseq.seq));
-        if !seq_ok {
-            let r = request.response(500, Some("Server Internal Error (CSeq out of order)"), None);
-            self.send(CallOutput::Respond { tx, response: r });
-            return;
-        }
-        match request.method {
-            crate::wire::Method::Bye => {
-                // Answered 200 (§15.1.2) once the CDR is on disk; the machine relays it to
-                // the other leg.
-                self.pending_byes.push((leg, tx, request));
+                self.bye_answer_queued = false;
                 self.feed(Event::Bye { leg }, ctx);
-                if self.machine.is_done() || self.machine.outcome().is_none() {
+                if !self.bye_answer_queued
+                    && (self.machine.is_done() || self.machine.outcome().is_none())
+                {
                     // A BYE the machine had nothing to do with (crossing ours, or before
                     // the call was up): answer it now.
-                    for (_, tx, request) in std::mem::take(&mut self.pending_byes) {
-                        let response = request.response(200, None, None);
-                        self.send(CallOutput::Respond { tx, response });
-                    }
+                    self.tell(leg, LegCommand::AnswerBye);
                 }
             }
-            _ => {
-                let r = request.response(501, Some("Not Implemented (in-dialog)"), None);
-                self.send(CallOutput::Respond { tx, response: r });
-            }
+            LegReport::Panicked(_) => self.abort(ctx),
         }
     }
 }
@@ -679,21 +499,19 @@ impl Actor for CallController {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let targets = self.b.len() as u32;
+        let targets = self.legs.len().saturating_sub(1) as u32;
         if targets == 0 {
             // No binding had a usable contact URI.
-            let r = self.a.invite.response(480, None, Some(&self.a.tag));
-            self.send(CallOutput::Respond {
-                tx: self.a.tx,
-                response: r,
-            });
+            let c = LegCommand::Final {
+                status: 480,
+                sdp: None,
+            };
+            self.tell(LegId::A, c);
             metrics::call_ended("failed");
-            self.settings.registry.remove(&self.call);
-            self.send(CallOutput::Done { call: self.call });
-            ctx.stop();
+            self.done(ctx);
             return;
         }
-        let offer = sdp_of(&self.a.invite.common.body);
+        let offer = self.offer.take();
         self.guarded(ctx, move |act, ctx| {
             act.feed(Event::Start { targets, offer }, ctx)
         });
@@ -702,10 +520,7 @@ impl Actor for CallController {
 
 impl CallController {
     /// Runs `f`, and ends this call only should it panic (actix catches no panics: one
-    /// unwinding through the arbiter would take every call with it). The call's state
-    /// is not trusted after that: every leg is released as far as its SIP state allows
-    /// (500 to A's INVITE if unanswered, BYE on each established dialog, CANCEL for each
-    /// pending B-leg INVITE) and its CDR says `failed`, 500, `hangup_by = switch`.
+    /// unwinding through the arbiter would take every call with it).
     fn guarded(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Self, &mut Context<Self>)) {
         if self.aborted {
             return;
@@ -721,43 +536,22 @@ impl CallController {
         }
     }
 
+    /// The call's state is not trusted any more (a handler of it panicked): every leg is
+    /// released as far as its SIP state allows (500 to A's INVITE if unanswered, BYE on
+    /// each confirmed dialog, CANCEL for each pending B-leg INVITE), the BYEs received
+    /// are answered once the CDR (`failed`, 500, `hangup_by = switch`) is on disk.
     fn abort(&mut self, ctx: &mut Context<Self>) {
+        if self.aborted {
+            return;
+        }
         self.aborted = true;
-        for t in self.timers.drain().map(|(_, h)| h).collect::<Vec<_>>() {
-            ctx.cancel_future(t);
+        for (_, h) in std::mem::take(&mut self.timers) {
+            ctx.cancel_future(h);
         }
-        self.stop_retransmit(ctx);
-        if self.a.dialog.is_none() && !self.a_final_sent {
-            let r = self
-                .a
-                .invite
-                .response(500, Some("Server Internal Error"), Some(&self.a.tag));
-            self.send(CallOutput::Respond {
-                tx: self.a.tx,
-                response: r,
-            });
-        }
-        if self.a.dialog.is_some() {
-            self.send_bye(LegId::A);
-        }
-        for i in 0..self.b.len() {
-            let leg = LegId(i as u32 + 1);
-            if self.b[i].dialog.is_some() {
-                self.send_bye(leg);
-            } else {
-                let (to, request) = (self.b[i].peer, dialog::cancel_for(&self.b[i].invite));
-                self.send(CallOutput::Send {
-                    call: self.call,
-                    leg,
-                    purpose: Purpose::Cancel,
-                    to,
-                    request,
-                });
-            }
-        }
-        for (_, tx, request) in std::mem::take(&mut self.pending_byes) {
-            let response = request.response(200, None, None);
-            self.after_cdr.push(CallOutput::Respond { tx, response });
+        for i in 0..self.legs.len() {
+            self.tell(LegId(i as u32), LegCommand::Abort);
+            self.after_cdr
+                .push((LegId(i as u32), LegCommand::AnswerBye));
         }
         let outcome = Outcome {
             disposition: softswitch_actors::call::Disposition::Failed,
@@ -771,80 +565,23 @@ impl CallController {
             CdrState::Pending => self.write_cdr(outcome, ctx),
             CdrState::Writing => {}
             CdrState::Written => {
-                for out in std::mem::take(&mut self.after_cdr) {
-                    self.send(out);
+                for (leg, c) in std::mem::take(&mut self.after_cdr) {
+                    self.tell(leg, c);
                 }
                 self.done(ctx);
             }
         }
     }
-
-    /// Test builds only (compiled out of release builds, which have no debug assertions):
-    /// an INVITE with `X-Softswitch-Test-Fault: panic` makes its call panic at the first
-    /// response from a B-leg, so tests can prove one call's panic harms no other.
-    #[cfg(debug_assertions)]
-    fn fault_hook(&self, msg: &CallInput) {
-        let armed = self
-            .a
-            .invite
-            .common
-            .header("X-Softswitch-Test-Fault")
-            .is_some_and(|v| v.trim() == "panic");
-        if armed && matches!(msg, CallInput::Response { .. }) {
-            panic!("test fault: X-Softswitch-Test-Fault: panic");
-        }
-    }
 }
 
-impl Handler<CallInput> for CallController {
+impl Handler<LegReport> for CallController {
     type Result = ();
 
-    fn handle(&mut self, msg: CallInput, ctx: &mut Self::Context) {
-        self.guarded(ctx, move |act, ctx| act.handle_input(msg, ctx));
-    }
-}
-
-impl CallController {
-    fn handle_input(&mut self, msg: CallInput, ctx: &mut Context<Self>) {
-        #[cfg(debug_assertions)]
-        self.fault_hook(&msg);
-        match msg {
-            CallInput::Response {
-                leg,
-                purpose,
-                response,
-            } => self.on_response(leg, purpose, response, ctx),
-            CallInput::Stray { leg, response } => {
-                self.on_response(leg, Purpose::Invite, response, ctx)
-            }
-            CallInput::Failed {
-                leg,
-                purpose,
-                unreachable,
-            } => match purpose {
-                Purpose::Invite => self.feed(
-                    Event::LegFailed {
-                        leg,
-                        why: if unreachable {
-                            LegFailure::Unreachable
-                        } else {
-                            LegFailure::Timeout
-                        },
-                    },
-                    ctx,
-                ),
-                Purpose::Bye => self.feed(Event::ByeDone { leg }, ctx),
-                Purpose::Cancel => {}
-            },
-            CallInput::Request { leg, tx, request } => self.on_request(leg, tx, request, ctx),
-            CallInput::Ack { leg, request } => {
-                if leg == LegId::A {
-                    let sdp = sdp_of(&request.common.body);
-                    self.stop_retransmit(ctx);
-                    self.feed(Event::AckFromA { sdp }, ctx);
-                }
-            }
-            CallInput::Cancel => self.feed(Event::CancelFromA, ctx),
+    fn handle(&mut self, r: LegReport, ctx: &mut Self::Context) {
+        if let LegReport::Panicked(_) = r {
+            self.abort(ctx);
+            return;
         }
+        self.guarded(ctx, move |act, ctx| act.report(r, ctx));
     }
 }

@@ -1,16 +1,19 @@
-//! Calls at run time: the CallController actor per call ([`controller`]) and what it
-//! exchanges with the driver, which owns the transaction layer.
+//! Calls at run time: the CallController actor per call ([`controller`]), supervising one
+//! Leg actor per call leg ([`leg`]), and what they exchange with the driver, which owns
+//! the transaction layer.
 //!
-//! The controller's logic is `softswitch_actors::call::CallMachine` (pure); the actor turns
-//! SIP from the driver into machine events ([`CallInput`]) and the machine's commands into
-//! SIP ([`CallOutput`]), with [`crate::dialog`] building every request. The driver routes
-//! transaction events to calls by the maps of [`Table`].
+//! The controller's logic is `softswitch_actors::call::CallMachine` (pure). The driver
+//! delivers each leg's SIP to that leg ([`CallInput`]); the leg reports machine events to
+//! its controller, which runs the machine and hands its commands back to the legs; the
+//! legs turn them into SIP ([`CallOutput`]), with [`crate::dialog`] building every request.
+//! The driver routes transaction events to legs by the maps of [`Table`].
 //!
 //! Why these actors live in the root crate and not in `softswitch-actors`: they handle
 //! typed SIP (`Request`, `Response`, `Dialog`), which lives here, and the root crate
 //! depends on `softswitch-actors`, not the reverse. The pure machine stays there.
 
 pub mod controller;
+pub mod leg;
 
 use crate::transport::Peer;
 use crate::txn::TxId;
@@ -32,47 +35,37 @@ pub enum Purpose {
     Bye,
 }
 
-/// Driver → controller.
+/// Driver → the leg it is for.
 #[derive(Debug)]
 pub enum CallInput {
-    /// A response on a client transaction of `leg`.
+    /// A response on a client transaction of the leg.
     Response {
-        /// The leg.
-        leg: LegId,
         /// What the request was for.
         purpose: Purpose,
         /// The response.
         response: Response,
     },
-    /// A client transaction of `leg` timed out (Timer B/F) or could not be sent.
+    /// A client transaction of the leg timed out (Timer B/F) or could not be sent.
     Failed {
-        /// The leg.
-        leg: LegId,
         /// What the request was for.
         purpose: Purpose,
         /// True for a transport error (unreachable), false for a timeout.
         unreachable: bool,
     },
-    /// An in-dialog request on `leg` with its server transaction (BYE).
+    /// An in-dialog request on the leg's dialog with its server transaction.
     Request {
-        /// The leg.
-        leg: LegId,
         /// Its server transaction.
         tx: TxId,
         /// The request.
         request: Request,
     },
-    /// An ACK on `leg`'s dialog (A's ACK for our 2xx).
+    /// An ACK on the leg's dialog (A's ACK for our 2xx).
     Ack {
-        /// The leg.
-        leg: LegId,
         /// The ACK.
         request: Request,
     },
-    /// A 2xx retransmission for `leg` that no transaction holds any more.
+    /// A 2xx retransmission for the leg that no transaction holds any more.
     Stray {
-        /// The leg.
-        leg: LegId,
         /// The response.
         response: Response,
     },
@@ -80,7 +73,11 @@ pub enum CallInput {
     Cancel,
 }
 
-/// Controller → driver.
+impl actix::Message for CallInput {
+    type Result = ();
+}
+
+/// Legs → driver.
 #[derive(Debug)]
 pub enum CallOutput {
     /// Send `request` to `to` in a new client transaction of `leg`.
@@ -165,9 +162,81 @@ use crate::metrics;
 use crate::txn::TxLayer;
 use actix::Addr;
 use controller::{CallController, CallSettings, NewCall};
+use leg::Leg;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
+
+/// A call as `GET /api/calls` shows it: kept in the registry by its controller (compact;
+/// turned into JSON only when asked).
+#[derive(Debug, Clone)]
+pub struct CallView {
+    /// The A-leg's Call-ID.
+    pub call_id: String,
+    /// `sip:caller@domain`.
+    pub caller: String,
+    /// `sip:callee@domain`.
+    pub callee: String,
+    /// The call's phase.
+    pub state: &'static str,
+    /// When the INVITE arrived.
+    pub start_time: SystemTime,
+    /// A, then the B-legs.
+    pub legs: Vec<LegView>,
+}
+
+/// A leg in a [`CallView`].
+#[derive(Debug, Clone)]
+pub struct LegView {
+    /// `A`, `B1`, ...
+    pub leg: String,
+    /// `uas` (A) or `uac` (B-legs).
+    pub role: &'static str,
+    /// The leg's own Call-ID.
+    pub call_id: String,
+    /// Its peer.
+    pub peer: std::net::SocketAddr,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// Its state.
+    pub state: &'static str,
+}
+
+impl LegView {
+    /// The view of a leg whose INVITE is `invite`.
+    pub fn of(leg: String, invite: &Request, peer: &Peer, role: &'static str) -> LegView {
+        LegView {
+            leg,
+            role,
+            call_id: invite.common.call_id.clone(),
+            peer: peer.addr,
+            transport: peer.transport.as_str(),
+            state: "trying",
+        }
+    }
+}
+
+impl CallView {
+    /// The JSON of `GET /api/calls` (no secrets: parties, states, addresses, times).
+    pub fn to_json(&self) -> serde_json::Value {
+        let start = softswitch_actors::billing::Timestamp::from(self.start_time).to_string();
+        serde_json::json!({
+            "call_id": self.call_id,
+            "caller": self.caller,
+            "callee": self.callee,
+            "state": self.state,
+            "start_time": start,
+            "legs": self.legs.iter().map(|l| serde_json::json!({
+                "leg": l.leg,
+                "role": l.role,
+                "call_id": l.call_id,
+                "peer": l.peer.to_string(),
+                "transport": l.transport,
+                "state": l.state,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
 
 /// The driver's side of calls: routing new INVITEs, delivering transaction events to the
 /// call they belong to, and carrying out the calls' [`CallOutput`]s on the layer.
@@ -175,12 +244,10 @@ pub struct CallHub {
     router: CallRouter,
     settings: Arc<CallSettings>,
     table: Table,
-    addrs: HashMap<CallNo, Addr<CallController>>,
+    /// Each live call's legs, by `LegId`.
+    calls: HashMap<CallNo, Vec<Addr<Leg>>>,
     out: mpsc::UnboundedSender<CallOutput>,
     next: CallNo,
-    /// Legs per live call (A plus one per binding), for the legs gauge.
-    legs: HashMap<CallNo, usize>,
-    legs_total: usize,
 }
 
 /// What the driver must do after [`CallHub::output`].
@@ -205,11 +272,9 @@ impl CallHub {
                 router,
                 settings: Arc::new(settings),
                 table: Table::default(),
-                addrs: HashMap::new(),
+                calls: HashMap::new(),
                 out,
                 next: 1,
-                legs: HashMap::new(),
-                legs_total: 0,
             },
             rx,
         )
@@ -217,7 +282,7 @@ impl CallHub {
 
     /// Calls in progress.
     pub fn active(&self) -> usize {
-        self.addrs.len()
+        self.calls.len()
     }
 
     /// A new INVITE (no To tag) on server transaction `tx`: the refusal to send, or
@@ -240,8 +305,7 @@ impl CallHub {
         self.next += 1;
         let callee_to = request.common.to.clone();
         let (caller, callee) = (routed.caller, routed.callee);
-        let legs = 1 + routed.targets.len();
-        let addr = CallController::start(
+        let legs = CallController::start(
             NewCall {
                 call,
                 tx,
@@ -255,22 +319,20 @@ impl CallHub {
             self.settings.clone(),
             self.out.clone(),
         );
-        self.addrs.insert(call, addr);
+        self.calls.insert(call, legs);
         self.table.by_invite.insert(tx, call);
         self.table.keys.entry(call).or_default().1 = Some(tx);
-        self.legs.insert(call, legs);
-        self.legs_total += legs;
-        metrics::calls_active(self.addrs.len());
-        metrics::call_legs_active(self.legs_total);
+        metrics::calls_active(self.calls.len());
         None
     }
 
-    fn deliver(&self, call: CallNo, input: CallInput) {
-        if let Some(a) = self.addrs.get(&call) {
-            if let Err(e) = a.try_send(input) {
-                tracing::warn!(call, error = %e, "call mailbox refused a message");
-                metrics::mailbox_rejected("call");
-            }
+    fn deliver(&self, call: CallNo, leg: LegId, input: CallInput) {
+        let Some(l) = self.calls.get(&call).and_then(|l| l.get(leg.0 as usize)) else {
+            return;
+        };
+        if let Err(e) = l.try_send(input) {
+            tracing::warn!(call, leg = leg.0, error = %e, "call leg mailbox refused a message");
+            metrics::mailbox_rejected("call");
         }
     }
 
@@ -283,7 +345,7 @@ impl CallHub {
         );
         match self.table.by_dialog.get(&key) {
             Some(&(call, leg)) => {
-                self.deliver(call, CallInput::Request { leg, tx, request });
+                self.deliver(call, leg, CallInput::Request { tx, request });
                 Ok(())
             }
             None => Err(Box::new(request)),
@@ -298,7 +360,7 @@ impl CallHub {
         );
         match self.table.by_dialog.get(&key) {
             Some(&(call, leg)) => {
-                self.deliver(call, CallInput::Ack { leg, request });
+                self.deliver(call, leg, CallInput::Ack { request });
                 true
             }
             None => false,
@@ -309,7 +371,7 @@ impl CallHub {
     pub fn cancel(&self, target: TxId) -> bool {
         match self.table.by_invite.get(&target) {
             Some(&call) => {
-                self.deliver(call, CallInput::Cancel);
+                self.deliver(call, LegId::A, CallInput::Cancel);
                 true
             }
             None => false,
@@ -319,14 +381,7 @@ impl CallHub {
     /// A response on client transaction `tx`.
     pub fn response(&self, tx: TxId, response: Response) {
         if let Some(&(call, leg, purpose)) = self.table.by_client_tx.get(&tx) {
-            self.deliver(
-                call,
-                CallInput::Response {
-                    leg,
-                    purpose,
-                    response,
-                },
-            );
+            self.deliver(call, leg, CallInput::Response { purpose, response });
         }
     }
 
@@ -338,7 +393,7 @@ impl CallHub {
             response.common.from.tag().unwrap_or_default().to_string(),
         );
         if let Some(&(call, leg)) = self.table.by_dialog.get(&key) {
-            self.deliver(call, CallInput::Stray { leg, response });
+            self.deliver(call, leg, CallInput::Stray { response });
         }
     }
 
@@ -347,8 +402,8 @@ impl CallHub {
         if let Some(&(call, leg, purpose)) = self.table.by_client_tx.get(&tx) {
             self.deliver(
                 call,
+                leg,
                 CallInput::Failed {
-                    leg,
                     purpose,
                     unreachable,
                 },
@@ -378,8 +433,8 @@ impl CallHub {
                     tracing::error!(call, error = %e, "call request refused by the transaction layer");
                     self.deliver(
                         call,
+                        leg,
                         CallInput::Failed {
-                            leg,
                             purpose,
                             unreachable: true,
                         },
@@ -402,10 +457,8 @@ impl CallHub {
             }
             CallOutput::Done { call } => {
                 self.table.forget(call);
-                self.addrs.remove(&call);
-                self.legs_total -= self.legs.remove(&call).unwrap_or(0);
-                metrics::calls_active(self.addrs.len());
-                metrics::call_legs_active(self.legs_total);
+                self.calls.remove(&call);
+                metrics::calls_active(self.calls.len());
             }
         }
         Todo::Nothing

@@ -1,0 +1,655 @@
+//! The Leg actor: one per call leg, supervised by its call's [`CallController`]. The
+//! A-leg is the caller's dialog, where the switch is the UAS; each B-leg is a dialog the
+//! switch opened as UAC towards one binding of the callee. Each leg is its own SIP dialog
+//! with its own Call-ID, tags, CSeq and branches: nothing of one leg's identifiers is ever
+//! put on another (a B2BUA hides the topology by construction).
+//!
+//! A leg turns the SIP of its dialog into the call machine's events (reported to its
+//! controller) and the controller's [`LegCommand`]s into SIP (handed to the driver, which
+//! owns the transaction layer). The dialogs themselves are [`Dialog`] values the leg owns,
+//! early ones included: a B-leg keeps one per To tag its 1xx responses carried (§12.1.2),
+//! the one a 2xx names is confirmed and its route set and remote target recomputed
+//! (§13.2.2.4); the A-leg's is early from our first 1xx with a tag and confirmed by our
+//! 2xx (§12.1.1). Why a Dialog is a value and not an actor of its own is in
+//! ARCHITECTURE.md ("Calls").
+//!
+//! RFC 3261 duties done here: our tag and Contact on every 1xx/2xx to A, retransmitting
+//! our 2xx to A until its ACK (§13.3.1.4: T1 doubling to T2), ACK for a B-leg 2xx and for
+//! each retransmission of it (§13.2.2.4), CANCEL (§9.1), BYE (§15.1.1), the remote CSeq
+//! check of in-dialog requests (§12.2.2) and 501 for in-dialog methods we do not carry.
+
+use super::controller::{CallController, CallSettings};
+use super::{CallInput, CallNo, CallOutput, Purpose};
+use crate::dialog::{self, Dialog, DialogState};
+use crate::metrics;
+use crate::transport::{Peer, Transport};
+use crate::txn::{new_branch, TxId};
+use crate::wire::{Header, HostPort, Method, NameAddr, Request, Response, SipUri, Uri};
+use actix::prelude::*;
+use softswitch_actors::call::{Event, LegFailure, LegId};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Leg actors alive in this process (the `softswitch_call_legs_active` gauge).
+static LIVE_LEGS: AtomicUsize = AtomicUsize::new(0);
+
+/// Controller → leg.
+#[derive(Debug)]
+pub enum LegCommand {
+    /// B-leg: send the INVITE.
+    Invite,
+    /// B-leg: CANCEL the INVITE.
+    Cancel,
+    /// B-leg: ACK its 2xx, with the answer when the offer was late.
+    Ack {
+        /// The SDP answer for a late offer.
+        sdp: Option<Vec<u8>>,
+    },
+    /// A-leg: a provisional response to the caller.
+    Provisional {
+        /// Its status.
+        status: u16,
+        /// Its SDP (an early answer).
+        sdp: Option<Vec<u8>>,
+    },
+    /// A-leg: the final response to the caller's INVITE.
+    Final {
+        /// Its status.
+        status: u16,
+        /// Its SDP (the answer in a 2xx).
+        sdp: Option<Vec<u8>>,
+    },
+    /// Answer the BYEs this leg received with 200 (§15.1.2).
+    AnswerBye,
+    /// Send BYE on this leg's confirmed dialog.
+    Bye,
+    /// The call failed inside the switch: release this leg as far as its SIP state
+    /// allows (500 to an unanswered A, BYE on a confirmed dialog, CANCEL for a pending
+    /// INVITE).
+    Abort,
+    /// The call is over: stop.
+    Stop,
+}
+
+impl Message for LegCommand {
+    type Result = ();
+}
+
+/// Leg → controller.
+#[derive(Debug)]
+pub enum LegReport {
+    /// A machine event from this leg's SIP.
+    Event(Event),
+    /// A BYE arrived and waits for [`LegCommand::AnswerBye`].
+    ByeReceived(LegId),
+    /// The leg's handler panicked: the call must end (the leg's state is not trusted).
+    Panicked(LegId),
+}
+
+impl Message for LegReport {
+    type Result = ();
+}
+
+/// What a leg is for.
+pub enum Role {
+    /// The caller's leg: the switch is the UAS of `tx`, answering with `tag`.
+    Uas {
+        /// The INVITE server transaction.
+        tx: TxId,
+        /// Our tag in the A-leg's dialog.
+        tag: String,
+    },
+    /// A callee binding's leg: the switch is the UAC of this INVITE.
+    Uac,
+}
+
+/// One leg.
+pub struct Leg {
+    call: CallNo,
+    id: LegId,
+    role: Role,
+    controller: Addr<CallController>,
+    out: mpsc::UnboundedSender<CallOutput>,
+    settings: Arc<CallSettings>,
+    peer: Peer,
+    /// A: the caller's INVITE, until its final response went. B: our INVITE, until its
+    /// final response came (CANCEL is built from it). Dropped then: a held call keeps
+    /// only its dialogs.
+    invite: Option<Box<Request>>,
+    /// The INVITE's CSeq number (an ACK for a 2xx carries it).
+    invite_seq: u32,
+    /// The early dialogs (B: one per To tag of the 1xx responses; A: ours once a 1xx
+    /// with our tag went).
+    early: Vec<Dialog>,
+    /// The confirmed dialog.
+    dialog: Option<Dialog>,
+    /// B: the late offer's answer an ACK carries (kept for 2xx retransmissions).
+    ack_sdp: Option<bytes::Bytes>,
+    /// A: our 2xx, retransmitted until A's ACK (UDP only).
+    ok: Option<Box<Response>>,
+    ok_interval: Duration,
+    retransmit: Option<SpawnHandle>,
+    /// A: a final response went. B: one came.
+    final_done: bool,
+    /// BYEs received, answered on [`LegCommand::AnswerBye`].
+    pending_byes: Vec<(TxId, Box<Request>)>,
+    /// The call was aborted: only releases run.
+    aborted: bool,
+    /// Test builds: `X-Softswitch-Test-Fault: panic-leg` on the caller's INVITE makes
+    /// the B-legs panic at their first response.
+    #[cfg(debug_assertions)]
+    fault: bool,
+}
+
+fn our(settings: &CallSettings, transport: Transport) -> HostPort {
+    match transport {
+        Transport::Udp => settings.udp.clone(),
+        Transport::Tcp => settings.tcp.clone(),
+    }
+}
+
+/// Our Contact on `transport` (the advertised address).
+pub fn contact_for(settings: &CallSettings, transport: Transport) -> NameAddr {
+    let mut uri = SipUri {
+        secure: false,
+        user: Some("switch".into()),
+        password: None,
+        host: our(settings, transport),
+        params: Vec::new(),
+        headers: None,
+    };
+    if transport == Transport::Tcp {
+        uri.params.push(crate::wire::Param::new("transport", "tcp"));
+    }
+    NameAddr::new(Uri::Sip(uri))
+}
+
+/// Our Via for a new request on `transport`, with a fresh branch.
+pub fn via_for(settings: &CallSettings, transport: Transport) -> crate::wire::Via {
+    dialog::our_via(transport.as_str(), our(settings, transport), new_branch())
+}
+
+fn sdp_of(body: &bytes::Bytes) -> Option<Vec<u8>> {
+    (!body.is_empty()).then(|| body.to_vec())
+}
+
+/// What a new leg is given.
+pub struct NewLeg {
+    /// Its call.
+    pub call: CallNo,
+    /// Its id (A = 0, B-legs from 1).
+    pub id: LegId,
+    /// UAS or UAC.
+    pub role: Role,
+    /// The INVITE (A: received; B: to send).
+    pub invite: Request,
+    /// The peer.
+    pub peer: Peer,
+    /// Test builds: panic at the first response.
+    pub fault: bool,
+}
+
+impl Leg {
+    /// Starts a leg of `controller`'s call.
+    pub fn start(
+        new: NewLeg,
+        controller: Addr<CallController>,
+        settings: Arc<CallSettings>,
+        out: mpsc::UnboundedSender<CallOutput>,
+    ) -> Addr<Leg> {
+        #[cfg(not(debug_assertions))]
+        let _ = new.fault;
+        let t1 = settings.t1;
+        Leg::create(move |ctx| {
+            ctx.set_mailbox_capacity(64);
+            Leg {
+                call: new.call,
+                id: new.id,
+                role: new.role,
+                controller,
+                out,
+                settings,
+                peer: new.peer,
+                invite_seq: new.invite.common.cseq.seq,
+                invite: Some(Box::new(new.invite)),
+                early: Vec::new(),
+                dialog: None,
+                ack_sdp: None,
+                ok: None,
+                ok_interval: t1,
+                retransmit: None,
+                final_done: false,
+                pending_byes: Vec::new(),
+                aborted: false,
+                #[cfg(debug_assertions)]
+                fault: new.fault,
+            }
+        })
+    }
+
+    fn send(&self, out: CallOutput) {
+        // The driver outlives every call but at shutdown; nothing to do then.
+        let _ = self.out.send(out);
+    }
+
+    fn report(&self, r: LegReport) {
+        // The controller lives until it stops its legs.
+        self.controller.do_send(r);
+    }
+
+    fn event(&self, ev: Event) {
+        self.report(LegReport::Event(ev));
+    }
+
+    fn register_dialog(&self, call_id: String, local_tag: String) {
+        self.send(CallOutput::Dialog {
+            call: self.call,
+            leg: self.id,
+            call_id,
+            local_tag,
+        });
+    }
+
+    /// Runs `f`; should it panic, this leg reports it (its controller ends the call)
+    /// instead of unwinding through the arbiter, which would take every call with it.
+    fn guarded(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Self, &mut Context<Self>)) {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self, ctx)));
+        if run.is_err() {
+            tracing::error!(
+                call = self.call,
+                leg = self.id.0,
+                "call leg handler panicked: ending this call only"
+            );
+            metrics::call_panicked();
+            self.report(LegReport::Panicked(self.id));
+        }
+    }
+
+    // ---- commands ----
+
+    fn command(&mut self, c: LegCommand, ctx: &mut Context<Self>) {
+        if self.aborted && !matches!(c, LegCommand::AnswerBye | LegCommand::Stop) {
+            return;
+        }
+        match c {
+            LegCommand::Invite => self.send_invite(),
+            LegCommand::Cancel => self.send_cancel(),
+            LegCommand::Ack { sdp } => {
+                if sdp.is_some() {
+                    self.ack_sdp = sdp.map(bytes::Bytes::from);
+                }
+                self.send_ack();
+            }
+            LegCommand::Provisional { status, sdp } => {
+                if let Some((tx, r)) = self.to_a(status, sdp) {
+                    if self.early.is_empty() && self.dialog.is_none() {
+                        if let (Some(inv), Role::Uas { tag, .. }) = (&self.invite, &self.role) {
+                            self.early.extend(Dialog::uas(inv, tag).ok());
+                        }
+                    }
+                    self.send(CallOutput::Respond { tx, response: r });
+                }
+            }
+            LegCommand::Final { status, sdp } => self.final_to_a(status, sdp, ctx),
+            LegCommand::AnswerBye => {
+                for (tx, request) in std::mem::take(&mut self.pending_byes) {
+                    let response = request.response(200, None, None);
+                    self.send(CallOutput::Respond { tx, response });
+                }
+            }
+            LegCommand::Bye => {
+                self.stop_retransmit(ctx);
+                self.send_bye();
+            }
+            LegCommand::Abort => self.abort(ctx),
+            LegCommand::Stop => {
+                self.stop_retransmit(ctx);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn send_invite(&mut self) {
+        let Some(invite) = &self.invite else { return };
+        if !matches!(self.role, Role::Uac) {
+            return;
+        }
+        let request = (**invite).clone();
+        self.register_dialog(
+            request.common.call_id.clone(),
+            request.common.from.tag().unwrap_or_default().to_string(),
+        );
+        self.send(CallOutput::Send {
+            call: self.call,
+            leg: self.id,
+            purpose: Purpose::Invite,
+            to: self.peer,
+            request,
+        });
+    }
+
+    fn send_cancel(&mut self) {
+        if self.final_done || !matches!(self.role, Role::Uac) {
+            return;
+        }
+        let Some(invite) = &self.invite else { return };
+        let request = dialog::cancel_for(invite);
+        self.send(CallOutput::Send {
+            call: self.call,
+            leg: self.id,
+            purpose: Purpose::Cancel,
+            to: self.peer,
+            request,
+        });
+    }
+
+    fn send_ack(&mut self) {
+        let Some(d) = &self.dialog else { return };
+        let via = via_for(&self.settings, self.peer.transport);
+        let body = self.ack_sdp.clone().map(|s| (s, "application/sdp"));
+        let request = d.ack(self.invite_seq, via, body);
+        self.send(CallOutput::Ack {
+            to: self.peer,
+            request,
+        });
+    }
+
+    fn send_bye(&mut self) {
+        let via = via_for(&self.settings, self.peer.transport);
+        let Some(d) = self.dialog.as_mut() else {
+            return;
+        };
+        let request = d.request(Method::Bye, via);
+        self.send(CallOutput::Send {
+            call: self.call,
+            leg: self.id,
+            purpose: Purpose::Bye,
+            to: self.peer,
+            request,
+        });
+    }
+
+    /// A response to A's INVITE: our tag, our Contact on 1xx/2xx (they create the
+    /// dialog), the SDP as received from B. `None` once the final response went.
+    fn to_a(&self, status: u16, sdp: Option<Vec<u8>>) -> Option<(TxId, Response)> {
+        let (Role::Uas { tx, tag }, Some(invite)) = (&self.role, &self.invite) else {
+            return None;
+        };
+        if self.final_done {
+            return None;
+        }
+        let mut r = invite.response(status, None, Some(tag));
+        if status < 300 {
+            r.common.headers.push(Header::new(
+                "Contact",
+                contact_for(&self.settings, self.peer.transport).to_string(),
+            ));
+        }
+        if let Some(s) = sdp {
+            r.common
+                .headers
+                .push(Header::new("Content-Type", "application/sdp"));
+            r.common.body = s.into();
+        }
+        Some((*tx, r))
+    }
+
+    fn final_to_a(&mut self, status: u16, sdp: Option<Vec<u8>>, ctx: &mut Context<Self>) {
+        let Some((tx, r)) = self.to_a(status, sdp) else {
+            return;
+        };
+        self.final_done = true;
+        if (200..300).contains(&status) {
+            let mut d = self
+                .early
+                .pop()
+                .or_else(|| match (&self.role, &self.invite) {
+                    (Role::Uas { tag, .. }, Some(inv)) => Dialog::uas(inv, tag).ok(),
+                    _ => None,
+                });
+            self.early.clear();
+            if let Some(d) = d.as_mut() {
+                d.confirm(None);
+                self.register_dialog(d.call_id.clone(), d.local_tag.clone());
+            }
+            self.dialog = d;
+            if self.peer.transport == Transport::Udp {
+                // §13.3.1.4: only over unreliable transports.
+                self.ok = Some(Box::new(r.clone()));
+                self.arm_retransmit(ctx);
+            } else {
+                self.invite = None;
+            }
+        } else {
+            self.early.clear();
+            self.invite = None;
+        }
+        self.send(CallOutput::Respond { tx, response: r });
+    }
+
+    fn arm_retransmit(&mut self, ctx: &mut Context<Self>) {
+        let wait = self.ok_interval;
+        self.retransmit = Some(ctx.run_later(wait, |act, ctx| {
+            let Role::Uas { tx, .. } = act.role else {
+                return;
+            };
+            if let Some(ok) = &act.ok {
+                act.send(CallOutput::Respond {
+                    tx,
+                    response: (**ok).clone(),
+                });
+                act.ok_interval = (act.ok_interval * 2).min(act.settings.t2);
+                act.arm_retransmit(ctx);
+            }
+        }));
+    }
+
+    fn stop_retransmit(&mut self, ctx: &mut Context<Self>) {
+        if self.ok.take().is_some() {
+            self.invite = None;
+        }
+        if let Some(h) = self.retransmit.take() {
+            ctx.cancel_future(h);
+        }
+    }
+
+    fn abort(&mut self, ctx: &mut Context<Self>) {
+        self.aborted = true;
+        self.stop_retransmit(ctx);
+        match self.role {
+            Role::Uas { .. } => {
+                if !self.final_done {
+                    if let (Role::Uas { tx, tag }, Some(inv)) = (&self.role, &self.invite) {
+                        let r = inv.response(500, Some("Server Internal Error"), Some(tag));
+                        let tx = *tx;
+                        self.final_done = true;
+                        self.send(CallOutput::Respond { tx, response: r });
+                    }
+                } else if self.dialog.is_some() {
+                    self.send_bye();
+                }
+            }
+            Role::Uac => {
+                if self.dialog.is_some() {
+                    self.send_bye();
+                } else if !self.final_done {
+                    self.send_cancel();
+                }
+            }
+        }
+    }
+
+    // ---- SIP from the driver ----
+
+    fn input(&mut self, msg: CallInput, ctx: &mut Context<Self>) {
+        #[cfg(debug_assertions)]
+        if self.fault && matches!(msg, CallInput::Response { .. }) {
+            panic!("test fault: X-Softswitch-Test-Fault: panic-leg");
+        }
+        match msg {
+            CallInput::Response { purpose, response } => self.on_response(purpose, response),
+            CallInput::Stray { response } => self.on_response(Purpose::Invite, response),
+            CallInput::Failed {
+                purpose,
+                unreachable,
+            } => match purpose {
+                Purpose::Invite => {
+                    self.final_done = true;
+                    self.invite = None;
+                    self.event(Event::LegFailed {
+                        leg: self.id,
+                        why: if unreachable {
+                            LegFailure::Unreachable
+                        } else {
+                            LegFailure::Timeout
+                        },
+                    });
+                }
+                Purpose::Bye => self.event(Event::ByeDone { leg: self.id }),
+                Purpose::Cancel => {}
+            },
+            CallInput::Request { tx, request } => self.on_request(tx, request),
+            CallInput::Ack { request } => {
+                if matches!(self.role, Role::Uas { .. }) {
+                    self.stop_retransmit(ctx);
+                    let sdp = sdp_of(&request.common.body);
+                    self.event(Event::AckFromA { sdp });
+                }
+            }
+            CallInput::Cancel => self.event(Event::CancelFromA),
+        }
+    }
+
+    fn on_response(&mut self, purpose: Purpose, response: Response) {
+        let leg = self.id;
+        match purpose {
+            Purpose::Invite => {
+                let status = response.status;
+                let sdp = sdp_of(&response.common.body);
+                if status < 200 {
+                    self.early_dialog(&response);
+                    self.event(Event::Provisional { leg, status, sdp });
+                    return;
+                }
+                if (200..300).contains(&status) {
+                    self.confirm(&response);
+                }
+                // The first final response ends the INVITE; a 2xx retransmission is fed
+                // again so the machine ACKs it again.
+                self.final_done = true;
+                if status >= 300 {
+                    self.early.clear();
+                    self.invite = None;
+                }
+                self.event(Event::Final { leg, status, sdp });
+            }
+            Purpose::Cancel => {}
+            Purpose::Bye => {
+                if response.status >= 200 {
+                    self.event(Event::ByeDone { leg });
+                }
+            }
+        }
+    }
+
+    /// A 1xx with a To tag creates an early dialog (§12.1.2), one per tag.
+    fn early_dialog(&mut self, response: &Response) {
+        let Some(invite) = &self.invite else { return };
+        let Some(tag) = response.common.to.tag() else {
+            return;
+        };
+        if self.dialog.is_some() || self.early.iter().any(|d| d.remote_tag == tag) {
+            return;
+        }
+        if let Ok(d) = Dialog::uac(invite, response) {
+            self.early.push(d);
+        }
+    }
+
+    /// A 2xx confirms the early dialog of its tag, or creates the confirmed dialog.
+    fn confirm(&mut self, response: &Response) {
+        if self.dialog.is_some() {
+            return; // a retransmission
+        }
+        let tag = response.common.to.tag().unwrap_or_default();
+        let early = self.early.iter().position(|d| d.remote_tag == tag);
+        let d = match early {
+            Some(i) => {
+                let mut d = self.early.swap_remove(i);
+                d.confirm(Some(response));
+                Some(d)
+            }
+            None => self
+                .invite
+                .as_ref()
+                .and_then(|inv| Dialog::uac(inv, response).ok()),
+        };
+        self.early.clear();
+        self.dialog = d.filter(|d| d.state == DialogState::Confirmed);
+        self.invite = None;
+    }
+
+    fn on_request(&mut self, tx: TxId, request: Request) {
+        let seq_ok = self
+            .dialog
+            .as_mut()
+            .is_none_or(|d| d.accept_remote_seq(request.common.cseq.seq));
+        if !seq_ok {
+            let r = request.response(500, Some("Server Internal Error (CSeq out of order)"), None);
+            self.send(CallOutput::Respond { tx, response: r });
+            return;
+        }
+        match request.method {
+            Method::Bye => {
+                // Answered 200 (§15.1.2) on the controller's word: once the CDR is on
+                // disk; the machine relays it to the other leg.
+                self.pending_byes.push((tx, Box::new(request)));
+                self.report(LegReport::ByeReceived(self.id));
+            }
+            _ => {
+                let r = request.response(501, Some("Not Implemented (in-dialog)"), None);
+                self.send(CallOutput::Respond { tx, response: r });
+            }
+        }
+    }
+}
+
+impl Actor for Leg {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        let n = LIVE_LEGS.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::call_legs_active(n);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let n = LIVE_LEGS.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::call_legs_active(n);
+    }
+}
+
+impl Handler<LegCommand> for Leg {
+    type Result = ();
+
+    fn handle(&mut self, c: LegCommand, ctx: &mut Self::Context) {
+        self.guarded(ctx, move |act, ctx| act.command(c, ctx));
+    }
+}
+
+impl Handler<CallInput> for Leg {
+    type Result = ();
+
+    fn handle(&mut self, msg: CallInput, ctx: &mut Self::Context) {
+        if self.aborted {
+            // Only the releases matter now: a BYE still waits for the CDR (the
+            // controller answers it), nothing else goes to the machine.
+            if let CallInput::Request { tx, request } = msg {
+                self.on_request(tx, request);
+            }
+            return;
+        }
+        self.guarded(ctx, move |act, ctx| act.input(msg, ctx));
+    }
+}
