@@ -1009,3 +1009,38 @@ fn burst_of_calls_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// 482 (RFC 3261 §16.3 step 4): a request that already carries our own Via has been
+/// through us. Two ways in: an INVITE from a phone with our Via in it, and the same call
+/// arriving back, when the callee's registered Contact is the switch itself: the B-leg
+/// INVITE reaches us again, is refused 482 there, and the caller gets that 482.
+#[test]
+fn loops_are_refused_482() {
+    let sw = Switch::start(&[]);
+    let ours = host_port(sw.udp_addr());
+    // Our Via already in the request (before authentication: no 407 first).
+    let mut a = Caller::new(sw.udp_addr());
+    a.extra = String::new();
+    let inv = a.invite("z9hG4bKloop1", None).replacen(
+        "Via: ",
+        &format!("Via: SIP/2.0/UDP {ours};branch=z9hG4bKourold\r\nVia: "),
+        1,
+    );
+    a.send(&inv);
+    let (r, _) = wait_for(&a.sock, "482", |m| status_of(m).is_some_and(|c| c >= 300));
+    assert_eq!(status_of(&r), Some(482), "{r}");
+    // The call comes back: bob's Contact is the switch.
+    let mut bob = RegClient::udp(sw.udp_addr(), "bob", "bob-demo");
+    let contact = format!("<sip:bob@{ours}>");
+    let resp = bob.register(&[&contact], &[]);
+    assert!(is_status(&resp, 200), "{resp}");
+    let mut c = Caller::new(sw.udp_addr());
+    c.call();
+    let (r, _) = wait_for(&c.sock, "the looped call's final response", |m| {
+        status_of(m).is_some_and(|c| c >= 300)
+    });
+    assert_eq!(status_of(&r), Some(482), "{r}");
+    wait_metric(&sw, "softswitch_calls_active", 0.0);
+    let cdr = cdr_of(&sw, &c.call_id);
+    assert_eq!(cdr["sip_status"], 482, "{cdr}");
+}
