@@ -72,8 +72,8 @@ pub struct CallController {
     machine: CallMachine,
     settings: Arc<CallSettings>,
     out: mpsc::UnboundedSender<CallOutput>,
-    /// The legs, by `LegId` (0 is A).
-    legs: Vec<Addr<Leg>>,
+    /// The legs, by `LegId` (0 is A); the driver holds the same slice.
+    legs: Arc<[Addr<Leg>]>,
     /// A's offer, given to the machine when it starts.
     offer: Option<Vec<u8>>,
     timers: Vec<(CallTimer, SpawnHandle)>,
@@ -156,7 +156,7 @@ impl CallController {
         new: NewCall,
         settings: Arc<CallSettings>,
         out: mpsc::UnboundedSender<CallOutput>,
-    ) -> Vec<Addr<Leg>> {
+    ) -> Arc<[Addr<Leg>]> {
         let fault = fault_header(&new.invite);
         let mut b_legs = Vec::new();
         for binding in new.targets.iter() {
@@ -198,9 +198,10 @@ impl CallController {
         };
         settings.registry.insert(new.call, view);
         let timers = settings.timers;
-        let mut addrs = Vec::with_capacity(1 + b_legs.len());
-        let addrs_out = &mut addrs;
+        let mut shared: Option<Arc<[Addr<Leg>]>> = None;
+        let shared_out = &mut shared;
         CallController::create(move |ctx| {
+            let mut addrs_out = Vec::with_capacity(1 + b_legs.len());
             ctx.set_mailbox_capacity(64);
             let me = ctx.address();
             let call = new.call;
@@ -238,12 +239,14 @@ impl CallController {
                     out.clone(),
                 ));
             }
+            let legs: Arc<[Addr<Leg>]> = addrs_out.into();
+            *shared_out = Some(legs.clone());
             CallController {
                 call,
                 machine: CallMachine::new(timers),
                 settings,
                 out,
-                legs: addrs_out.clone(),
+                legs,
                 offer,
                 timers: Vec::new(),
                 started: Instant::now(),
@@ -261,7 +264,8 @@ impl CallController {
                 fault: fault.as_deref() == Some("panic"),
             }
         });
-        addrs
+        // `create` runs its closure before it returns.
+        shared.unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
     fn send(&self, out: CallOutput) {
@@ -383,7 +387,7 @@ impl CallController {
 
     fn done(&mut self, ctx: &mut Context<Self>) {
         self.settings.registry.remove(&self.call);
-        for l in &self.legs {
+        for l in self.legs.iter() {
             l.do_send(LegCommand::Stop);
         }
         self.send(CallOutput::Done { call: self.call });

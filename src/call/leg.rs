@@ -349,7 +349,10 @@ impl Leg {
         let Some(d) = &self.dialog else { return };
         let via = via_for(&self.settings, self.peer.transport);
         let body = self.ack_sdp.clone().map(|s| (s, "application/sdp"));
-        let request = d.ack(self.invite_seq, via, body);
+        let Some(request) = d.ack(self.invite_seq, via, body) else {
+            tracing::error!(call = self.call, "dialog unusable: no ACK");
+            return;
+        };
         self.send(CallOutput::Ack {
             to: self.peer,
             request,
@@ -361,7 +364,10 @@ impl Leg {
         let Some(d) = self.dialog.as_mut() else {
             return;
         };
-        let request = d.request(Method::Bye, via);
+        let Some(request) = d.request(Method::Bye, via) else {
+            tracing::error!(call = self.call, "dialog unusable: no BYE");
+            return;
+        };
         self.send(CallOutput::Send {
             call: self.call,
             leg: self.id,
@@ -409,7 +415,7 @@ impl Leg {
                     (Role::Uas { tag, .. }, Some(inv)) => Dialog::uas(inv, tag).ok(),
                     _ => None,
                 });
-            self.early.clear();
+            self.early = Vec::new();
             if let Some(d) = d.as_mut() {
                 d.confirm(None);
                 self.register_dialog(d.call_id.clone(), d.local_tag.clone());
@@ -423,7 +429,7 @@ impl Leg {
                 self.invite = None;
             }
         } else {
-            self.early.clear();
+            self.early = Vec::new();
             self.invite = None;
         }
         self.send(CallOutput::Respond { tx, response: r });
@@ -540,7 +546,7 @@ impl Leg {
                 // again so the machine ACKs it again.
                 self.final_done = true;
                 if status >= 300 {
-                    self.early.clear();
+                    self.early = Vec::new();
                     self.invite = None;
                 }
                 self.event(Event::Final { leg, status, sdp });
@@ -586,12 +592,22 @@ impl Leg {
                 .as_ref()
                 .and_then(|inv| Dialog::uac(inv, response).ok()),
         };
-        self.early.clear();
+        self.early = Vec::new();
         self.dialog = d.filter(|d| d.state == DialogState::Confirmed);
         self.invite = None;
     }
 
     fn on_request(&mut self, tx: TxId, request: Request) {
+        let ours = |d: &Dialog| {
+            d.call_id == request.common.call_id
+                && request.common.to.tag() == Some(d.local_tag.as_str())
+        };
+        if self.dialog.as_ref().is_some_and(|d| !ours(d)) {
+            // The driver's dialog key matched another dialog's (see `DialogKey`).
+            let r = request.response(481, None, None);
+            self.send(CallOutput::Respond { tx, response: r });
+            return;
+        }
         let seq_ok = self
             .dialog
             .as_mut()

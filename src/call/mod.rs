@@ -125,8 +125,12 @@ pub enum CallOutput {
     },
 }
 
-/// A dialog's key: its Call-ID and our tag in it.
-pub type DialogKey = (String, String);
+/// A dialog's key: a keyed hash (SipHash with this process's random key) of its Call-ID
+/// and our tag in it. Looking a dialog up then allocates nothing, and a held call keeps
+/// 8 bytes per dialog here instead of two copies of both strings. Two live dialogs with
+/// the same 64-bit key are as likely as guessing the random key; should it happen, the
+/// leg a request reaches checks the Call-ID and tag against its own dialog (481).
+pub type DialogKey = u64;
 /// What a call registered in the maps: its dialog keys and its A-leg INVITE transaction.
 pub type CallKeys = (Vec<DialogKey>, Option<TxId>);
 
@@ -138,12 +142,20 @@ pub struct Table {
     /// Client transaction → (call, leg, purpose).
     pub by_client_tx: HashMap<TxId, (CallNo, LegId, Purpose)>,
     /// (Call-ID, our tag) → (call, leg).
-    pub by_dialog: HashMap<(String, String), (CallNo, LegId)>,
+    pub by_dialog: HashMap<DialogKey, (CallNo, LegId)>,
     /// Call → the dialog keys and A-leg INVITE it registered (to forget them at the end).
     pub keys: HashMap<CallNo, CallKeys>,
+    /// The key of [`DialogKey`]s.
+    pub hasher: std::hash::RandomState,
 }
 
 impl Table {
+    /// The key of the dialog with this Call-ID and our tag.
+    pub fn dialog_key(&self, call_id: &str, local_tag: &str) -> DialogKey {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((call_id, local_tag))
+    }
+
     /// Forgets everything of `call` but its client transactions (those go as they end).
     pub fn forget(&mut self, call: CallNo) {
         if let Some((dialogs, invite)) = self.keys.remove(&call) {
@@ -245,7 +257,7 @@ pub struct CallHub {
     settings: Arc<CallSettings>,
     table: Table,
     /// Each live call's legs, by `LegId`.
-    calls: HashMap<CallNo, Vec<Addr<Leg>>>,
+    calls: HashMap<CallNo, Arc<[Addr<Leg>]>>,
     out: mpsc::UnboundedSender<CallOutput>,
     next: CallNo,
 }
@@ -339,9 +351,9 @@ impl CallHub {
     /// An in-dialog request on server transaction `tx`; given back when it belongs to
     /// no call.
     pub fn in_dialog(&self, tx: TxId, request: Request) -> Result<(), Box<Request>> {
-        let key = (
-            request.common.call_id.clone(),
-            request.common.to.tag().unwrap_or_default().to_string(),
+        let key = self.table.dialog_key(
+            &request.common.call_id,
+            request.common.to.tag().unwrap_or_default(),
         );
         match self.table.by_dialog.get(&key) {
             Some(&(call, leg)) => {
@@ -354,9 +366,9 @@ impl CallHub {
 
     /// An ACK outside any transaction (for a 2xx); false when it belongs to no call.
     pub fn ack(&self, request: Request) -> bool {
-        let key = (
-            request.common.call_id.clone(),
-            request.common.to.tag().unwrap_or_default().to_string(),
+        let key = self.table.dialog_key(
+            &request.common.call_id,
+            request.common.to.tag().unwrap_or_default(),
         );
         match self.table.by_dialog.get(&key) {
             Some(&(call, leg)) => {
@@ -388,9 +400,9 @@ impl CallHub {
     /// A response no transaction holds (a B-leg's 2xx retransmission after Timer M):
     /// our tag is its From tag.
     pub fn stray(&self, response: Response) {
-        let key = (
-            response.common.call_id.clone(),
-            response.common.from.tag().unwrap_or_default().to_string(),
+        let key = self.table.dialog_key(
+            &response.common.call_id,
+            response.common.from.tag().unwrap_or_default(),
         );
         if let Some(&(call, leg)) = self.table.by_dialog.get(&key) {
             self.deliver(call, leg, CallInput::Stray { response });
@@ -451,8 +463,8 @@ impl CallHub {
                 call_id,
                 local_tag,
             } => {
-                let key = (call_id, local_tag);
-                self.table.by_dialog.insert(key.clone(), (call, leg));
+                let key = self.table.dialog_key(&call_id, &local_tag);
+                self.table.by_dialog.insert(key, (call, leg));
                 self.table.keys.entry(call).or_default().0.push(key);
             }
             CallOutput::Done { call } => {
