@@ -62,7 +62,10 @@ pub enum State {
 #[derive(Debug)]
 struct Shared {
     peer: Peer,
-    request: Request,
+    /// The INVITE, until the final response: the ACK for a non-2xx is built from it
+    /// (then only that ACK's bytes are kept, for Timer D), a 2xx needs nothing of it.
+    request: Option<Box<Request>>,
+    /// The INVITE as sent (Timer A), until the first response.
     bytes: Bytes,
     timers: TimerTable,
 }
@@ -113,12 +116,16 @@ impl Shared {
     fn finalise(&mut self, ctx: &mut Ctx<'_>, response: Response) -> State {
         self.timers.stop(Timer::A);
         self.timers.stop(Timer::B);
+        self.bytes = Bytes::new();
+        let Some(request) = self.request.take() else {
+            return State::Terminated;
+        };
         if response.class() == 2 {
             ctx.arm(&mut self.timers, Timer::M, ctx.cfg.t1x64());
             self.pass_up(ctx, response);
             return State::Accepted(Forward2xx);
         }
-        let ack = build_ack(&self.request, &response).to_bytes();
+        let ack = build_ack(&request, &response).to_bytes();
         ctx.transmit(self.peer, ack.clone());
         self.pass_up(ctx, response);
         let d = ctx.cfg.d(self.peer.transport.is_reliable());
@@ -136,6 +143,7 @@ impl ExpectResponse {
             1 => {
                 sh.timers.stop(Timer::A);
                 sh.timers.stop(Timer::B);
+                sh.bytes = Bytes::new();
                 sh.pass_up(ctx, response);
                 State::Proceeding(ExpectFinal)
             }
@@ -224,7 +232,7 @@ impl Ict {
         Ict {
             shared: Shared {
                 peer,
-                request,
+                request: Some(Box::new(request)),
                 bytes,
                 timers,
             },

@@ -59,8 +59,9 @@ pub enum State {
 #[derive(Debug)]
 struct Shared {
     peer: Peer,
-    request: Request,
-    /// The last response sent, serialised once.
+    /// The last response sent, serialised once; kept only while a retransmitted INVITE
+    /// or Timer G may need it again (Proceeding, Completed), released in Accepted and
+    /// Confirmed, where nothing resends it (the machine lingers 64·T1 there).
     last: Bytes,
     /// The To tag of the final response sent, for RFC 2543 ACK matching (§17.2.3).
     final_to_tag: Option<String>,
@@ -93,6 +94,7 @@ impl ExpectFinalFromTu {
             1 => State::Proceeding(self),
             2 => {
                 sh.final_to_tag = response.common.to.tag().map(str::to_string);
+                sh.last = Bytes::new();
                 ctx.arm(&mut sh.timers, Timer::L, ctx.cfg.t1x64());
                 State::Accepted(Forward2xxAcks)
             }
@@ -113,6 +115,7 @@ impl ExpectAck {
     fn on_ack(self, sh: &mut Shared, ctx: &mut Ctx<'_>) -> State {
         sh.timers.stop(Timer::G);
         sh.timers.stop(Timer::H);
+        sh.last = Bytes::new();
         let i = ctx.cfg.t4_or_zero(sh.peer.transport.is_reliable());
         if i.is_zero() {
             return State::Terminated;
@@ -144,11 +147,10 @@ impl Ist {
     /// Creates the transaction for a new INVITE and queues the 100 Trying at once
     /// (§17.2.1 allows waiting 200 ms for the TU; answering at once stops the client's
     /// Timer A sooner and costs one datagram).
-    pub(crate) fn start(ctx: &mut Ctx<'_>, peer: Peer, request: Request) -> Ist {
+    pub(crate) fn start(ctx: &mut Ctx<'_>, peer: Peer, request: &Request) -> Ist {
         let trying = request.response(100, None, None);
         let mut shared = Shared {
             peer,
-            request,
             last: Bytes::new(),
             final_to_tag: None,
             timers: TimerTable::default(),
@@ -168,11 +170,6 @@ impl Ist {
     /// The peer the INVITE came from.
     pub fn peer(&self) -> Peer {
         self.shared.peer
-    }
-
-    /// The INVITE that created the transaction.
-    pub fn request(&self) -> &Request {
-        &self.shared.request
     }
 
     /// The To tag of the final response sent, if one was.
@@ -237,7 +234,8 @@ impl Ist {
         match (&self.state, response.class()) {
             (State::Proceeding(_), _) => {}
             (State::Accepted(_), 2) => {
-                self.shared.send(ctx, response);
+                // The TU's 2xx retransmission: sent, not kept (nothing resends it here).
+                ctx.transmit(self.shared.peer, response.to_bytes());
                 return Ok(());
             }
             _ => return Err(TxError::InvalidState),

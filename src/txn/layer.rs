@@ -286,7 +286,7 @@ impl TxLayer {
                 cfg: self.cfg,
                 out: &mut self.out,
             };
-            let ist = Ist::start(&mut ctx, from, request.clone());
+            let ist = Ist::start(&mut ctx, from, &request);
             self.insert(id, Key::Server(key), Machine::Ist(Box::new(ist)));
             self.out.events.push_back(TxEvent::Request {
                 tx: id,

@@ -70,6 +70,8 @@ impl Shared {
     fn finalise(&mut self, ctx: &mut Ctx<'_>, response: Response) -> State {
         self.timers.stop(Timer::E);
         self.timers.stop(Timer::F);
+        // Completed resends nothing: the request's bytes go (Timer K lingers T4).
+        self.bytes = Bytes::new();
         self.pass_up(ctx, response);
         let k = ctx.cfg.t4_or_zero(self.peer.transport.is_reliable());
         if k.is_zero() {
