@@ -5,6 +5,8 @@
 #
 #   TARGET=kamailio [AUTH=1] bench/call-load.sh     (the default)
 #   TARGET=softswitch bench/call-load.sh              (always with AUTH=1)
+#   TARGET=both bench/call-load.sh                    (the switch, then Kamailio with
+#                                                     AUTH=1 CHILDREN=1, and the ratio)
 #
 # Set-up: the server on a free 127.0.0.1 port pinned to CPU SERVER_CPU (0); the callee
 # "bench" registered once (bench/call-load-register.xml) with the Contact of the load
@@ -162,6 +164,31 @@ PY
   exit 0
 fi
 
+# ---- both servers in one run, and the ratio ----
+if [ "$TARGET" = both ]; then
+  OUT=$(mktemp -d /tmp/call-load-both.XXXXXX)
+  trap 'rm -rf "$OUT"' EXIT
+  TARGET=softswitch "$0" | tee "$OUT/softswitch"
+  echo
+  # One Kamailio worker: with several, its UDP workers reorder back-to-back messages and
+  # calls fail on an unexpected message (bench/README.md); with auth, like the switch.
+  TARGET=kamailio AUTH=1 CHILDREN=${CHILDREN_BOTH:-1} "$0" | tee "$OUT/kamailio"
+  figure() { sed -n "s/^  $2 *\([0-9.]*\).*/\1/p" "$OUT/$1" | head -1; }
+  sw=$(figure softswitch "highest passing rate"); ka=$(figure kamailio "highest passing rate")
+  swc=$(figure softswitch "server CPU per call at that rate"); kac=$(figure kamailio "server CPU per call at that rate")
+  echo
+  echo "both, one run: softswitch ${sw:-?} calls/s at ${swc:-?} us/call; kamailio ${ka:-?} calls/s at ${kac:-?} us/call"
+  python3 - "${sw:-0}" "${ka:-0}" "${swc:-0}" "${kac:-0}" <<'PY'
+import sys
+sw, ka, swc, kac = (float(x or 0) for x in sys.argv[1:])
+cps = f"{sw / ka:.2f}x" if ka else "-"
+cpu = f"{swc / kac:.2f}x" if kac else "-"
+print(f"  ratio of highest passing CPS (softswitch / kamailio): {cps}")
+print(f"  ratio of CPU per call (softswitch / kamailio):        {cpu}")
+PY
+  exit 0
+fi
+
 # ---- driver ----
 command -v sipp >/dev/null || die "sipp missing (apt-get install sip-tester)"
 command -v python3 >/dev/null || die "python3 missing"
@@ -238,5 +265,5 @@ TOML
     wait $SW 2>/dev/null || true
     exit $rc
     ;;
-  *) die "TARGET is kamailio or softswitch" ;;
+  *) die "TARGET is kamailio, softswitch or both" ;;
 esac
