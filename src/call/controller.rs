@@ -79,10 +79,12 @@ pub struct CallController {
     timers: Vec<(CallTimer, SpawnHandle)>,
     started: Instant,
     start_time: SystemTime,
-    /// The A-leg's Call-ID (the CDR's `call_id`).
-    call_id: String,
-    caller: String,
-    callee: String,
+    /// The A-leg's Call-ID (the CDR's `call_id`), shared with the `/api/calls` entry.
+    call_id: Arc<str>,
+    /// `sip:caller@domain`, shared likewise.
+    caller: Arc<str>,
+    /// `sip:callee@domain`, shared likewise.
+    callee: Arc<str>,
     setup_recorded: bool,
     cdr: CdrState,
     /// What a phone must not see before the CDR is on disk (the final response that ends
@@ -92,8 +94,6 @@ pub struct CallController {
     bye_answer_queued: bool,
     /// A handler panicked: the call is being torn down, nothing else runs.
     aborted: bool,
-    /// What the API registry last showed (phase, leg states).
-    published: Option<(&'static str, Vec<&'static str>)>,
     /// Test builds: `X-Softswitch-Test-Fault: panic` on the caller's INVITE makes this
     /// controller panic at the first report from a B-leg.
     #[cfg(debug_assertions)]
@@ -181,19 +181,17 @@ impl CallController {
         }
         let domain = &settings.domain;
         let start_time = SystemTime::now();
+        let call_id: Arc<str> = new.invite.common.call_id.as_str().into();
+        let caller: Arc<str> = format!("sip:{}@{domain}", new.caller).into();
+        let callee: Arc<str> = format!("sip:{}@{domain}", new.callee).into();
         let view = CallView {
-            call_id: new.invite.common.call_id.clone(),
-            caller: format!("sip:{}@{domain}", new.caller),
-            callee: format!("sip:{}@{domain}", new.callee),
+            call_id: call_id.clone(),
+            caller: caller.clone(),
+            callee: callee.clone(),
             state: "idle",
             start_time,
-            legs: std::iter::once(LegView::of("A".into(), &new.invite, &new.a_peer, "uas"))
-                .chain(
-                    b_legs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (p, inv))| LegView::of(format!("B{}", i + 1), inv, p, "uac")),
-                )
+            legs: std::iter::once(LegView::of(&new.invite, &new.a_peer))
+                .chain(b_legs.iter().map(|(p, inv)| LegView::of(inv, p)))
                 .collect(),
         };
         settings.registry.insert(new.call, view);
@@ -205,7 +203,6 @@ impl CallController {
             ctx.set_mailbox_capacity(64);
             let me = ctx.address();
             let call = new.call;
-            let call_id = new.invite.common.call_id.clone();
             let offer =
                 (!new.invite.common.body.is_empty()).then(|| new.invite.common.body.to_vec());
             addrs_out.push(Leg::start(
@@ -252,14 +249,13 @@ impl CallController {
                 started: Instant::now(),
                 start_time,
                 call_id,
-                caller: new.caller,
-                callee: new.callee,
+                caller,
+                callee,
                 setup_recorded: false,
                 cdr: CdrState::Pending,
                 after_cdr: Vec::new(),
                 bye_answer_queued: false,
                 aborted: false,
-                published: None,
                 #[cfg(debug_assertions)]
                 fault: fault.as_deref() == Some("panic"),
             }
@@ -288,26 +284,22 @@ impl CallController {
         self.publish();
     }
 
-    /// Refreshes this call's entry of `GET /api/calls` when its phase or a leg's state
-    /// changed, not at every event.
+    /// Refreshes this call's entry of `GET /api/calls` (its phase and its legs' states).
     fn publish(&mut self) {
         if self.machine.is_done() {
             return;
         }
-        let view = (self.machine.phase(), self.machine.leg_states());
-        if self.published.as_ref() == Some(&view) {
-            return;
-        }
+        let phase = self.machine.phase();
+        let states = self.machine.leg_states();
         if let Some(mut v) = self.settings.registry.get_mut(&self.call) {
-            v.state = view.0;
+            v.state = phase;
             for (i, l) in v.legs.iter_mut().enumerate() {
                 l.state = match i {
-                    0 => view.0,
-                    i => view.1.get(i - 1).copied().unwrap_or("trying"),
+                    0 => phase,
+                    i => states.get(i - 1).copied().unwrap_or("trying"),
                 };
             }
         }
-        self.published = Some(view);
     }
 
     fn execute(&mut self, c: Command, ctx: &mut Context<Self>) {
@@ -352,6 +344,9 @@ impl CallController {
         if let Some(i) = self.timers.iter().position(|(k, _)| *k == t) {
             let (_, h) = self.timers.swap_remove(i);
             ctx.cancel_future(h);
+        }
+        if self.timers.is_empty() {
+            self.timers = Vec::new(); // a held call runs no timer: keep no buffer either
         }
     }
 
@@ -398,16 +393,14 @@ impl CallController {
     /// counters move, the held responses go out).
     fn write_cdr(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
         self.cdr = CdrState::Writing;
-        let domain = &self.settings.domain;
-        let party = |u: &str| format!("sip:{u}@{domain}");
         let mut b = Cdr::builder(
-            self.call_id.clone(),
-            party(&self.caller),
-            party(&self.callee),
+            self.call_id.to_string(),
+            self.caller.to_string(),
+            self.callee.to_string(),
             self.start_time,
         );
         if let Some(at) = outcome.answered_at {
-            b = b.answered(at).connected(party(&self.callee));
+            b = b.answered(at).connected(self.callee.to_string());
         }
         let cdr = b.end(
             SystemTime::now(),

@@ -184,28 +184,24 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone)]
 pub struct CallView {
     /// The A-leg's Call-ID.
-    pub call_id: String,
+    pub call_id: Arc<str>,
     /// `sip:caller@domain`.
-    pub caller: String,
+    pub caller: Arc<str>,
     /// `sip:callee@domain`.
-    pub callee: String,
+    pub callee: Arc<str>,
     /// The call's phase.
     pub state: &'static str,
     /// When the INVITE arrived.
     pub start_time: SystemTime,
-    /// A, then the B-legs.
-    pub legs: Vec<LegView>,
+    /// A, then the B-legs (by `LegId`).
+    pub legs: Box<[LegView]>,
 }
 
-/// A leg in a [`CallView`].
+/// A leg in a [`CallView`]; its name (`A`, `B1`, ...) and role follow from its place.
 #[derive(Debug, Clone)]
 pub struct LegView {
-    /// `A`, `B1`, ...
-    pub leg: String,
-    /// `uas` (A) or `uac` (B-legs).
-    pub role: &'static str,
     /// The leg's own Call-ID.
-    pub call_id: String,
+    pub call_id: Box<str>,
     /// Its peer.
     pub peer: std::net::SocketAddr,
     /// `udp` or `tcp`.
@@ -216,11 +212,9 @@ pub struct LegView {
 
 impl LegView {
     /// The view of a leg whose INVITE is `invite`.
-    pub fn of(leg: String, invite: &Request, peer: &Peer, role: &'static str) -> LegView {
+    pub fn of(invite: &Request, peer: &Peer) -> LegView {
         LegView {
-            leg,
-            role,
-            call_id: invite.common.call_id.clone(),
+            call_id: invite.common.call_id.as_str().into(),
             peer: peer.addr,
             transport: peer.transport.as_str(),
             state: "trying",
@@ -233,14 +227,14 @@ impl CallView {
     pub fn to_json(&self) -> serde_json::Value {
         let start = softswitch_actors::billing::Timestamp::from(self.start_time).to_string();
         serde_json::json!({
-            "call_id": self.call_id,
-            "caller": self.caller,
-            "callee": self.callee,
+            "call_id": &*self.call_id,
+            "caller": &*self.caller,
+            "callee": &*self.callee,
             "state": self.state,
             "start_time": start,
-            "legs": self.legs.iter().map(|l| serde_json::json!({
-                "leg": l.leg,
-                "role": l.role,
+            "legs": self.legs.iter().enumerate().map(|(i, l)| serde_json::json!({
+                "leg": if i == 0 { "A".to_string() } else { format!("B{i}") },
+                "role": if i == 0 { "uas" } else { "uac" },
                 "call_id": l.call_id,
                 "peer": l.peer.to_string(),
                 "transport": l.transport,
