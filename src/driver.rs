@@ -64,6 +64,8 @@ pub struct TransactionUsers {
     pub call_outputs: mpsc::UnboundedReceiver<CallOutput>,
     /// Transactions whose message a failed TCP connect dropped.
     pub transport_failures: mpsc::UnboundedReceiver<TxId>,
+    /// UDP destinations ICMP said are unreachable (§18.4).
+    pub udp_unreachable: mpsc::Receiver<std::net::SocketAddr>,
 }
 
 /// The driver.
@@ -81,6 +83,7 @@ pub struct Driver {
     calls: CallHub,
     call_outputs: mpsc::UnboundedReceiver<CallOutput>,
     transport_failures: mpsc::UnboundedReceiver<TxId>,
+    udp_unreachable: mpsc::Receiver<std::net::SocketAddr>,
 }
 
 impl Driver {
@@ -109,6 +112,7 @@ impl Driver {
             calls: tu.calls,
             call_outputs: tu.call_outputs,
             transport_failures: tu.transport_failures,
+            udp_unreachable: tu.udp_unreachable,
         }
     }
 
@@ -164,6 +168,9 @@ impl Driver {
                     if let Some(tx) = failed {
                         self.layer.handle_transport_error(Instant::now(), tx);
                     }
+                }
+                Some(to) = self.udp_unreachable.recv() => {
+                    self.layer.handle_unreachable(Instant::now(), crate::transport::Peer::udp(to));
                 }
                 out = self.call_outputs.recv() => {
                     let now = Instant::now();

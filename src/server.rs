@@ -90,9 +90,19 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             }
         }
     }
+    let (unreachable_tx, unreachable_rx) = mpsc::channel(1024);
     for sock in &udp_socks {
-        tokio::spawn(udp::run(sock.clone(), limits, tx.clone()));
+        if let Err(e) = udp::enable_icmp_errors(sock) {
+            tracing::warn!(error = %e, "cannot enable ICMP errors on a UDP socket");
+        }
+        tokio::spawn(udp::run(
+            sock.clone(),
+            limits,
+            tx.clone(),
+            unreachable_tx.clone(),
+        ));
     }
+    drop(unreachable_tx);
     drop(tx);
     let all_users = config.users_or_demo()?;
     let directory = Directory::new(&all_users, &config.sip.domain)
@@ -169,6 +179,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             calls: calls.0,
             call_outputs: calls.1,
             transport_failures: failures_rx,
+            udp_unreachable: unreachable_rx,
         },
     );
     let control = driver.control();

@@ -611,6 +611,38 @@ fn unreachable_callee_480() {
     wait_metric(&sw, "softswitch_calls_total{disposition=\"failed\"}", 1.0);
 }
 
+/// B registered over UDP and gone (its port closed): the B-leg INVITE draws an ICMP port
+/// unreachable, which the switch reads from the socket's error queue (RFC 3261 §18.4):
+/// the caller gets 503 or 480 at once, not 408 after Timer B, and the switch keeps
+/// reading (an ICMP error on its socket must not stop its UDP listener).
+#[test]
+fn unreachable_udp_callee_icmp() {
+    let sw = Switch::start(&[]);
+    {
+        let mut bob = RegClient::udp(sw.udp_addr(), "bob", "bob-demo");
+        let contact = bob.contact();
+        let resp = bob.register(&[&contact], &[]);
+        assert!(is_status(&resp, 200), "{resp}");
+    } // bob's socket is closed: his port is unreachable now
+    let mut alice = Caller::new(sw.udp_addr());
+    let started = Instant::now();
+    alice.call();
+    let (r, _) = wait_for(&alice.sock, "a final response", |m| {
+        status_of(m).is_some_and(|c| c >= 300) && m.contains("CSeq: 2 INVITE")
+    });
+    let status = status_of(&r);
+    assert!(matches!(status, Some(480 | 503)), "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited for Timer B: {:?}",
+        started.elapsed()
+    );
+    wait_metric(&sw, "softswitch_calls_total{disposition=\"failed\"}", 1.0);
+    // Still serving UDP.
+    let (bob2, _) = registered_bob(&sw);
+    drop(bob2);
+}
+
 /// Reads datagrams until one satisfies `pred`, within `within`; `None` on timeout.
 fn try_wait_for(sock: &UdpSocket, within: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
     let deadline = Instant::now() + within;

@@ -1,4 +1,8 @@
-//! UDP listeners (RFC 3261 §18.1.1, §18.2.1, §18.3): one datagram, one message.
+//! UDP listeners (RFC 3261 §18.1.1, §18.2.1, §18.3): one datagram, one message; and
+//! ICMP errors for what we sent (§18.4): with `IP_RECVERR` the kernel queues "port /
+//! host / network unreachable" for a datagram on the socket's error queue, with the
+//! datagram's destination; the reader drains it and reports those destinations, so a
+//! B-leg to a phone that is gone fails at once instead of at Timer B.
 
 use super::{error_reply, Inbound, InboundTx, Peer};
 use crate::wire::{
@@ -12,8 +16,65 @@ use tokio::net::UdpSocket;
 /// Largest datagram read (the IPv4/IPv6 UDP maximum); the message limit applies after.
 const RECV_BUF: usize = 65_535;
 
-/// Reads datagrams until the socket fails or the driver is gone.
-pub async fn run(sock: Arc<UdpSocket>, limits: Limits, tx: InboundTx) {
+/// Asks the kernel to queue ICMP errors for this socket (`IP_RECVERR`/`IPV6_RECVERR`).
+pub fn enable_icmp_errors(sock: &UdpSocket) -> std::io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    match sock.local_addr()? {
+        SocketAddr::V4(_) => setsockopt(sock, sockopt::Ipv4RecvErr, &true)?,
+        SocketAddr::V6(_) => setsockopt(sock, sockopt::Ipv6RecvErr, &true)?,
+    }
+    Ok(())
+}
+
+/// Drains the socket's error queue: the destinations ICMP said are unreachable.
+fn unreachable_destinations(sock: &UdpSocket) -> Vec<SocketAddr> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let mut out = Vec::new();
+    // Bounded: the queue is bounded by the socket's buffer; 64 per wake-up is plenty.
+    for _ in 0..64 {
+        let mut data = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut data)];
+        let mut cmsg = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in6);
+        let flags = MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT;
+        let Ok(msg) =
+            recvmsg::<SockaddrStorage>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)
+        else {
+            break; // EAGAIN: drained
+        };
+        let unreachable = msg.cmsgs().into_iter().flatten().any(|c| {
+            let e = match c {
+                ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _) => {
+                    e
+                }
+                _ => return false,
+            };
+            matches!(
+                e.ee_errno as i32,
+                nix::libc::ECONNREFUSED | nix::libc::EHOSTUNREACH | nix::libc::ENETUNREACH
+            )
+        });
+        let to = msg.address.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::V4((*v4).into()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+        });
+        if let (true, Some(to)) = (unreachable, to) {
+            out.push(to);
+        }
+    }
+    out
+}
+
+/// Reads datagrams until the socket fails or the driver is gone; destinations ICMP says
+/// are unreachable go to `unreachable` (dropped when it is full: rare, and the
+/// transactions' timers still end them).
+pub async fn run(
+    sock: Arc<UdpSocket>,
+    limits: Limits,
+    tx: InboundTx,
+    unreachable: tokio::sync::mpsc::Sender<SocketAddr>,
+) {
     let local = match sock.local_addr() {
         Ok(a) => a,
         Err(_) => return,
@@ -22,8 +83,23 @@ pub async fn run(sock: Arc<UdpSocket>, limits: Limits, tx: InboundTx) {
     loop {
         let (n, from) = match sock.recv_from(&mut buf).await {
             Ok(x) => x,
-            // ICMP port unreachable surfaces as an error on some systems: keep reading.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
+            // An ICMP error for something we sent surfaces as an error here (and, with
+            // IP_RECVERR, on the error queue): never a reason to stop reading.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::HostUnreachable
+                        | std::io::ErrorKind::NetworkUnreachable
+                ) =>
+            {
+                for to in unreachable_destinations(&sock) {
+                    tracing::debug!(%to, "ICMP: destination unreachable");
+                    let _ = unreachable.try_send(to);
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::error!(error = %e, %local, "UDP receive failed");
                 return;

@@ -103,6 +103,9 @@ struct Entry {
     machine: Machine,
 }
 
+/// How many recent UDP client transactions an ICMP error is matched against.
+const RECENT_CLIENTS: usize = 4096;
+
 /// The RFC 3261 §17 transaction layer: sans-IO, deterministic, single-threaded.
 ///
 /// # Calling order
@@ -130,6 +133,11 @@ pub struct TxLayer {
     txs: HashMap<TxId, Entry>,
     clients: HashMap<ClientKey, TxId>,
     servers: HashMap<ServerKey, TxId>,
+    /// The last [`RECENT_CLIENTS`] client transactions sent over UDP, for ICMP errors:
+    /// one comes back within a round trip of the datagram, so a bounded window of recent
+    /// sends finds its transaction without scanning the whole table (an ICMP a peer can
+    /// provoke at will must not cost a scan of hundreds of thousands of entries).
+    recent_clients: std::collections::VecDeque<(Peer, TxId)>,
     /// Every armed deadline of every transaction; kept equal to the union of the
     /// transactions' timer tables, so the first entry is the next deadline.
     deadlines: BTreeSet<(Instant, TxId, Timer)>,
@@ -166,6 +174,7 @@ impl TxLayer {
             txs: HashMap::new(),
             clients: HashMap::new(),
             servers: HashMap::new(),
+            recent_clients: std::collections::VecDeque::new(),
             deadlines: BTreeSet::new(),
             counts: [0; 4],
             out: Out::default(),
@@ -426,6 +435,12 @@ impl TxLayer {
             return Err(TxError::DuplicateTransaction);
         }
         let id = self.alloc();
+        if to.transport == crate::transport::Transport::Udp {
+            if self.recent_clients.len() == RECENT_CLIENTS {
+                self.recent_clients.pop_front();
+            }
+            self.recent_clients.push_back((to, id));
+        }
         let mut ctx = Ctx {
             id,
             now,
@@ -498,6 +513,28 @@ impl TxLayer {
     /// RFC 6026 Accepted). Unknown ids are ignored: the transaction may already be gone.
     pub fn handle_transport_error(&mut self, now: Instant, tx: TxId) {
         self.drive(now, tx, |m, ctx| m.on_transport_error(ctx));
+    }
+
+    /// ICMP said `peer` cannot be reached (port or host unreachable for a UDP datagram we
+    /// sent there, RFC 3261 §18.4): every client transaction that sent to it and has had
+    /// no response yet fails as if its send had failed (§17.1.4), so the TU learns now,
+    /// not at Timer B/F. Answered transactions are left alone (a late ICMP for a
+    /// retransmission says nothing about a peer that has answered). Rare, so a scan.
+    pub fn handle_unreachable(&mut self, now: Instant, peer: Peer) {
+        let hit: Vec<TxId> = self
+            .recent_clients
+            .iter()
+            .filter(|(p, _)| *p == peer)
+            .map(|(_, id)| *id)
+            .filter(|id| match self.txs.get(id).map(|e| &e.machine) {
+                Some(Machine::Ict(t)) => matches!(t.state(), super::ict::State::Calling(_)),
+                Some(Machine::Nict(t)) => matches!(t.state(), super::nict::State::Trying(_)),
+                _ => false,
+            })
+            .collect();
+        for tx in hit {
+            self.handle_transport_error(now, tx);
+        }
     }
 
     /// The next datagram or stream write, in the order queued.
