@@ -238,6 +238,13 @@ impl Driver {
                     return;
                 }
                 if req.method == Method::Invite
+                    && req.common.to.tag().is_none()
+                    && !self.layer.has_server_transaction(&req)
+                {
+                    self.new_invite(now, reply_to, req);
+                    return;
+                }
+                if req.method == Method::Invite
                     && self.layer.len() >= self.settings.max_transactions
                 {
                     // Bounded state: refuse new INVITEs statelessly rather than grow.
@@ -254,6 +261,40 @@ impl Driver {
             Message::Response(resp) => {
                 self.layer.handle_response(now, inbound.peer, resp);
             }
+        }
+    }
+
+    /// A new INVITE (no To tag, no transaction yet). Refused outright (admission, no
+    /// room, the router: 403/404/407/480/482/483, ...) it is answered statelessly
+    /// (§8.2.7: its retransmissions get the same answer and To tag, its ACK is dropped);
+    /// routed, it gets its server transaction (with a 100 Trying at once) and a call.
+    fn new_invite(&mut self, now: Instant, reply_to: Peer, req: Request) {
+        let tag = self.endpoint.stateless_tag(&req);
+        let refusal = if let Err(refusal) = self.endpoint.admit(&req) {
+            Err(refusal)
+        } else if self.layer.len() >= self.settings.max_transactions {
+            // Bounded state: refuse new INVITEs rather than grow.
+            Err(Refusal::Overloaded)
+        } else {
+            Ok(())
+        };
+        let routed = match refusal {
+            Err(refusal) => {
+                metrics::sip_message_rejected(refusal.metric_reason());
+                Err(Box::new(refusal.response(&req, &tag)))
+            }
+            Ok(()) => self.calls.route(&reply_to, &req, &tag),
+        };
+        match routed {
+            Err(resp) => {
+                self.counters.response_sent(resp.status);
+                self.layer
+                    .send_stateless(reply_to, &Message::Response(*resp));
+            }
+            Ok(routed) => match self.layer.open_invite(now, reply_to, &req) {
+                Some(tx) => self.calls.start(tx, reply_to, req, routed),
+                None => self.layer.handle_request(now, reply_to, req),
+            },
         }
     }
 
@@ -281,13 +322,9 @@ impl Driver {
     fn on_event(&mut self, ev: TxEvent) {
         let now = Instant::now();
         match ev {
-            TxEvent::Request { tx, request, from } => {
-                let request = match self.route_to_call(tx, from, request) {
-                    Ok(None) => return,
-                    Ok(Some(resp)) => {
-                        self.respond(now, tx, resp);
-                        return;
-                    }
+            TxEvent::Request { tx, request, .. } => {
+                let request = match self.route_to_call(tx, request) {
+                    Ok(()) => return,
                     Err(request) => *request,
                 };
                 if let Some((resp, refused)) = self.endpoint.answer(&request, &local_tag()) {
@@ -333,26 +370,14 @@ impl Driver {
         }
     }
 
-    /// Gives an INVITE or in-dialog request to the calls: `Ok(None)` when a call took
-    /// it, `Ok(Some(response))` for a refusal to send, `Err(request)` when it is not a
-    /// call's (the endpoint answers it).
-    fn route_to_call(
-        &mut self,
-        tx: TxId,
-        from: Peer,
-        request: Request,
-    ) -> Result<Option<Response>, Box<Request>> {
+    /// Gives an in-dialog request to its call: `Err(request)` when it is no call's (the
+    /// endpoint answers it). A new INVITE never gets here: `new_invite` routed it before
+    /// any transaction existed.
+    fn route_to_call(&mut self, tx: TxId, request: Request) -> Result<(), Box<Request>> {
         if request.common.to.tag().is_some() {
-            return self.calls.in_dialog(tx, request).map(|()| None);
+            return self.calls.in_dialog(tx, request);
         }
-        if request.method != Method::Invite {
-            return Err(Box::new(request));
-        }
-        if let Err(refusal) = self.endpoint.admit(&request) {
-            metrics::sip_message_rejected(refusal.metric_reason());
-            return Ok(Some(refusal.response(&request, &local_tag())));
-        }
-        Ok(self.calls.invite(tx, from, request))
+        Err(Box::new(request))
     }
 
     fn call_output(&mut self, now: Instant, out: CallOutput) {

@@ -578,10 +578,10 @@ fn rfc3261_9_2_and_12_2_2_cancel_and_bye_matching_nothing_481() {
     );
 }
 
-/// Sends an INVITE that the switch refuses with `code` and checks the INVITE server
-/// transaction: 100 Trying first, then the final, retransmitted by Timer G (T1 = 100 ms)
-/// while unacknowledged, and no more after the ACK.
-fn invite_refused_ist(
+/// A new INVITE the switch refuses outright is answered statelessly (RFC 3261 §8.2.7):
+/// the final response comes first (no 100 Trying, no server transaction), its
+/// retransmission gets the same answer with the same To tag, and the ACK is absorbed.
+fn invite_refused_stateless(
     to: SocketAddr,
     ruri: &str,
     branch: &str,
@@ -602,49 +602,33 @@ fn invite_refused_ist(
         body,
     );
     s.send_to(invite.as_bytes(), to).unwrap();
-    let first =
-        text(&recv_within(&s, ANSWER_DEADLINE).unwrap_or_else(|| panic!("{ruri}: no answer")));
-    assert_eq!(
-        status_of(&first),
-        Some(100),
-        "{ruri}: 100 Trying must come first (§17.2.1), got {first}"
-    );
-    let fin = recv_within(&s, ANSWER_DEADLINE).unwrap_or_else(|| panic!("{ruri}: no final"));
-    let got_final = Instant::now();
+    let fin = recv_within(&s, ANSWER_DEADLINE).unwrap_or_else(|| panic!("{ruri}: no answer"));
     let fin_text = text(&fin);
     assert_eq!(status_of(&fin_text), Some(code), "{ruri}: {fin_text}");
     assert_echoed(&invite, &fin_text);
-    // No ACK yet: Timer G retransmits the same final after ~T1.
-    let again = recv_within(&s, Duration::from_secs(2))
-        .unwrap_or_else(|| panic!("{ruri}: final not retransmitted"));
-    assert!(
-        got_final.elapsed() >= Duration::from_millis(50),
-        "{ruri}: retransmitted before T1"
+    // The client's retransmission (its Timer A): the same answer, the same To tag.
+    s.send_to(invite.as_bytes(), to).unwrap();
+    let again = text(
+        &recv_within(&s, ANSWER_DEADLINE)
+            .unwrap_or_else(|| panic!("{ruri}: retransmission not answered")),
     );
+    assert_eq!(status_of(&again), Some(code), "{ruri}: {again}");
     assert_eq!(
-        again, fin,
-        "{ruri}: retransmission differs from the final response"
+        header(&again, "To"),
+        header(&fin_text, "To"),
+        "{ruri}: the To tag of a stateless answer is the same for a retransmission"
     );
-    // ACK (same branch, CSeq 1 ACK): retransmissions stop.
+    // ACK (same branch, CSeq 1 ACK): nothing answers it, nothing is retransmitted.
     s.send_to(ack_for(&invite, &fin_text).as_bytes(), to)
         .unwrap();
-    // One retransmission already in flight when the ACK left may still arrive (a loaded
-    // machine can delay the ACK past the next Timer G); after that, silence.
-    let acked = Instant::now();
-    let mut in_flight = 0;
-    while let Some(b) = recv_within(&s, Duration::from_millis(900)) {
-        in_flight += 1;
-        assert!(
-            in_flight == 1 && b == fin && acked.elapsed() < Duration::from_millis(600),
-            "{ruri}: still retransmitting after ACK: {}",
-            text(&b)
-        );
+    if let Some(b) = recv_within(&s, Duration::from_millis(600)) {
+        panic!("{ruri}: something after the ACK: {}", text(&b));
     }
     fin_text
 }
 
 #[test]
-fn rfc3261_17_2_1_invite_refusals_100_first_final_retransmitted_until_ack() {
+fn rfc3261_8_2_7_invite_refusals_are_stateless_same_answer_for_retransmissions() {
     let sw = Switch::start(&[("SOFTSWITCH_SIP_T1_MS", "100")]);
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
     std::thread::scope(|scope| {
@@ -652,7 +636,7 @@ fn rfc3261_17_2_1_invite_refusals_100_first_final_retransmitted_until_ack() {
         let cases = vec![
             // §8.2.3: unknown body type → 415 with Accept.
             scope.spawn(move || {
-                let r = invite_refused_ist(
+                let r = invite_refused_stateless(
                     sw,
                     "sip:alice@example.test",
                     "inv-415",
@@ -667,7 +651,7 @@ fn rfc3261_17_2_1_invite_refusals_100_first_final_retransmitted_until_ack() {
             }),
             // §16.3 step 3: Max-Forwards 0 on a request to a user → 483.
             scope.spawn(move || {
-                invite_refused_ist(
+                invite_refused_stateless(
                     sw,
                     "sip:alice@example.test",
                     "inv-483",
@@ -678,7 +662,7 @@ fn rfc3261_17_2_1_invite_refusals_100_first_final_retransmitted_until_ack() {
             }),
             // Another domain: no relaying → 403.
             scope.spawn(move || {
-                invite_refused_ist(
+                invite_refused_stateless(
                     sw,
                     "sip:bob@other.test",
                     "inv-403",
@@ -690,7 +674,7 @@ fn rfc3261_17_2_1_invite_refusals_100_first_final_retransmitted_until_ack() {
             // A user of the served domain, but no credentials: 407 (§22.3; who is
             // called, and whether they exist, is told only after authentication).
             scope.spawn(move || {
-                let r = invite_refused_ist(
+                let r = invite_refused_stateless(
                     sw,
                     "sip:nobody@example.test",
                     "inv-407",
@@ -1173,8 +1157,9 @@ fn interface_sigterm_pending_transaction_exits_zero_by_drain_deadline() {
 fn interface_sigterm_drain_readyz_503_new_invite_503_retry_after_then_exit_zero() {
     let mut sw = Switch::start(&[("SOFTSWITCH_SIP_DRAIN_TIMEOUT_S", "3")]);
     let to = sw.udp_addr();
-    // An INVITE answered 407 and never ACKed keeps its server transaction in Completed
-    // until Timer H (64·T1 = 32 s): the drain cannot finish before its 3 s deadline.
+    // A re-INVITE for a dialog that does not exist is answered 481 by an INVITE server
+    // transaction that, never ACKed, stays in Completed until Timer H (64·T1 = 32 s):
+    // the drain cannot finish before its 3 s deadline.
     let pre = sip_request(
         "INVITE",
         "sip:nobody@example.test",
@@ -1185,9 +1170,14 @@ fn interface_sigterm_drain_readyz_503_new_invite_503_retry_after_then_exit_zero(
         1,
         &[],
         "",
+    )
+    .replacen(
+        "To: <sip:nobody@example.test>",
+        "To: <sip:nobody@example.test>;tag=gone",
+        1,
     );
     let r = udp_exchange(to, pre.as_bytes()).expect("answer");
-    assert_eq!(status_of(&r), Some(407));
+    assert!(status_of(&r).is_some_and(|c| c >= 400), "{r}");
     sw.signal("TERM");
     let signalled = Instant::now();
     let end = signalled + Duration::from_secs(2);
@@ -1540,13 +1530,12 @@ fn rfc5626_keepalive_pings_keep_tcp_connection_past_idle_timeout() {
 fn limits_max_transactions_new_invite_gets_503_with_retry_after() {
     let sw = Switch::start(&[("SOFTSWITCH_LIMITS_MAX_TRANSACTIONS", "2")]);
     let to = sw.udp_addr();
-    let s = udp_client(to);
-    let mut finals = Vec::new();
-    for i in 0..3 {
-        // Never ACKed: each 407 keeps its INVITE server transaction until Timer H.
-        let inv = sip_request(
-            "INVITE",
-            "sip:nobody@example.test",
+    // Two in-dialog requests for dialogs that do not exist: each is answered 481 by a
+    // server transaction that lingers (Timer J, 64·T1 over UDP), filling the table.
+    for i in 0..2 {
+        let bye = sip_request(
+            "BYE",
+            "sip:alice@example.test",
             "UDP",
             "client.invalid:5999",
             ";rport",
@@ -1554,26 +1543,30 @@ fn limits_max_transactions_new_invite_gets_503_with_retry_after() {
             1,
             &[],
             "",
+        )
+        .replacen(
+            "To: <sip:alice@example.test>",
+            "To: <sip:alice@example.test>;tag=gone",
+            1,
         );
-        s.send_to(inv.as_bytes(), to).unwrap();
-        // Earlier INVITEs' 407s are retransmitted (Timer G) to this socket too: take the
-        // final response that answers this INVITE.
-        let tag = format!("overload-{i}");
-        let deadline = Instant::now() + ANSWER_DEADLINE;
-        let fin = loop {
-            assert!(Instant::now() < deadline, "no final response for {tag}");
-            let Some(b) = udp_recv(&s) else { continue };
-            let r = String::from_utf8_lossy(&b).into_owned();
-            if r.contains(&tag) && status_of(&r).is_some_and(|c| c >= 200) {
-                break r;
-            }
-        };
-        finals.push(fin);
+        let r = udp_exchange(to, bye.as_bytes()).expect("an answer to the BYE");
+        assert_eq!(status_of(&r), Some(481), "{r}");
     }
-    assert_eq!(status_of(&finals[0]), Some(407), "{}", finals[0]);
-    assert_eq!(status_of(&finals[1]), Some(407), "{}", finals[1]);
-    assert_eq!(status_of(&finals[2]), Some(503), "{}", finals[2]);
-    assert!(header(&finals[2], "Retry-After").is_some(), "{}", finals[2]);
+    // A new INVITE finds no room: 503 with Retry-After (statelessly), before routing.
+    let inv = sip_request(
+        "INVITE",
+        "sip:nobody@example.test",
+        "UDP",
+        "client.invalid:5999",
+        ";rport",
+        "overload-inv",
+        1,
+        &[],
+        "",
+    );
+    let fin = udp_exchange(to, inv.as_bytes()).expect("an answer to the INVITE");
+    assert_eq!(status_of(&fin), Some(503), "{fin}");
+    assert!(header(&fin, "Retry-After").is_some(), "{fin}");
     let m = metrics(&sw);
     assert!(
         metric(

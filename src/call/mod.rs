@@ -291,22 +291,34 @@ impl CallHub {
         self.calls.len()
     }
 
-    /// A new INVITE (no To tag) on server transaction `tx`: the refusal to send, or
-    /// `None` when a call took it.
-    pub fn invite(&mut self, tx: TxId, from: Peer, request: Request) -> Option<Response> {
-        let routed = match self.router.route(&request, &from, SystemTime::now()) {
-            Ok(r) => r,
-            Err(rej) => return Some(rej.response(&request, &crate::transport::local_tag())),
-        };
+    /// Routes a new INVITE (no To tag): where the call goes, or the refusal to send. The
+    /// refusal goes statelessly (RFC 3261 §8.2.7, with the tag `tag` that every
+    /// retransmission of this request gets again): no server transaction, no 100, as a
+    /// challenge is answered for nearly every call, and as the registrar answers.
+    pub fn route(
+        &self,
+        from: &Peer,
+        request: &Request,
+        tag: &str,
+    ) -> Result<crate::calls::Routed, Box<Response>> {
+        let routed = self
+            .router
+            .route(request, from, SystemTime::now())
+            .map_err(|rej| Box::new(rej.response(request, tag)))?;
         if request.common.header("Contact").is_none() {
             // §12.1.1: the dialog's remote target; without it no in-dialog request can
             // reach the caller.
-            return Some(request.response(
+            return Err(Box::new(request.response(
                 400,
                 Some("Bad Request (missing Contact)"),
-                Some(&crate::transport::local_tag()),
-            ));
+                Some(tag),
+            )));
         }
+        Ok(routed)
+    }
+
+    /// Starts the call of a routed INVITE on its server transaction `tx`.
+    pub fn start(&mut self, tx: TxId, from: Peer, request: Request, routed: crate::calls::Routed) {
         let call = self.next;
         self.next += 1;
         let callee_to = request.common.to.clone();
@@ -329,7 +341,6 @@ impl CallHub {
         self.table.by_invite.insert(tx, call);
         self.table.keys.entry(call).or_default().1 = Some(tx);
         metrics::calls_active(self.calls.len());
-        None
     }
 
     fn deliver(&self, call: CallNo, leg: LegId, input: CallInput) {

@@ -266,6 +266,33 @@ impl TxLayer {
         Some(r)
     }
 
+    /// True when `request` belongs to a server transaction we hold (a retransmission):
+    /// [`handle_request`](Self::handle_request) must have it.
+    pub fn has_server_transaction(&self, request: &Request) -> bool {
+        ServerKey::for_request(request).is_some_and(|k| self.servers.contains_key(&k))
+    }
+
+    /// Opens the INVITE server transaction for a new INVITE the TU has already taken (a
+    /// call): queues the 100 Trying at once and raises no [`TxEvent::Request`]. `None`
+    /// when the request has no usable Via, or is a retransmission
+    /// ([`has_server_transaction`](Self::has_server_transaction)).
+    pub fn open_invite(&mut self, now: Instant, from: Peer, request: &Request) -> Option<TxId> {
+        let key = ServerKey::for_request(request)?;
+        if request.method != Method::Invite || self.servers.contains_key(&key) {
+            return None;
+        }
+        let id = self.alloc();
+        let mut ctx = Ctx {
+            id,
+            now,
+            cfg: self.cfg,
+            out: &mut self.out,
+        };
+        let ist = Ist::start(&mut ctx, from, request);
+        self.insert(id, Key::Server(key), Machine::Ist(Box::new(ist)));
+        Some(id)
+    }
+
     /// A request from the transport (§17.2.3). A retransmission goes to its server
     /// transaction; a new request creates one and raises [`TxEvent::Request`] (or
     /// [`TxEvent::Cancel`]); an ACK goes to its INVITE server transaction or up as
