@@ -141,7 +141,7 @@ pub struct Table {
     pub by_invite: HashMap<TxId, CallNo>,
     /// Client transaction → (call, leg, purpose).
     pub by_client_tx: HashMap<TxId, (CallNo, LegId, Purpose)>,
-    /// (Call-ID, our tag) → (call, leg).
+    /// Dialog key (of its Call-ID and our tag) → (call, leg).
     pub by_dialog: HashMap<DialogKey, (CallNo, LegId)>,
     /// Call → the dialog keys and A-leg INVITE it registered (to forget them at the end).
     pub keys: HashMap<CallNo, CallKeys>,
