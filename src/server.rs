@@ -102,7 +102,6 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             unreachable_tx.clone(),
         ));
     }
-    drop(unreachable_tx);
     drop(tx);
     let all_users = config.users_or_demo()?;
     let directory = Directory::new(&all_users, &config.sip.domain)
@@ -118,7 +117,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
     });
     let (failures_tx, failures_rx) = mpsc::unbounded_channel();
     tcp_pool.report_failures_to(failures_tx);
-    let transports = Arc::new(Transports::new(udp_socks, tcp_pool));
+    let transports = Arc::new(Transports::new(udp_socks, tcp_pool, unreachable_tx));
     let layer = TxLayer::new(TimerConfig {
         t1: config.sip.t1(),
         t2: config.sip.t2(),

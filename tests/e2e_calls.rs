@@ -638,9 +638,23 @@ fn unreachable_udp_callee_icmp() {
         started.elapsed()
     );
     wait_metric(&sw, "softswitch_calls_total{disposition=\"failed\"}", 1.0);
-    // Still serving UDP.
+    // Still serving UDP, and the next call reaches a live phone: the kernel reports a
+    // pending ICMP error on whatever the socket does next (a send to another phone
+    // too); the switch drains it and sends again.
     let (bob2, _) = registered_bob(&sw);
-    drop(bob2);
+    let bs = bob_sock(&bob2);
+    let mut carol = Caller::new(sw.udp_addr());
+    carol.call();
+    let (inv, from) = wait_for(bs, "the next call's INVITE", |m| is_request(m, "INVITE"));
+    bs.send_to(
+        response_to(&inv, 486, "Busy Here", "b2", "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
+    let (r, _) = wait_for(&carol.sock, "486", |m| {
+        status_of(m).is_some_and(|c| c >= 300) && m.contains("CSeq: 2 INVITE")
+    });
+    assert_eq!(status_of(&r), Some(486), "{r}");
 }
 
 /// Reads datagrams until one satisfies `pred`, within `within`; `None` on timeout.

@@ -40,16 +40,27 @@ pub struct Transports {
     /// Each UDP socket with its bound address, read once at start-up.
     udp: Vec<(SocketAddr, Arc<tokio::net::UdpSocket>)>,
     tcp: Arc<tcp::TcpPool>,
+    /// Where UDP destinations ICMP said are unreachable go (the driver).
+    unreachable: tokio::sync::mpsc::Sender<SocketAddr>,
 }
 
 impl Transports {
-    /// Groups bound UDP sockets and the TCP pool.
-    pub fn new(udp: Vec<Arc<tokio::net::UdpSocket>>, tcp: Arc<tcp::TcpPool>) -> Transports {
+    /// Groups bound UDP sockets and the TCP pool; ICMP "unreachable" destinations met
+    /// while sending go to `unreachable`.
+    pub fn new(
+        udp: Vec<Arc<tokio::net::UdpSocket>>,
+        tcp: Arc<tcp::TcpPool>,
+        unreachable: tokio::sync::mpsc::Sender<SocketAddr>,
+    ) -> Transports {
         let udp = udp
             .into_iter()
             .filter_map(|s| s.local_addr().ok().map(|a| (a, s)))
             .collect();
-        Transports { udp, tcp }
+        Transports {
+            udp,
+            tcp,
+            unreachable,
+        }
     }
 
     /// Sends bytes to a peer; never blocks. Returns false when the message could not be
@@ -66,7 +77,7 @@ impl Transports {
                 let Some(sock) = self.udp_for(peer.addr) else {
                     return false;
                 };
-                udp::send(sock, peer.addr, bytes)
+                udp::send(sock, peer.addr, bytes, &self.unreachable)
             }
             Transport::Tcp => self.tcp.send_for(peer, bytes, tx),
         }

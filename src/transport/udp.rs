@@ -27,7 +27,7 @@ pub fn enable_icmp_errors(sock: &UdpSocket) -> std::io::Result<()> {
 }
 
 /// Drains the socket's error queue: the destinations ICMP said are unreachable.
-fn unreachable_destinations(sock: &UdpSocket) -> Vec<SocketAddr> {
+pub fn unreachable_destinations(sock: &UdpSocket) -> Vec<SocketAddr> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
     use std::os::fd::AsRawFd;
     let mut out = Vec::new();
@@ -85,15 +85,7 @@ pub async fn run(
             Ok(x) => x,
             // An ICMP error for something we sent surfaces as an error here (and, with
             // IP_RECVERR, on the error queue): never a reason to stop reading.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::ConnectionRefused
-                        | std::io::ErrorKind::HostUnreachable
-                        | std::io::ErrorKind::NetworkUnreachable
-                ) =>
-            {
+            Err(e) if is_icmp_error(&e) => {
                 for to in unreachable_destinations(&sock) {
                     tracing::debug!(%to, "ICMP: destination unreachable");
                     let _ = unreachable.try_send(to);
@@ -126,7 +118,7 @@ pub async fn run(
             Err(error) => {
                 let salvage = Salvage::from_head(salvage_head(data, &limits));
                 if let Some(reply) = error_reply(&error, &salvage) {
-                    send(&sock, from, reply);
+                    send(&sock, from, reply, &unreachable);
                 }
             }
         }
@@ -142,19 +134,49 @@ pub fn classify(data: &[u8], limits: &Limits) -> Result<Option<Message>, WireErr
     }
 }
 
+/// An error a socket operation returns because of an earlier ICMP error (the kernel
+/// reports a pending one on whatever operation comes next).
+pub fn is_icmp_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::HostUnreachable
+            | std::io::ErrorKind::NetworkUnreachable
+    )
+}
+
 /// Sends without waiting: the socket is non-blocking, and a full send buffer drops the
-/// datagram (UDP may lose it anyway; retransmission timers cover it).
-pub fn send(sock: &UdpSocket, to: SocketAddr, bytes: Bytes) -> bool {
+/// datagram (UDP may lose it anyway; retransmission timers cover it), which is not a
+/// failure of the destination: `false` only for a destination we never send to. A
+/// pending ICMP error for an earlier datagram (to another destination, most likely)
+/// makes the kernel fail this send: its destinations are drained from the error queue
+/// into `unreachable` and the datagram is sent again.
+pub fn send(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    bytes: Bytes,
+    unreachable: &tokio::sync::mpsc::Sender<SocketAddr>,
+) -> bool {
     if to.ip().is_unspecified() || to.port() == 0 || is_broadcast(to) {
         return false;
     }
-    match sock.try_send_to(&bytes, to) {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::debug!(error = %e, %to, "UDP send failed");
-            false
+    for attempt in 0..2 {
+        match sock.try_send_to(&bytes, to) {
+            Ok(_) => return true,
+            Err(e) if attempt == 0 && is_icmp_error(&e) => {
+                for dest in unreachable_destinations(sock) {
+                    tracing::debug!(to = %dest, "ICMP: destination unreachable");
+                    let _ = unreachable.try_send(dest);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %to, "UDP send failed: datagram dropped");
+                return true;
+            }
         }
     }
+    true
 }
 
 fn is_broadcast(to: SocketAddr) -> bool {
