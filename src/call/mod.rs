@@ -397,11 +397,6 @@ impl CallHub {
 
     /// A response on client transaction `tx`.
     pub fn response(&self, tx: TxId, response: Response) {
-        if response.status == 100 {
-            // Hop by hop, and its transaction already stopped retransmitting: nothing
-            // for a leg or the call to do (a 100 carries no dialog, §12.1).
-            return;
-        }
         if let Some(&(call, leg, purpose)) = self.table.by_client_tx.get(&tx) {
             self.deliver(call, leg, CallInput::Response { purpose, response });
         }

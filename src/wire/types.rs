@@ -707,9 +707,8 @@ impl Response {
 }
 
 fn write_message(start: &str, c: &Common) -> Bytes {
-    // Straight into the buffer that is sent: one allocation, no copy.
-    let mut s = BytesMut::with_capacity(512 + c.body.len());
-    s.put_slice(start.as_bytes());
+    let mut s = String::with_capacity(512);
+    s.push_str(start);
     for v in &c.via {
         let _ = write!(s, "Via: {v}\r\n");
     }
@@ -722,12 +721,11 @@ fn write_message(start: &str, c: &Common) -> Bytes {
         c.from, c.to, c.call_id, c.cseq
     );
     for h in &c.headers {
-        s.put_slice(h.name.as_bytes());
-        s.put_slice(b": ");
-        s.put_slice(h.value.as_bytes());
-        s.put_slice(b"\r\n");
+        let _ = write!(s, "{}: {}\r\n", h.name, h.value);
     }
     let _ = write!(s, "Content-Length: {}\r\n\r\n", c.body.len());
-    s.put_slice(&c.body);
-    s.freeze()
+    let mut out = BytesMut::with_capacity(s.len() + c.body.len());
+    out.put_slice(s.as_bytes());
+    out.put_slice(&c.body);
+    out.freeze()
 }
