@@ -45,6 +45,7 @@
 # CARGO_TARGET_DIR, as bench/call-load.sh) KEEP_LOGS=1.
 # shellcheck disable=SC2015  # `[ ok ] && [ ok ] || fail`: fail and die always exit
 set -euo pipefail
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 cd "$(dirname "$0")/.."
 HOLD_CALLS=${HOLD_CALLS:-10000}
@@ -79,21 +80,7 @@ if [ "${1:-}" = --measure ]; then
   PIN=()
   if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN=(taskset -c "$SIPP_CPU"); fi
   # UAS SIP port and the SIPps' media ports: below the ephemeral range, free now.
-  read -r UAS_PORT MP_UAC MP_UAS < <(python3 - <<'PY'
-import random, socket
-def free(p):
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        s = socket.socket(socket.AF_INET, kind)
-        try: s.bind(("127.0.0.1", p))
-        except OSError: return False
-        finally: s.close()
-    return True
-for _ in range(200):
-    b = random.randrange(20000, 32000)
-    if all(free(b + i) for i in (0, 10, 12, 20, 22)):
-        print(b, b + 10, b + 20); break
-PY
-)
+  read -r UAS_PORT MP_UAC MP_UAS < <(python3 "$BENCH/free-ports.py" 20000 32000 0,10,12,20,22 0,10,20)
   [ -n "$MP_UAS" ] || die "no free ports"
   # SIPp keeps one socket for UDP (u1) or one connection (t1), but ask for the hard limit
   # anyway: SIPp sizes its tables from the open-file limit.
@@ -335,21 +322,7 @@ run_softswitch() {
     SOFTSWITCH_BIN=${CARGO_TARGET_DIR:-target}/release/softswitch
   fi
   [ -x "$SOFTSWITCH_BIN" ] || die "no switch binary at $SOFTSWITCH_BIN"
-  read -r PORT HPORT < <(python3 - <<'PY'
-import random, socket
-def free(p):
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        s = socket.socket(socket.AF_INET, kind)
-        try: s.bind(("127.0.0.1", p))
-        except OSError: return False
-        finally: s.close()
-    return True
-for _ in range(200):
-    p = random.randrange(10000, 20000)
-    if free(p) and free(p + 1):
-        print(p, p + 1); break
-PY
-)
+  read -r PORT HPORT < <(python3 "$BENCH/free-ports.py" 10000 20000 0,1 0,1)
   [ -n "$HPORT" ] || die "no free port for the switch"
   mkdir -p "$WORK/softswitch"
   # No session timer in the switch; its ring timer (no_answer_timeout_s) stops at the

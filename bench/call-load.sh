@@ -29,6 +29,7 @@
 # -timeout 60s and `timeout 120`; the server start and stop have deadlines.
 # Knobs: TARGET RATES DURATION TRANSPORT (udp|tcp) SERVER_CPU SIPP_CPU CHILDREN.
 set -euo pipefail
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 cd "$(dirname "$0")/.."
 TARGET=${TARGET:-kamailio}
@@ -57,21 +58,7 @@ if [ "${1:-}" = --ramp ]; then
   PIN=()
   if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN=(taskset -c "$SIPP_CPU"); fi
   # UAS SIP port and the SIPps' media ports: below the ephemeral range, free now.
-  read -r UAS_PORT MP_UAC MP_UAS < <(python3 - <<'PY'
-import random, socket
-def free(p):
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        s = socket.socket(socket.AF_INET, kind)
-        try: s.bind(("127.0.0.1", p))
-        except OSError: return False
-        finally: s.close()
-    return True
-for _ in range(200):
-    b = random.randrange(20000, 32000)
-    if all(free(b + i) for i in (0, 10, 12, 20, 22)):
-        print(b, b + 10, b + 20); break
-PY
-)
+  read -r UAS_PORT MP_UAC MP_UAS < <(python3 "$BENCH/free-ports.py" 20000 32000 0,10,12,20,22 0,10,20)
   [ -n "$MP_UAS" ] || die "no free ports"
   TCK=$(getconf CLK_TCK)
   server_ticks() {  # utime+stime of every process in the server's process group

@@ -17,6 +17,7 @@
 # stopped with SIGTERM and, after STOP_TIMEOUT seconds (default 5), SIGKILL to its
 # process group. KEEP_DIR=1 keeps the temp dir (its path is printed).
 set -euo pipefail
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 CFG=$HERE/kamailio.cfg
@@ -46,21 +47,7 @@ done
 if [ -z "$PORT" ]; then
   # A port free for UDP and TCP at once on 127.0.0.1, below the ephemeral range
   # (32768+) so that no outgoing connection takes it before Kamailio binds it.
-  PORT=$(python3 - <<'PY'
-import random, socket
-def free(p):
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        s = socket.socket(socket.AF_INET, kind)
-        try: s.bind(("127.0.0.1", p))
-        except OSError: return False
-        finally: s.close()
-    return True
-for _ in range(200):
-    p = random.randrange(10000, 20000)
-    if free(p):
-        print(p); break
-PY
-)
+  PORT=$(python3 "$BENCH/free-ports.py" 10000 20000 0 0)
   [ -n "$PORT" ] || die "no free port found"
 fi
 

@@ -20,6 +20,7 @@
 # Bounded: every SIPp has -timeout and runs under `timeout`; every wait has a deadline.
 # Loopback only. Exit status: 0 if every case passed.
 set -euo pipefail
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -39,21 +40,7 @@ if [ "${1:-}" = --case ]; then
   # Ports below the ephemeral range (32768+ here), so no connect()/bind(0) of any
   # process can take one between this check and SIPp's bind: SIP ports B, B+1 and
   # media ports B+10, B+20 (SIPp's RTP echo also uses media+2), all free now.
-  read -r callee_port caller_port mp_a mp_b < <(python3 - <<'PY'
-import random, socket
-def free(p):
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        s = socket.socket(socket.AF_INET, kind)
-        try: s.bind(("127.0.0.1", p))
-        except OSError: return False
-        finally: s.close()
-    return True
-for _ in range(200):
-    b = random.randrange(20000, 32000)
-    if all(free(b + i) for i in (0, 1, 10, 12, 20, 22)):
-        print(b, b + 1, b + 10, b + 20); break
-PY
-)
+  read -r callee_port caller_port mp_a mp_b < <(python3 "$BENCH/free-ports.py" 20000 32000 0,1,10,12,20,22 0,1,10,20)
   [ -n "$mp_b" ] || die "no free ports"
   echo "ports: callee $callee_port caller $caller_port media $mp_a $mp_b" >"$work/ports"
   printf 'SEQUENTIAL\nu0001;[authentication username=u0001 password=p0001]\n' >"$work/caller.csv"
