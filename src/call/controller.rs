@@ -92,6 +92,9 @@ pub struct CallController {
     after_cdr: Vec<(LegId, LegCommand)>,
     /// The machine's last commands queued an answer for a BYE.
     bye_answer_queued: bool,
+    /// A hash of what the `/api/calls` entry shows (phase, leg states): the entry is
+    /// locked and written only when that changes, not at every event.
+    published: u64,
     /// A handler panicked: the call is being torn down, nothing else runs.
     aborted: bool,
     /// Test builds: `X-Softswitch-Test-Fault: panic` on the caller's INVITE makes this
@@ -157,7 +160,13 @@ impl CallController {
         settings: Arc<CallSettings>,
         out: mpsc::UnboundedSender<CallOutput>,
     ) -> Arc<[Addr<Leg>]> {
-        let fault = fault_header(&new.invite);
+        // The test fault hook exists in builds with debug assertions only; release builds
+        // do not even look for its header.
+        let fault = if cfg!(debug_assertions) {
+            fault_header(&new.invite)
+        } else {
+            None
+        };
         let mut b_legs = Vec::new();
         for binding in new.targets.iter() {
             let peer = peer_of(binding);
@@ -255,6 +264,7 @@ impl CallController {
                 cdr: CdrState::Pending,
                 after_cdr: Vec::new(),
                 bye_answer_queued: false,
+                published: 0,
                 aborted: false,
                 #[cfg(debug_assertions)]
                 fault: fault.as_deref() == Some("panic"),
@@ -291,6 +301,16 @@ impl CallController {
         }
         let phase = self.machine.phase();
         let states = self.machine.leg_states();
+        let seen = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (phase, &states).hash(&mut h);
+            h.finish()
+        };
+        if seen == self.published {
+            return;
+        }
+        self.published = seen;
         if let Some(mut v) = self.settings.registry.get_mut(&self.call) {
             v.state = phase;
             for (i, l) in v.legs.iter_mut().enumerate() {
@@ -446,13 +466,8 @@ impl CallController {
                 self.feed(ev, ctx)
             }
             LegReport::ByeReceived(leg) => {
-                if self.aborted {
-                    if self.cdr == CdrState::Written {
-                        self.tell(leg, LegCommand::AnswerBye);
-                    }
-                    // else: abort queued an answer for every leg after the CDR
-                    return;
-                }
+                // (An aborted call gets here no more: `abort` queued an answer for every
+                // leg's BYEs, sent once the CDR is on disk.)
                 self.bye_answer_queued = false;
                 self.feed(Event::Bye { leg }, ctx);
                 if !self.bye_answer_queued
@@ -575,10 +590,6 @@ impl Handler<LegReport> for CallController {
     type Result = ();
 
     fn handle(&mut self, r: LegReport, ctx: &mut Self::Context) {
-        if let LegReport::Panicked(_) = r {
-            self.abort(ctx);
-            return;
-        }
         self.guarded(ctx, move |act, ctx| act.report(r, ctx));
     }
 }

@@ -26,8 +26,17 @@ pub fn enable_icmp_errors(sock: &UdpSocket) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Drains the socket's error queue into `to` (dropped when it is full: rare, and the
+/// transactions' timers still end them).
+fn report_unreachable(sock: &UdpSocket, to: &tokio::sync::mpsc::Sender<SocketAddr>) {
+    for dest in unreachable_destinations(sock) {
+        tracing::debug!(to = %dest, "ICMP: destination unreachable");
+        let _ = to.try_send(dest);
+    }
+}
+
 /// Drains the socket's error queue: the destinations ICMP said are unreachable.
-pub fn unreachable_destinations(sock: &UdpSocket) -> Vec<SocketAddr> {
+fn unreachable_destinations(sock: &UdpSocket) -> Vec<SocketAddr> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
     use std::os::fd::AsRawFd;
     let mut out = Vec::new();
@@ -67,8 +76,7 @@ pub fn unreachable_destinations(sock: &UdpSocket) -> Vec<SocketAddr> {
 }
 
 /// Reads datagrams until the socket fails or the driver is gone; destinations ICMP says
-/// are unreachable go to `unreachable` (dropped when it is full: rare, and the
-/// transactions' timers still end them).
+/// are unreachable go to `unreachable`.
 pub async fn run(
     sock: Arc<UdpSocket>,
     limits: Limits,
@@ -86,10 +94,7 @@ pub async fn run(
             // An ICMP error for something we sent surfaces as an error here (and, with
             // IP_RECVERR, on the error queue): never a reason to stop reading.
             Err(e) if is_icmp_error(&e) => {
-                for to in unreachable_destinations(&sock) {
-                    tracing::debug!(%to, "ICMP: destination unreachable");
-                    let _ = unreachable.try_send(to);
-                }
+                report_unreachable(&sock, &unreachable);
                 continue;
             }
             Err(e) => {
@@ -161,20 +166,13 @@ pub fn send(
     if to.ip().is_unspecified() || to.port() == 0 || is_broadcast(to) {
         return false;
     }
-    for attempt in 0..2 {
-        match sock.try_send_to(&bytes, to) {
-            Ok(_) => return true,
-            Err(e) if attempt == 0 && is_icmp_error(&e) => {
-                for dest in unreachable_destinations(sock) {
-                    tracing::debug!(to = %dest, "ICMP: destination unreachable");
-                    let _ = unreachable.try_send(dest);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, %to, "UDP send failed: datagram dropped");
-                return true;
-            }
-        }
+    let mut sent = sock.try_send_to(&bytes, to);
+    if sent.as_ref().is_err_and(is_icmp_error) {
+        report_unreachable(sock, unreachable);
+        sent = sock.try_send_to(&bytes, to);
+    }
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, %to, "UDP send failed: datagram dropped");
     }
     true
 }
