@@ -329,29 +329,7 @@ run_softswitch() {
   # answer, so a held call lasts until a BYE. max_transactions: the default 100,000 is
   # plenty for 10,000 calls (about 3 live transactions a call at most), kept >= 5 a call.
   local maxtx=$((HOLD_CALLS * 5)); [ $maxtx -ge 100000 ] || maxtx=100000
-  cat >"$WORK/softswitch.toml" <<TOML
-[sip]
-listen = ["udp:127.0.0.1:$PORT", "tcp:127.0.0.1:$PORT"]
-domain = "$DOMAIN"
-[http]
-listen = "127.0.0.1:$HPORT"
-[billing]
-cdr_path = "$WORK/cdr.jsonl"
-[registrar]
-store_path = "$WORK/registrations.journal"
-[auth]
-algorithms = ["MD5"]
-[limits]
-max_transactions = $maxtx
-[log]
-level = "warn"
-[[users]]
-user = "u0001"
-password = "p0001"
-[[users]]
-user = "u0002"
-password = "p0002"
-TOML
+  "$BENCH/softswitch-toml.sh" "$WORK" "$PORT" "$HPORT" $maxtx >"$WORK/softswitch.toml"
   local pin=(); [ ${#PIN_SERVER[@]} -gt 0 ] && pin=(taskset -c "$SERVER_CPU")
   setsid env -i PATH="$PATH" "${pin[@]}" "$SOFTSWITCH_BIN" --config "$WORK/softswitch.toml" \
     >"$WORK/switch.out" 2>"$WORK/switch.err" &

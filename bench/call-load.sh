@@ -204,38 +204,11 @@ case $TARGET in
       cargo build --release --locked --bin softswitch >&2
       SOFTSWITCH_BIN=${CARGO_TARGET_DIR:-target}/release/softswitch
     fi
-    read -r PORT HPORT < <(python3 - <<'PY'
-import socket
-def free(kind):
-    s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-print(free(socket.SOCK_DGRAM), free(socket.SOCK_STREAM))
-PY
-)
-    cat >"$WORK/softswitch.toml" <<TOML
-[sip]
-listen = ["udp:127.0.0.1:$PORT", "tcp:127.0.0.1:$PORT"]
-domain = "$DOMAIN"
-[http]
-listen = "127.0.0.1:$HPORT"
-[billing]
-cdr_path = "$WORK/cdr.jsonl"
-[registrar]
-store_path = "$WORK/registrations.journal"
-[auth]
-algorithms = ["MD5"]
-[limits]
-# Transactions linger after a call (Timer L/H/J/K, 32 s over UDP): at 4,000 CPS that is
-# several hundred thousand; the default 100,000 would answer new INVITEs 503.
-max_transactions = 3000000
-[log]
-level = "warn"
-[[users]]
-user = "u0001"
-password = "p0001"
-[[users]]
-user = "u0002"
-password = "p0002"
-TOML
+    read -r PORT HPORT < <(python3 "$BENCH/free-ports.py" 10000 20000 0,1 0,1)
+    [ -n "$HPORT" ] || die "no free port for the switch"
+    # max_transactions: transactions linger after a call (Timer L/H/J/K, 32 s over UDP):
+    # at 4,000 CPS that is several hundred thousand; the default 100,000 would refuse.
+    "$BENCH/softswitch-toml.sh" "$WORK" "$PORT" "$HPORT" 3000000 >"$WORK/softswitch.toml"
     PIN_SW=(); [ ${#PIN_SERVER[@]} -gt 0 ] && PIN_SW=(taskset -c "$SERVER_CPU")
     setsid env -i PATH="$PATH" "${PIN_SW[@]}" "$SOFTSWITCH_BIN" --config "$WORK/softswitch.toml" >"$WORK/switch.out" 2>"$WORK/switch.err" &
     SW=$!
