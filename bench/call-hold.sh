@@ -20,9 +20,11 @@
 # pause) the script waits SETTLE seconds (default 35 >= 64*T1 = 32 s: RFC 6026's
 # Accepted-state INVITE server transactions and Timer D/K are over), checks that all
 # HOLD_CALLS calls are still up (UAC: all in the pause, none failed; UAS: HOLD_CALLS
-# current calls; the switch: softswitch_calls_active from /metrics and the length of
-# GET /api/calls; Kamailio: tm.stats via kamcmd, for its transactions left), samples
-# the memory, and checks again that no call had ended meanwhile. Memory = Pss from
+# current calls; the switch: softswitch_calls_active from /metrics), samples the memory,
+# then checks the server's own view (the switch: the length of GET /api/calls, sampled
+# again after it, printed apart: rendering 10,000 calls' JSON is the API's cost, not the
+# held calls'; Kamailio: tm.stats via kamcmd, for its transactions left), and checks
+# again that no call had ended meanwhile. Memory = Pss from
 # /proc/PID/smaps_rollup summed over every process of the server's process group
 # (Kamailio forks its workers, which share its shm: Pss splits each shared page between
 # them, so the sum counts it once); plain Rss is printed too (for the single-process
@@ -222,16 +224,19 @@ PY
     fi
   }
   check_up "before the sample"
+  read -r HOLD_PSS HOLD_RSS HOLD_N < <(mem)
   UP_INFO="UAC $HOLD_CALLS held, UAS $HOLD_CALLS current"
+  API_PSS='' API_RSS=''
   if [ "$TARGET" = softswitch ]; then
     read -r n_api states < <(api_calls)
     [ "$n_api" = "$HOLD_CALLS" ] || fail "GET /api/calls lists $n_api calls, want $HOLD_CALLS"
     UP_INFO="$UP_INFO, switch: calls_active $(metric softswitch_calls_active), /api/calls $n_api ($states)"
     UP_INFO="$UP_INFO, call legs $(metric softswitch_call_legs_active), transactions $(metric softswitch_transactions_active)"
+    # What rendering the whole call list costs on top (sampled after, not in the figure).
+    read -r API_PSS API_RSS _ < <(mem)
   else
     UP_INFO="$UP_INFO, Kamailio tm transactions $(tm_current)"
   fi
-  read -r HOLD_PSS HOLD_RSS HOLD_N < <(mem)
   check_up "after the sample"
   echo "  up at the measurement point: $UP_INFO"
 
@@ -281,6 +286,7 @@ PY
   printf '  %-34s %10s %10s %s\n' "memory (kB)" Pss Rss processes
   printf '  %-34s %10s %10s %s\n' "baseline (callee registered)" "$BASE_PSS" "$BASE_RSS" "$BASE_N"
   printf '  %-34s %10s %10s %s\n' "$HOLD_CALLS calls held, settled" "$HOLD_PSS" "$HOLD_RSS" "$HOLD_N"
+  [ -z "$API_PSS" ] || printf '  %-34s %10s %10s\n' "  right after GET /api/calls" "$API_PSS" "$API_RSS"
   printf '  %-34s %10s %10s %s\n' "all ended, settled" "$END_PSS" "$END_RSS" "$END_N"
   printf '  %-34s %10s %10s\n' "per held call (bytes)" "$PER_PSS" "$PER_RSS"
   printf '  %-34s %10s %10s\n' "kept after the calls (kB)" "$((END_PSS - BASE_PSS))" "$((END_RSS - BASE_RSS))"

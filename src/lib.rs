@@ -23,6 +23,7 @@ pub mod directory;
 pub mod driver;
 pub mod endpoint;
 pub mod http;
+pub mod mem;
 pub mod metrics;
 pub mod registrar;
 pub mod server;

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 /// mimalloc instead of glibc's malloc: the message path allocates small, short-lived
 /// strings by the dozen, and glibc's `_int_malloc`/`_int_free` were 20 % of the switch's
 /// CPU under REGISTER load (perf, 12,000 registrations/s).
+/// (The default feature `mimalloc`; without it the system allocator, for heap profilers.)
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -328,14 +328,27 @@ impl ApiSource for Api {
     fn registrations(&self) -> serde_json::Value {
         registrar::api_registrations(&self.location, std::time::SystemTime::now())
     }
-    fn calls(&self) -> serde_json::Value {
-        let mut v: Vec<(crate::call::CallNo, serde_json::Value)> = self
-            .calls
-            .iter()
-            .map(|e| (*e.key(), e.value().to_json()))
-            .collect();
-        v.sort_by_key(|(k, _)| *k);
-        serde_json::Value::Array(v.into_iter().map(|(_, c)| c).collect())
+    fn calls(&self) -> Vec<u8> {
+        // Sorted by call number (start order); each call is serialized under its shard's
+        // read lock only, straight into the body.
+        let mut keys: Vec<crate::call::CallNo> = self.calls.iter().map(|e| *e.key()).collect();
+        keys.sort_unstable();
+        let mut out = Vec::with_capacity(2 + keys.len() * 400);
+        out.push(b'[');
+        for k in keys {
+            let Some(view) = self.calls.get(&k) else {
+                continue; // ended meanwhile
+            };
+            let before = out.len();
+            if before > 1 {
+                out.push(b',');
+            }
+            if serde_json::to_writer(&mut out, &*view).is_err() {
+                out.truncate(before); // cannot happen (string keys only); keep it valid
+            }
+        }
+        out.push(b']');
+        out
     }
 }
 

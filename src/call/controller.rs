@@ -402,6 +402,7 @@ impl CallController {
 
     fn done(&mut self, ctx: &mut Context<Self>) {
         self.settings.registry.remove(&self.call);
+        crate::mem::shrink_sparse_dashmap(&self.settings.registry);
         for l in self.legs.iter() {
             l.do_send(LegCommand::Stop);
         }

@@ -418,7 +418,7 @@ impl Leg {
             self.early = Vec::new();
             if let Some(d) = d.as_mut() {
                 d.confirm(None);
-                self.register_dialog(d.call_id.clone(), d.local_tag.clone());
+                self.register_dialog(d.call_id().to_string(), d.local_tag().to_string());
             }
             self.dialog = d;
             if self.peer.transport == Transport::Udp {
@@ -566,7 +566,7 @@ impl Leg {
         let Some(tag) = response.common.to.tag() else {
             return;
         };
-        if self.dialog.is_some() || self.early.iter().any(|d| d.remote_tag == tag) {
+        if self.dialog.is_some() || self.early.iter().any(|d| d.remote_tag() == tag) {
             return;
         }
         if let Ok(d) = Dialog::uac(invite, response) {
@@ -580,7 +580,7 @@ impl Leg {
             return; // a retransmission
         }
         let tag = response.common.to.tag().unwrap_or_default();
-        let early = self.early.iter().position(|d| d.remote_tag == tag);
+        let early = self.early.iter().position(|d| d.remote_tag() == tag);
         let d = match early {
             Some(i) => {
                 let mut d = self.early.swap_remove(i);
@@ -599,8 +599,7 @@ impl Leg {
 
     fn on_request(&mut self, tx: TxId, request: Request) {
         let ours = |d: &Dialog| {
-            d.call_id == request.common.call_id
-                && request.common.to.tag() == Some(d.local_tag.as_str())
+            d.call_id() == request.common.call_id && request.common.to.tag() == Some(d.local_tag())
         };
         if self.dialog.as_ref().is_some_and(|d| !ours(d)) {
             // The driver's dialog key matched another dialog's (see `DialogKey`).

@@ -131,10 +131,7 @@ pub enum CallOutput {
 /// the same 64-bit key are as likely as guessing the random key; should it happen, the
 /// leg a request reaches checks the Call-ID and tag against its own dialog (481).
 pub type DialogKey = u64;
-/// What a call registered in the maps: its dialog keys and its A-leg INVITE transaction.
-pub type CallKeys = (Vec<DialogKey>, Option<TxId>);
-
-/// The driver's routing maps for calls.
+/// The driver's routing maps for calls (what reaches a call other than by its number).
 #[derive(Debug, Default)]
 pub struct Table {
     /// A-leg INVITE server transaction → call.
@@ -143,8 +140,6 @@ pub struct Table {
     pub by_client_tx: HashMap<TxId, (CallNo, LegId, Purpose)>,
     /// Dialog key (of its Call-ID and our tag) → (call, leg).
     pub by_dialog: HashMap<DialogKey, (CallNo, LegId)>,
-    /// Call → the dialog keys and A-leg INVITE it registered (to forget them at the end).
-    pub keys: HashMap<CallNo, CallKeys>,
     /// The key of [`DialogKey`]s.
     pub hasher: std::hash::RandomState,
 }
@@ -156,17 +151,25 @@ impl Table {
         self.hasher.hash_one((call_id, local_tag))
     }
 
-    /// Forgets everything of `call` but its client transactions (those go as they end).
-    pub fn forget(&mut self, call: CallNo) {
-        if let Some((dialogs, invite)) = self.keys.remove(&call) {
-            for k in dialogs {
-                self.by_dialog.remove(&k);
-            }
-            if let Some(tx) = invite {
-                self.by_invite.remove(&tx);
-            }
+    /// Forgets what `call` registered (its client transactions go as they end).
+    fn forget(&mut self, call: &LiveCall) {
+        for k in &call.dialogs {
+            self.by_dialog.remove(k);
         }
+        self.by_invite.remove(&call.invite);
+        crate::mem::shrink_sparse(&mut self.by_dialog);
+        crate::mem::shrink_sparse(&mut self.by_invite);
     }
+}
+
+/// A live call as the hub keeps it: its legs and what it registered in the [`Table`].
+struct LiveCall {
+    /// The legs, by `LegId` (the controller holds the same slice).
+    legs: Arc<[Addr<Leg>]>,
+    /// Its A-leg INVITE server transaction.
+    invite: TxId,
+    /// Its dialogs' keys (A's, and each B-leg's once it has one).
+    dialogs: Vec<DialogKey>,
 }
 
 use crate::calls::CallRouter;
@@ -222,25 +225,45 @@ impl LegView {
     }
 }
 
-impl CallView {
-    /// The JSON of `GET /api/calls` (no secrets: parties, states, addresses, times).
-    pub fn to_json(&self) -> serde_json::Value {
-        let start = softswitch_actors::billing::Timestamp::from(self.start_time).to_string();
-        serde_json::json!({
-            "call_id": &*self.call_id,
-            "caller": &*self.caller,
-            "callee": &*self.callee,
-            "state": self.state,
-            "start_time": start,
-            "legs": self.legs.iter().enumerate().map(|(i, l)| serde_json::json!({
-                "leg": if i == 0 { "A".to_string() } else { format!("B{i}") },
-                "role": if i == 0 { "uas" } else { "uac" },
-                "call_id": l.call_id,
-                "peer": l.peer.to_string(),
-                "transport": l.transport,
-                "state": l.state,
-            })).collect::<Vec<_>>(),
-        })
+/// The JSON of `GET /api/calls` (no secrets: parties, states, addresses, times), written
+/// straight into the response body: no `serde_json::Value` tree per call (with 10,000
+/// calls up that tree was about 2 KB per call of garbage at every request).
+impl serde::Serialize for CallView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Legs<'a>(&'a [LegView]);
+        struct LegJson<'a>(usize, &'a LegView);
+        impl serde::Serialize for Legs<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().enumerate().map(|(i, l)| LegJson(i, l)))
+            }
+        }
+        impl serde::Serialize for LegJson<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let (i, l) = (self.0, self.1);
+                let mut m = s.serialize_struct("Leg", 6)?;
+                if i == 0 {
+                    m.serialize_field("leg", "A")?;
+                } else {
+                    m.serialize_field("leg", &format_args!("B{i}"))?;
+                }
+                m.serialize_field("role", if i == 0 { "uas" } else { "uac" })?;
+                m.serialize_field("call_id", &*l.call_id)?;
+                m.serialize_field("peer", &format_args!("{}", l.peer))?;
+                m.serialize_field("transport", l.transport)?;
+                m.serialize_field("state", l.state)?;
+                m.end()
+            }
+        }
+        let start = softswitch_actors::billing::Timestamp::from(self.start_time);
+        let mut m = s.serialize_struct("Call", 6)?;
+        m.serialize_field("call_id", &*self.call_id)?;
+        m.serialize_field("caller", &*self.caller)?;
+        m.serialize_field("callee", &*self.callee)?;
+        m.serialize_field("state", self.state)?;
+        m.serialize_field("start_time", &format_args!("{start}"))?;
+        m.serialize_field("legs", &Legs(&self.legs))?;
+        m.end()
     }
 }
 
@@ -250,8 +273,8 @@ pub struct CallHub {
     router: CallRouter,
     settings: Arc<CallSettings>,
     table: Table,
-    /// Each live call's legs, by `LegId`.
-    calls: HashMap<CallNo, Arc<[Addr<Leg>]>>,
+    /// Each live call.
+    calls: HashMap<CallNo, LiveCall>,
     out: mpsc::UnboundedSender<CallOutput>,
     next: CallNo,
 }
@@ -337,14 +360,24 @@ impl CallHub {
             self.settings.clone(),
             self.out.clone(),
         );
-        self.calls.insert(call, legs);
+        self.calls.insert(
+            call,
+            LiveCall {
+                legs,
+                invite: tx,
+                dialogs: Vec::with_capacity(2),
+            },
+        );
         self.table.by_invite.insert(tx, call);
-        self.table.keys.entry(call).or_default().1 = Some(tx);
         metrics::calls_active(self.calls.len());
     }
 
     fn deliver(&self, call: CallNo, leg: LegId, input: CallInput) {
-        let Some(l) = self.calls.get(&call).and_then(|l| l.get(leg.0 as usize)) else {
+        let Some(l) = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.legs.get(leg.0 as usize))
+        else {
             return;
         };
         if let Err(e) = l.try_send(input) {
@@ -431,6 +464,7 @@ impl CallHub {
     /// Transaction `tx` ended.
     pub fn terminated(&mut self, tx: TxId) {
         self.table.by_client_tx.remove(&tx);
+        crate::mem::shrink_sparse(&mut self.table.by_client_tx);
     }
 
     /// Carries out one call output on the layer.
@@ -469,12 +503,16 @@ impl CallHub {
                 local_tag,
             } => {
                 let key = self.table.dialog_key(&call_id, &local_tag);
-                self.table.by_dialog.insert(key, (call, leg));
-                self.table.keys.entry(call).or_default().0.push(key);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    self.table.by_dialog.insert(key, (call, leg));
+                    c.dialogs.push(key);
+                }
             }
             CallOutput::Done { call } => {
-                self.table.forget(call);
-                self.calls.remove(&call);
+                if let Some(c) = self.calls.remove(&call) {
+                    self.table.forget(&c);
+                }
+                crate::mem::shrink_sparse(&mut self.calls);
                 metrics::calls_active(self.calls.len());
             }
         }

@@ -235,6 +235,9 @@ impl TxLayer {
                 }
             }
         }
+        crate::mem::shrink_sparse(&mut self.txs);
+        crate::mem::shrink_sparse(&mut self.clients);
+        crate::mem::shrink_sparse(&mut self.servers);
         self.counts[entry.machine.kind().slot()] -= 1;
         self.out.stats.terminated += 1;
         self.out.events.push_back(TxEvent::Terminated { tx: id });
