@@ -246,23 +246,17 @@ impl Dialog {
         let Some(r) = by else {
             return;
         };
-        let target = contact_uri(&r.common).ok().map(|t| t.to_string());
-        let routes = record_route(&r.common).ok().map(|mut rs| {
-            rs.reverse();
-            texts(&rs)
-        });
-        if target.is_none() && routes.is_none() {
-            return;
-        }
-        let old_routes: Box<[Box<str>]>;
-        let routes = match &routes {
-            Some(r) => r,
-            None => {
-                old_routes = self.route_texts().map(Into::into).collect();
-                &old_routes
+        // Either may be missing or bad in the 2xx: then the dialog keeps its own.
+        let target = contact_uri(&r.common)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|_| self.part(Part::RemoteTarget).to_string());
+        let routes: Box<[Box<str>]> = match record_route(&r.common) {
+            Ok(mut rs) => {
+                rs.reverse();
+                texts(&rs)
             }
+            Err(_) => self.route_texts().map(Into::into).collect(),
         };
-        let target = target.as_deref().unwrap_or(self.part(Part::RemoteTarget));
         let (text, ends) = pack(
             [
                 self.part(Part::CallId),
@@ -270,9 +264,9 @@ impl Dialog {
                 self.part(Part::RemoteTag),
                 self.part(Part::LocalUri),
                 self.part(Part::RemoteUri),
-                target,
+                &target,
             ],
-            routes,
+            &routes,
         );
         self.text = text;
         self.ends = ends;

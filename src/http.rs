@@ -368,9 +368,10 @@ fn finish(head: &Head, mut r: Vec<u8>) -> Vec<u8> {
 }
 
 fn json(value: &serde_json::Value, keep_alive: bool) -> Vec<u8> {
-    let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"[]".to_vec());
-    body.push(b'\n');
-    response(200, "application/json", body, keep_alive)
+    json_body(
+        serde_json::to_vec(value).unwrap_or_else(|_| b"[]".to_vec()),
+        keep_alive,
+    )
 }
 
 fn json_body(mut body: Vec<u8>, keep_alive: bool) -> Vec<u8> {

@@ -1296,22 +1296,3 @@ mod tests {
         assert_eq!(run(), run());
     }
 }
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        use super::*;
-        eprintln!(
-            "Entry {} Machine {} Key {} Ict {} Nict {} Ist {} Nist {} TimerTable {} Request {}",
-            std::mem::size_of::<Entry>(),
-            std::mem::size_of::<Machine>(),
-            std::mem::size_of::<Key>(),
-            std::mem::size_of::<Ict>(),
-            std::mem::size_of::<Nict>(),
-            std::mem::size_of::<Ist>(),
-            std::mem::size_of::<Nist>(),
-            std::mem::size_of::<crate::txn::TimerTable>(),
-            std::mem::size_of::<crate::wire::Request>()
-        );
-    }
-}
