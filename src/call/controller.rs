@@ -9,6 +9,7 @@
 //! state allows, CDR `failed`/500/`hangup_by = switch`), never the process.
 
 use super::leg::{self, Leg, LegCommand, LegReport, NewLeg, Role};
+use super::task::CallTask;
 use super::{CallNo, CallOutput, CallView, LegView};
 use crate::dialog::{self, BLeg};
 use crate::metrics;
@@ -205,16 +206,17 @@ impl CallController {
         };
         settings.registry.insert(new.call, view);
         let timers = settings.timers;
-        let mut shared: Option<Arc<[Addr<Leg>]>> = None;
-        let shared_out = &mut shared;
-        CallController::create(move |ctx| {
-            let mut addrs_out = Vec::with_capacity(1 + b_legs.len());
-            ctx.set_mailbox_capacity(64);
-            let me = ctx.address();
+        let mut ctx = Context::<CallController>::new();
+        ctx.set_mailbox_capacity(64);
+        let me_strong = ctx.address();
+        let me = me_strong.downgrade();
+        let mut addrs_out = Vec::with_capacity(1 + b_legs.len());
+        let mut futures = Vec::with_capacity(1 + b_legs.len());
+        {
             let call = new.call;
             let offer =
                 (!new.invite.common.body.is_empty()).then(|| new.invite.common.body.to_vec());
-            addrs_out.push(Leg::start(
+            let (addr, fut) = Leg::start(
                 NewLeg {
                     call,
                     id: LegId::A,
@@ -229,9 +231,11 @@ impl CallController {
                 me.clone(),
                 settings.clone(),
                 out.clone(),
-            ));
+            );
+            addrs_out.push(addr);
+            futures.push(fut);
             for (i, (peer, invite)) in b_legs.into_iter().enumerate() {
-                addrs_out.push(Leg::start(
+                let (addr, fut) = Leg::start(
                     NewLeg {
                         call,
                         id: LegId(i as u32 + 1),
@@ -243,16 +247,17 @@ impl CallController {
                     me.clone(),
                     settings.clone(),
                     out.clone(),
-                ));
+                );
+                addrs_out.push(addr);
+                futures.push(fut);
             }
             let legs: Arc<[Addr<Leg>]> = addrs_out.into();
-            *shared_out = Some(legs.clone());
-            CallController {
+            let controller = CallController {
                 call,
                 machine: CallMachine::new(timers),
                 settings,
                 out,
-                legs,
+                legs: legs.clone(),
                 offer,
                 timers: Vec::new(),
                 started: Instant::now(),
@@ -268,10 +273,15 @@ impl CallController {
                 aborted: false,
                 #[cfg(debug_assertions)]
                 fault: fault.as_deref() == Some("panic"),
-            }
-        });
-        // `create` runs its closure before it returns.
-        shared.unwrap_or_else(|| Arc::from(Vec::new()))
+            };
+            // One task for the call's actors (task.rs says why).
+            actix::spawn(CallTask::new(
+                ctx.into_future(controller),
+                me_strong,
+                futures,
+            ));
+            legs
+        }
     }
 
     fn send(&self, out: CallOutput) {

@@ -25,7 +25,9 @@ use crate::metrics;
 use crate::transport::{Peer, Transport};
 use crate::txn::{new_branch, TxId};
 use crate::wire::{Header, HostPort, Method, NameAddr, Request, Response, SipUri, Uri};
+use actix::dev::ContextFut;
 use actix::prelude::*;
+use actix::WeakAddr;
 use softswitch_actors::call::{Event, LegFailure, LegId};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -110,7 +112,9 @@ pub struct Leg {
     call: CallNo,
     id: LegId,
     role: Role,
-    controller: Addr<CallController>,
+    /// Weak: the controller outlives its legs (it stops them), and a strong `Addr` is
+    /// an allocation per clone that a held call would carry for its whole life.
+    controller: WeakAddr<CallController>,
     out: mpsc::UnboundedSender<CallOutput>,
     settings: Arc<CallSettings>,
     peer: Peer,
@@ -192,41 +196,43 @@ pub struct NewLeg {
 }
 
 impl Leg {
-    /// Starts a leg of `controller`'s call.
+    /// A leg of `controller`'s call: its address and the future that runs it (polled by
+    /// the call's [`super::task::CallTask`]).
     pub fn start(
         new: NewLeg,
-        controller: Addr<CallController>,
+        controller: WeakAddr<CallController>,
         settings: Arc<CallSettings>,
         out: mpsc::UnboundedSender<CallOutput>,
-    ) -> Addr<Leg> {
+    ) -> (Addr<Leg>, ContextFut<Leg, Context<Leg>>) {
         #[cfg(not(debug_assertions))]
         let _ = new.fault;
         let t1 = settings.t1;
-        Leg::create(move |ctx| {
-            ctx.set_mailbox_capacity(64);
-            Leg {
-                call: new.call,
-                id: new.id,
-                role: new.role,
-                controller,
-                out,
-                settings,
-                peer: new.peer,
-                invite_seq: new.invite.common.cseq.seq,
-                invite: Some(Box::new(new.invite)),
-                early: Vec::new(),
-                dialog: None,
-                ack_sdp: None,
-                ok: None,
-                ok_interval: t1,
-                retransmit: None,
-                final_done: false,
-                pending_byes: Vec::new(),
-                aborted: false,
-                #[cfg(debug_assertions)]
-                fault: new.fault,
-            }
-        })
+        let mut ctx = Context::new();
+        ctx.set_mailbox_capacity(64);
+        let addr = ctx.address();
+        let leg = Leg {
+            call: new.call,
+            id: new.id,
+            role: new.role,
+            controller,
+            out,
+            settings,
+            peer: new.peer,
+            invite_seq: new.invite.common.cseq.seq,
+            invite: Some(Box::new(new.invite)),
+            early: Vec::new(),
+            dialog: None,
+            ack_sdp: None,
+            ok: None,
+            ok_interval: t1,
+            retransmit: None,
+            final_done: false,
+            pending_byes: Vec::new(),
+            aborted: false,
+            #[cfg(debug_assertions)]
+            fault: new.fault,
+        };
+        (addr, ctx.into_future(leg))
     }
 
     fn send(&self, out: CallOutput) {
@@ -236,7 +242,9 @@ impl Leg {
 
     fn report(&self, r: LegReport) {
         // The controller lives until it stops its legs.
-        self.controller.do_send(r);
+        if let Some(c) = self.controller.upgrade() {
+            c.do_send(r);
+        }
     }
 
     fn event(&self, ev: Event) {

@@ -14,6 +14,7 @@
 
 pub mod controller;
 pub mod leg;
+pub mod task;
 
 use crate::transport::Peer;
 use crate::txn::TxId;

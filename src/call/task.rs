@@ -1,0 +1,89 @@
+//! One tokio task per call, hosting the call's actors: its [`CallController`] and its
+//! [`Leg`]s. Each stays an actix actor of its own, with its own `Context`, mailbox,
+//! address, timers and handlers; what they share is the task that polls their
+//! `ContextFut`s (actix's `Actor::start` would spawn one task per actor).
+//!
+//! Why: a held call is idle, and an idle actix actor is mostly its tokio task (a
+//! 128-byte-aligned cell around the actor's `ContextFut`). Three tasks per call were
+//! about 2.7 KB of a held call's memory; one task holding the three futures saves the
+//! per-task header, trailer and alignment twice, and two spawns per call. The legs of a
+//! call are fixed when it starts (A and one B-leg per binding), so the task's set of
+//! futures is too.
+//!
+//! Supervision is unchanged: each actor's handlers run under its own `catch_unwind`
+//! guard (a panic ends that call only, see `controller.rs`). A panic that escaped them
+//! anyway would end this task, i.e. this call's actors together, and never another call.
+
+use super::controller::CallController;
+use super::leg::Leg;
+use actix::dev::ContextFut;
+use actix::{Addr, Context};
+use smallvec::SmallVec;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+/// The future that runs a leg.
+pub type LegFuture = ContextFut<Leg, Context<Leg>>;
+/// The future that runs a controller.
+pub type ControllerFuture = ContextFut<CallController, Context<CallController>>;
+
+/// A call's actors, polled by one task. Done when every one of them has stopped.
+pub struct CallTask {
+    controller: Option<ControllerFuture>,
+    /// The one strong address of the controller: an actix actor with no strong address
+    /// left stops, and its legs hold weak ones. The controller stops itself (`done`).
+    controller_addr: Option<Addr<CallController>>,
+    /// By `LegId`: A, then the B-legs. Inline for the usual A + one B.
+    legs: SmallVec<[Option<LegFuture>; 2]>,
+}
+
+impl CallTask {
+    /// The task of a controller and its legs (not yet polled: `started` runs on the
+    /// first poll, legs first, so the controller's first commands find them running).
+    pub fn new(
+        controller: ControllerFuture,
+        controller_addr: Addr<CallController>,
+        legs: impl IntoIterator<Item = LegFuture>,
+    ) -> CallTask {
+        CallTask {
+            controller: Some(controller),
+            controller_addr: Some(controller_addr),
+            legs: legs.into_iter().map(Some).collect(),
+        }
+    }
+
+    fn poll_legs(&mut self, cx: &mut std::task::Context<'_>) {
+        for slot in self.legs.iter_mut() {
+            if let Some(f) = slot {
+                if Pin::new(f).poll(cx).is_ready() {
+                    *slot = None;
+                }
+            }
+        }
+    }
+}
+
+impl Future for CallTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        // Legs, controller, legs: what the driver gave a leg reaches the controller and
+        // the controller's commands reach the legs within one poll of the task. Anything
+        // sent later wakes the task (every future registered its waker).
+        this.poll_legs(cx);
+        if let Some(c) = &mut this.controller {
+            if Pin::new(c).poll(cx).is_ready() {
+                this.controller = None;
+                this.controller_addr = None;
+            }
+        }
+        this.poll_legs(cx);
+        if this.controller.is_none() && this.legs.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
