@@ -25,7 +25,6 @@ use crate::metrics;
 use crate::transport::{Peer, Transport};
 use crate::txn::{new_branch, TxId};
 use crate::wire::{Header, HostPort, Method, NameAddr, Request, Response, SipUri, Uri};
-use actix::dev::ContextFut;
 use actix::prelude::*;
 use actix::WeakAddr;
 use softswitch_actors::call::{Event, LegFailure, LegId};
@@ -203,7 +202,7 @@ impl Leg {
         controller: WeakAddr<CallController>,
         settings: Arc<CallSettings>,
         out: mpsc::UnboundedSender<CallOutput>,
-    ) -> (Addr<Leg>, ContextFut<Leg, Context<Leg>>) {
+    ) -> (Addr<Leg>, super::task::LegFuture) {
         #[cfg(not(debug_assertions))]
         let _ = new.fault;
         let t1 = settings.t1;

@@ -39,8 +39,9 @@ pub struct CallTask {
 }
 
 impl CallTask {
-    /// The task of a controller and its legs (not yet polled: `started` runs on the
-    /// first poll, legs first, so the controller's first commands find them running).
+    /// The task of a controller, its one strong address and its legs' futures (each
+    /// actor's `started` runs at the task's first poll; messages sent before wait in
+    /// the mailboxes).
     pub fn new(
         controller: ControllerFuture,
         controller_addr: Addr<CallController>,
