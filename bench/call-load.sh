@@ -6,7 +6,8 @@
 #   TARGET=kamailio [AUTH=1] bench/call-load.sh     (the default)
 #   TARGET=softswitch bench/call-load.sh              (always with AUTH=1)
 #   TARGET=both bench/call-load.sh                    (the switch, then Kamailio with
-#                                                     AUTH=1 CHILDREN=1, and the ratio)
+#                                                     AUTH=1 CHILDREN=1, and the ratio;
+#                                                     ORDER="kamailio softswitch" swaps)
 #
 # Set-up: the server on a free 127.0.0.1 port pinned to CPU SERVER_CPU (0); the callee
 # "bench" registered once (bench/call-load-register.xml) with the Contact of the load
@@ -155,11 +156,19 @@ fi
 if [ "$TARGET" = both ]; then
   OUT=$(mktemp -d /tmp/call-load-both.XXXXXX)
   trap 'rm -rf "$OUT"' EXIT
-  TARGET=softswitch "$0" | tee "$OUT/softswitch"
-  echo
-  # One Kamailio worker: with several, its UDP workers reorder back-to-back messages and
-  # calls fail on an unexpected message (bench/README.md); with auth, like the switch.
-  TARGET=kamailio AUTH=1 CHILDREN=${CHILDREN_BOTH:-1} "$0" | tee "$OUT/kamailio"
+  # ORDER: which server ramps first (the second one may meet what the first left: page
+  # cache writeback of the switch's fsynced CDRs, allocator and socket state).
+  for server in ${ORDER:-softswitch kamailio}; do
+    case $server in
+      softswitch) TARGET=softswitch "$0" | tee "$OUT/softswitch" ;;
+      # One Kamailio worker: with several, its UDP workers reorder back-to-back messages
+      # and calls fail on an unexpected message (bench/README.md); with auth, like the
+      # switch.
+      kamailio) TARGET=kamailio AUTH=1 CHILDREN=${CHILDREN_BOTH:-1} "$0" | tee "$OUT/kamailio" ;;
+      *) die "ORDER: softswitch and kamailio, in some order" ;;
+    esac
+    echo
+  done
   figure() { sed -n "s/^  $2 *\([0-9.]*\).*/\1/p" "$OUT/$1" | head -1; }
   sw=$(figure softswitch "highest passing rate"); ka=$(figure kamailio "highest passing rate")
   swc=$(figure softswitch "server CPU per call at that rate"); kac=$(figure kamailio "server CPU per call at that rate")
