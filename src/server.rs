@@ -150,11 +150,11 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         CallSettings {
             udp: udp_us,
             tcp: tcp_us,
-            timers: CallTimers {
+            timers: std::sync::Arc::new(CallTimers {
                 ring: config.sip.no_answer_timeout(),
                 ack_wait: t1 * 64,
                 bye_wait: t1 * 64,
-            },
+            }),
             t1,
             t2: config.sip.t2(),
             billing: open_billing(config)?,
@@ -321,7 +321,7 @@ fn authenticator(config: &Config) -> Authenticator {
 /// The HTTP API's view of the switch.
 struct Api {
     location: Location,
-    calls: Arc<dashmap::DashMap<crate::call::CallNo, crate::call::CallView>>,
+    calls: Arc<dashmap::DashMap<crate::call::CallNo, Box<crate::call::CallView>>>,
 }
 
 impl ApiSource for Api {

@@ -259,7 +259,8 @@ enum Phase {
 /// One call's state.
 #[derive(Debug, Clone)]
 pub struct CallMachine {
-    timers: CallTimers,
+    /// Shared by every call (one configuration): a pointer, not 48 bytes per call.
+    timers: std::sync::Arc<CallTimers>,
     phase: Phase,
     legs: Vec<Leg>,
     offer_from_a: bool,
@@ -275,7 +276,7 @@ pub struct CallMachine {
 
 impl CallMachine {
     /// A call that has not started.
-    pub fn new(timers: CallTimers) -> CallMachine {
+    pub fn new(timers: std::sync::Arc<CallTimers>) -> CallMachine {
         CallMachine {
             timers,
             phase: Phase::Idle,
@@ -689,7 +690,7 @@ mod tests {
     }
 
     fn start(targets: u32) -> (CallMachine, Vec<Command>) {
-        let mut m = CallMachine::new(T);
+        let mut m = CallMachine::new(std::sync::Arc::new(T));
         let c = m.handle(
             Event::Start {
                 targets,
@@ -1049,7 +1050,7 @@ mod tests {
     /// Late offer: B's 2xx is ACKed with A's ACK and its answer.
     #[test]
     fn late_offer_acks_with_the_answer() {
-        let mut m = CallMachine::new(T);
+        let mut m = CallMachine::new(std::sync::Arc::new(T));
         m.handle(
             Event::Start {
                 targets: 1,

@@ -10,7 +10,7 @@
 
 use super::leg::{self, Leg, LegCommand, LegReport, NewLeg, Role};
 use super::task::CallTask;
-use super::{CallNo, CallOutput, CallView, LegView};
+use super::{CallNo, CallOutput, CallView};
 use crate::dialog::{self, BLeg};
 use crate::metrics;
 use crate::transport::{local_tag, Peer, Transport};
@@ -34,7 +34,7 @@ pub struct CallSettings {
     /// Our sent-by (and Contact host) for TCP.
     pub tcp: HostPort,
     /// Machine timers.
-    pub timers: CallTimers,
+    pub timers: Arc<CallTimers>,
     /// RFC 3261 T1 and T2, for 2xx retransmission.
     pub t1: Duration,
     /// T2.
@@ -44,7 +44,7 @@ pub struct CallSettings {
     /// The served domain (CDR parties are `sip:user@domain`).
     pub domain: String,
     /// What `GET /api/calls` lists: every call's current view, kept by the call.
-    pub registry: Arc<dashmap::DashMap<CallNo, CallView>>,
+    pub registry: Arc<dashmap::DashMap<CallNo, Box<CallView>>>,
 }
 
 /// A new call.
@@ -76,16 +76,11 @@ pub struct CallController {
     /// The legs, by `LegId` (0 is A); the driver holds the same slice.
     legs: Arc<[Addr<Leg>]>,
     /// A's offer, given to the machine when it starts.
-    offer: Option<Vec<u8>>,
+    offer: Option<Box<[u8]>>,
     timers: Vec<(CallTimer, SpawnHandle)>,
+    /// For the setup-duration histogram. The CDR's parties, Call-ID and start time are
+    /// in this call's `/api/calls` entry ([`CallView`]), its one copy of them.
     started: Instant,
-    start_time: SystemTime,
-    /// The A-leg's Call-ID (the CDR's `call_id`), shared with the `/api/calls` entry.
-    call_id: Arc<str>,
-    /// `sip:caller@domain`, shared likewise.
-    caller: Arc<str>,
-    /// `sip:callee@domain`, shared likewise.
-    callee: Arc<str>,
     setup_recorded: bool,
     cdr: CdrState,
     /// What a phone must not see before the CDR is on disk (the final response that ends
@@ -190,22 +185,18 @@ impl CallController {
             }
         }
         let domain = &settings.domain;
-        let start_time = SystemTime::now();
-        let call_id: Arc<str> = new.invite.common.call_id.as_str().into();
-        let caller: Arc<str> = format!("sip:{}@{domain}", new.caller).into();
-        let callee: Arc<str> = format!("sip:{}@{domain}", new.callee).into();
-        let view = CallView {
-            call_id: call_id.clone(),
-            caller: caller.clone(),
-            callee: callee.clone(),
-            state: "idle",
-            start_time,
-            legs: std::iter::once(LegView::of(&new.invite, &new.a_peer))
-                .chain(b_legs.iter().map(|(p, inv)| LegView::of(inv, p)))
-                .collect(),
-        };
-        settings.registry.insert(new.call, view);
-        let timers = settings.timers;
+        let view = CallView::new(
+            new.invite.common.call_id.as_str(),
+            &format!("sip:{}@{domain}", new.caller),
+            &format!("sip:{}@{domain}", new.callee),
+            std::iter::once((new.invite.common.call_id.as_str(), &new.a_peer)).chain(
+                b_legs
+                    .iter()
+                    .map(|(p, inv)| (inv.common.call_id.as_str(), p)),
+            ),
+        );
+        settings.registry.insert(new.call, Box::new(view));
+        let timers = settings.timers.clone();
         let mut ctx = Context::<CallController>::new();
         ctx.set_mailbox_capacity(64);
         let me_strong = ctx.address();
@@ -214,8 +205,8 @@ impl CallController {
         let mut futures = Vec::with_capacity(1 + b_legs.len());
         {
             let call = new.call;
-            let offer =
-                (!new.invite.common.body.is_empty()).then(|| new.invite.common.body.to_vec());
+            let offer = (!new.invite.common.body.is_empty())
+                .then(|| Box::from(&new.invite.common.body[..]));
             let (addr, fut) = Leg::start(
                 NewLeg {
                     call,
@@ -261,10 +252,6 @@ impl CallController {
                 offer,
                 timers: Vec::new(),
                 started: Instant::now(),
-                start_time,
-                call_id,
-                caller,
-                callee,
                 setup_recorded: false,
                 cdr: CdrState::Pending,
                 after_cdr: Vec::new(),
@@ -424,14 +411,23 @@ impl CallController {
     /// counters move, the held responses go out).
     fn write_cdr(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
         self.cdr = CdrState::Writing;
-        let mut b = Cdr::builder(
-            self.call_id.to_string(),
-            self.caller.to_string(),
-            self.callee.to_string(),
-            self.start_time,
-        );
+        let (call_id, caller, callee, start_time) = match self.settings.registry.get(&self.call) {
+            Some(v) => (
+                v.call_id().to_string(),
+                v.caller().to_string(),
+                v.callee().to_string(),
+                v.start_time,
+            ),
+            None => {
+                // Inserted at the start, removed once this CDR is written: never here.
+                tracing::error!(call = self.call, "call entry missing: CDR without parties");
+                let start = SystemTime::now() - self.started.elapsed();
+                (String::new(), String::new(), String::new(), start)
+            }
+        };
+        let mut b = Cdr::builder(call_id, caller, callee.clone(), start_time);
         if let Some(at) = outcome.answered_at {
-            b = b.answered(at).connected(self.callee.to_string());
+            b = b.answered(at).connected(callee);
         }
         let cdr = b.end(
             SystemTime::now(),
@@ -536,7 +532,13 @@ impl Actor for CallController {
         }
         let offer = self.offer.take();
         self.guarded(ctx, move |act, ctx| {
-            act.feed(Event::Start { targets, offer }, ctx)
+            act.feed(
+                Event::Start {
+                    targets,
+                    offer: offer.map(Vec::from),
+                },
+                ctx,
+            )
         });
     }
 }

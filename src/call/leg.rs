@@ -106,34 +106,44 @@ pub enum Role {
     Uac,
 }
 
+/// What a leg keeps only while its INVITE is pending, in one box dropped when that is
+/// over: a held call keeps only its dialog (and the leg is a field of its call's task,
+/// where every inline byte is paid for the call's whole life).
+struct Setup {
+    /// A: the caller's INVITE, until its final response went (on UDP, until A's ACK of
+    /// our 2xx). B: our INVITE, until its final response came (CANCEL is built from it).
+    invite: Request,
+    /// A: the INVITE server transaction and our tag.
+    role: Role,
+    /// The early dialogs (B: one per To tag of the 1xx responses; A: ours once a 1xx
+    /// with our tag went).
+    early: Vec<Dialog>,
+    /// A: our 2xx, retransmitted until A's ACK (UDP only).
+    ok: Option<Response>,
+    ok_interval: Duration,
+    retransmit: Option<SpawnHandle>,
+}
+
 /// One leg.
 pub struct Leg {
     call: CallNo,
     id: LegId,
-    role: Role,
+    /// The caller's leg (the switch is its UAS), else a callee binding's (UAC).
+    uas: bool,
     /// Weak: the controller outlives its legs (it stops them), and a strong `Addr` is
     /// an allocation per clone that a held call would carry for its whole life.
     controller: WeakAddr<CallController>,
     out: mpsc::UnboundedSender<CallOutput>,
     settings: Arc<CallSettings>,
     peer: Peer,
-    /// A: the caller's INVITE, until its final response went. B: our INVITE, until its
-    /// final response came (CANCEL is built from it). Dropped then: a held call keeps
-    /// only its dialogs.
-    invite: Option<Box<Request>>,
+    /// While the INVITE is pending.
+    setup: Option<Box<Setup>>,
     /// The INVITE's CSeq number (an ACK for a 2xx carries it).
     invite_seq: u32,
-    /// The early dialogs (B: one per To tag of the 1xx responses; A: ours once a 1xx
-    /// with our tag went).
-    early: Vec<Dialog>,
     /// The confirmed dialog.
     dialog: Option<Dialog>,
     /// B: the late offer's answer an ACK carries (kept for 2xx retransmissions).
-    ack_sdp: Option<bytes::Bytes>,
-    /// A: our 2xx, retransmitted until A's ACK (UDP only).
-    ok: Option<Box<Response>>,
-    ok_interval: Duration,
-    retransmit: Option<SpawnHandle>,
+    ack_sdp: Option<Box<[u8]>>,
     /// A: a final response went. B: one came.
     final_done: bool,
     /// BYEs received, answered on [`LegCommand::AnswerBye`].
@@ -212,19 +222,22 @@ impl Leg {
         let leg = Leg {
             call: new.call,
             id: new.id,
-            role: new.role,
+            uas: matches!(new.role, Role::Uas { .. }),
             controller,
             out,
             settings,
             peer: new.peer,
             invite_seq: new.invite.common.cseq.seq,
-            invite: Some(Box::new(new.invite)),
-            early: Vec::new(),
+            setup: Some(Box::new(Setup {
+                invite: new.invite,
+                role: new.role,
+                early: Vec::new(),
+                ok: None,
+                ok_interval: t1,
+                retransmit: None,
+            })),
             dialog: None,
             ack_sdp: None,
-            ok: None,
-            ok_interval: t1,
-            retransmit: None,
             final_done: false,
             pending_byes: Vec::new(),
             aborted: false,
@@ -285,15 +298,15 @@ impl Leg {
             LegCommand::Cancel => self.send_cancel(),
             LegCommand::Ack { sdp } => {
                 if sdp.is_some() {
-                    self.ack_sdp = sdp.map(bytes::Bytes::from);
+                    self.ack_sdp = sdp.map(Vec::into_boxed_slice);
                 }
                 self.send_ack();
             }
             LegCommand::Provisional { status, sdp } => {
                 if let Some((tx, r)) = self.to_a(status, sdp) {
-                    if self.early.is_empty() && self.dialog.is_none() {
-                        if let (Some(inv), Role::Uas { tag, .. }) = (&self.invite, &self.role) {
-                            self.early.extend(Dialog::uas(inv, tag).ok());
+                    if let Some(s) = self.setup.as_deref_mut() {
+                        if let (true, Role::Uas { tag, .. }) = (s.early.is_empty(), &s.role) {
+                            s.early.extend(Dialog::uas(&s.invite, tag).ok());
                         }
                     }
                     self.send(CallOutput::Respond { tx, response: r });
@@ -319,11 +332,11 @@ impl Leg {
     }
 
     fn send_invite(&mut self) {
-        let Some(invite) = &self.invite else { return };
-        if !matches!(self.role, Role::Uac) {
+        let Some(s) = &self.setup else { return };
+        if self.uas {
             return;
         }
-        let request = (**invite).clone();
+        let request = s.invite.clone();
         self.register_dialog(
             request.common.call_id.clone(),
             request.common.from.tag().unwrap_or_default().to_string(),
@@ -338,11 +351,11 @@ impl Leg {
     }
 
     fn send_cancel(&mut self) {
-        if self.final_done || !matches!(self.role, Role::Uac) {
+        if self.final_done || self.uas {
             return;
         }
-        let Some(invite) = &self.invite else { return };
-        let request = dialog::cancel_for(invite);
+        let Some(s) = &self.setup else { return };
+        let request = dialog::cancel_for(&s.invite);
         self.send(CallOutput::Send {
             call: self.call,
             leg: self.id,
@@ -355,7 +368,10 @@ impl Leg {
     fn send_ack(&mut self) {
         let Some(d) = &self.dialog else { return };
         let via = via_for(&self.settings, self.peer.transport);
-        let body = self.ack_sdp.clone().map(|s| (s, "application/sdp"));
+        let body = self
+            .ack_sdp
+            .as_deref()
+            .map(|s| (bytes::Bytes::copy_from_slice(s), "application/sdp"));
         let Some(request) = d.ack(self.invite_seq, via, body) else {
             tracing::error!(call = self.call, "dialog unusable: no ACK");
             return;
@@ -387,13 +403,14 @@ impl Leg {
     /// A response to A's INVITE: our tag, our Contact on 1xx/2xx (they create the
     /// dialog), the SDP as received from B. `None` once the final response went.
     fn to_a(&self, status: u16, sdp: Option<Vec<u8>>) -> Option<(TxId, Response)> {
-        let (Role::Uas { tx, tag }, Some(invite)) = (&self.role, &self.invite) else {
+        let s = self.setup.as_deref()?;
+        let Role::Uas { tx, tag } = &s.role else {
             return None;
         };
         if self.final_done {
             return None;
         }
-        let mut r = invite.response(status, None, Some(tag));
+        let mut r = s.invite.response(status, None, Some(tag));
         if status < 300 {
             r.common.headers.push(Header::new(
                 "Contact",
@@ -414,68 +431,83 @@ impl Leg {
             return;
         };
         self.final_done = true;
-        if (200..300).contains(&status) {
-            let mut d = self
-                .early
+        let udp_2xx = (200..300).contains(&status) && self.peer.transport == Transport::Udp;
+        if let (true, Some(s)) = ((200..300).contains(&status), self.setup.as_deref_mut()) {
+            let mut d = std::mem::take(&mut s.early)
                 .pop()
-                .or_else(|| match (&self.role, &self.invite) {
-                    (Role::Uas { tag, .. }, Some(inv)) => Dialog::uas(inv, tag).ok(),
-                    _ => None,
+                .or_else(|| match &s.role {
+                    Role::Uas { tag, .. } => Dialog::uas(&s.invite, tag).ok(),
+                    Role::Uac => None,
                 });
-            self.early = Vec::new();
             if let Some(d) = d.as_mut() {
                 d.confirm(None);
                 self.register_dialog(d.call_id().to_string(), d.local_tag().to_string());
             }
             self.dialog = d;
-            if self.peer.transport == Transport::Udp {
-                // §13.3.1.4: only over unreliable transports.
-                self.ok = Some(Box::new(r.clone()));
-                self.arm_retransmit(ctx);
-            } else {
-                self.invite = None;
+        }
+        if udp_2xx {
+            // §13.3.1.4: only over unreliable transports; the set-up stays until A's ACK.
+            if let Some(s) = self.setup.as_deref_mut() {
+                s.ok = Some(r.clone());
             }
+            self.arm_retransmit(ctx);
         } else {
-            self.early = Vec::new();
-            self.invite = None;
+            self.setup = None;
         }
         self.send(CallOutput::Respond { tx, response: r });
     }
 
     fn arm_retransmit(&mut self, ctx: &mut Context<Self>) {
-        let wait = self.ok_interval;
-        self.retransmit = Some(ctx.run_later(wait, |act, ctx| {
-            let Role::Uas { tx, .. } = act.role else {
+        let Some(wait) = self.setup.as_ref().map(|s| s.ok_interval) else {
+            return;
+        };
+        let h = ctx.run_later(wait, |act, ctx| {
+            let t2 = act.settings.t2;
+            let Some(s) = act.setup.as_deref_mut() else {
                 return;
             };
-            if let Some(ok) = &act.ok {
-                act.send(CallOutput::Respond {
-                    tx,
-                    response: (**ok).clone(),
-                });
-                act.ok_interval = (act.ok_interval * 2).min(act.settings.t2);
-                act.arm_retransmit(ctx);
-            }
-        }));
+            let (Role::Uas { tx, .. }, Some(ok)) = (&s.role, &s.ok) else {
+                return;
+            };
+            let out = CallOutput::Respond {
+                tx: *tx,
+                response: ok.clone(),
+            };
+            s.ok_interval = (s.ok_interval * 2).min(t2);
+            act.send(out);
+            act.arm_retransmit(ctx);
+        });
+        if let Some(s) = self.setup.as_deref_mut() {
+            s.retransmit = Some(h);
+        }
     }
 
+    /// Stops retransmitting our 2xx (A's ACK came, or we release): that ends the set-up.
     fn stop_retransmit(&mut self, ctx: &mut Context<Self>) {
-        if self.ok.take().is_some() {
-            self.invite = None;
-        }
-        if let Some(h) = self.retransmit.take() {
+        let Some(s) = self.setup.as_deref_mut() else {
+            return;
+        };
+        if let Some(h) = s.retransmit.take() {
             ctx.cancel_future(h);
+        }
+        if s.ok.is_some() {
+            self.setup = None;
         }
     }
 
     fn abort(&mut self, ctx: &mut Context<Self>) {
         self.aborted = true;
         self.stop_retransmit(ctx);
-        match self.role {
-            Role::Uas { .. } => {
+        match self.uas {
+            true => {
                 if !self.final_done {
-                    if let (Role::Uas { tx, tag }, Some(inv)) = (&self.role, &self.invite) {
-                        let r = inv.response(500, Some("Server Internal Error"), Some(tag));
+                    if let Some(Setup {
+                        invite,
+                        role: Role::Uas { tx, tag },
+                        ..
+                    }) = self.setup.as_deref()
+                    {
+                        let r = invite.response(500, Some("Server Internal Error"), Some(tag));
                         let tx = *tx;
                         self.final_done = true;
                         self.send(CallOutput::Respond { tx, response: r });
@@ -484,7 +516,7 @@ impl Leg {
                     self.send_bye();
                 }
             }
-            Role::Uac => {
+            false => {
                 if self.dialog.is_some() {
                     self.send_bye();
                 } else if !self.final_done {
@@ -510,7 +542,7 @@ impl Leg {
             } => match purpose {
                 Purpose::Invite => {
                     self.final_done = true;
-                    self.invite = None;
+                    self.setup = None;
                     self.event(Event::LegFailed {
                         leg: self.id,
                         why: if unreachable {
@@ -525,7 +557,7 @@ impl Leg {
             },
             CallInput::Request { tx, request } => self.on_request(tx, request),
             CallInput::Ack { request } => {
-                if matches!(self.role, Role::Uas { .. }) {
+                if self.uas {
                     self.stop_retransmit(ctx);
                     let sdp = sdp_of(&request.common.body);
                     self.event(Event::AckFromA { sdp });
@@ -553,8 +585,7 @@ impl Leg {
                 // again so the machine ACKs it again.
                 self.final_done = true;
                 if status >= 300 {
-                    self.early = Vec::new();
-                    self.invite = None;
+                    self.setup = None;
                 }
                 self.event(Event::Final { leg, status, sdp });
             }
@@ -569,15 +600,17 @@ impl Leg {
 
     /// A 1xx with a To tag creates an early dialog (§12.1.2), one per tag.
     fn early_dialog(&mut self, response: &Response) {
-        let Some(invite) = &self.invite else { return };
+        let Some(s) = self.setup.as_deref_mut() else {
+            return;
+        };
         let Some(tag) = response.common.to.tag() else {
             return;
         };
-        if self.dialog.is_some() || self.early.iter().any(|d| d.remote_tag() == tag) {
+        if self.dialog.is_some() || s.early.iter().any(|d| d.remote_tag() == tag) {
             return;
         }
-        if let Ok(d) = Dialog::uac(invite, response) {
-            self.early.push(d);
+        if let Ok(d) = Dialog::uac(&s.invite, response) {
+            s.early.push(d);
         }
     }
 
@@ -586,22 +619,20 @@ impl Leg {
         if self.dialog.is_some() {
             return; // a retransmission
         }
+        let Some(mut s) = self.setup.take() else {
+            return;
+        };
         let tag = response.common.to.tag().unwrap_or_default();
-        let early = self.early.iter().position(|d| d.remote_tag() == tag);
+        let early = s.early.iter().position(|d| d.remote_tag() == tag);
         let d = match early {
             Some(i) => {
-                let mut d = self.early.swap_remove(i);
+                let mut d = s.early.swap_remove(i);
                 d.confirm(Some(response));
                 Some(d)
             }
-            None => self
-                .invite
-                .as_ref()
-                .and_then(|inv| Dialog::uac(inv, response).ok()),
+            None => Dialog::uac(&s.invite, response).ok(),
         };
-        self.early = Vec::new();
         self.dialog = d.filter(|d| d.state == DialogState::Confirmed);
-        self.invite = None;
     }
 
     fn on_request(&mut self, tx: TxId, request: Request) {

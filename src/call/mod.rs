@@ -169,8 +169,9 @@ struct LiveCall {
     legs: Arc<[Addr<Leg>]>,
     /// Its A-leg INVITE server transaction.
     invite: TxId,
-    /// Its dialogs' keys (A's, and each B-leg's once it has one).
-    dialogs: Vec<DialogKey>,
+    /// Its dialogs' keys (A's, and each B-leg's once it has one): inline for the usual
+    /// A + one B, no allocation of their own.
+    dialogs: smallvec::SmallVec<[DialogKey; 2]>,
 }
 
 use crate::calls::CallRouter;
@@ -183,16 +184,17 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
-/// A call as `GET /api/calls` shows it: kept in the registry by its controller (compact;
-/// turned into JSON only when asked).
+/// A call as `GET /api/calls` shows it: kept in the registry by its controller, boxed
+/// (the map's slot is a pointer), compact, turned into JSON only when asked. It is also
+/// where the controller reads the CDR's parties and start time when the call ends: one
+/// copy of each per call, in one allocation.
 #[derive(Debug, Clone)]
 pub struct CallView {
-    /// The A-leg's Call-ID.
-    pub call_id: Arc<str>,
-    /// `sip:caller@domain`.
-    pub caller: Arc<str>,
-    /// `sip:callee@domain`.
-    pub callee: Arc<str>,
+    /// The A-leg's Call-ID, `sip:caller@domain`, `sip:callee@domain`, then each B-leg's
+    /// Call-ID, back to back.
+    text: Box<str>,
+    /// Where the A-leg's Call-ID, the caller and the callee end in `text`.
+    ends: [u32; 3],
     /// The call's phase.
     pub state: &'static str,
     /// When the INVITE arrived.
@@ -204,25 +206,82 @@ pub struct CallView {
 /// A leg in a [`CallView`]; its name (`A`, `B1`, ...) and role follow from its place.
 #[derive(Debug, Clone)]
 pub struct LegView {
-    /// The leg's own Call-ID.
-    pub call_id: Box<str>,
+    /// Where its Call-ID is in the call's text.
+    call_id: (u32, u32),
     /// Its peer.
     pub peer: std::net::SocketAddr,
-    /// `udp` or `tcp`.
-    pub transport: &'static str,
+    /// UDP or TCP.
+    pub transport: crate::transport::Transport,
     /// Its state.
     pub state: &'static str,
 }
 
-impl LegView {
-    /// The view of a leg whose INVITE is `invite`.
-    pub fn of(invite: &Request, peer: &Peer) -> LegView {
-        LegView {
-            call_id: invite.common.call_id.as_str().into(),
-            peer: peer.addr,
-            transport: peer.transport.as_str(),
-            state: "trying",
+impl CallView {
+    /// The view of a call that starts now: the A-leg's Call-ID, the parties as URIs, and
+    /// each leg's own Call-ID and peer (A first).
+    pub fn new<'a>(
+        call_id: &str,
+        caller: &str,
+        callee: &str,
+        legs: impl IntoIterator<Item = (&'a str, &'a Peer)>,
+    ) -> CallView {
+        // A message is at most a few tens of KiB (the transport's limit).
+        let at = |t: &String| u32::try_from(t.len()).unwrap_or(u32::MAX);
+        let mut text = String::new();
+        let mut ends = [0u32; 3];
+        for (i, part) in [call_id, caller, callee].into_iter().enumerate() {
+            text.push_str(part);
+            ends[i] = at(&text);
         }
+        let mut views = Vec::new();
+        for (i, (leg_call_id, peer)) in legs.into_iter().enumerate() {
+            let range = if i == 0 {
+                (0, ends[0])
+            } else {
+                let from = at(&text);
+                text.push_str(leg_call_id);
+                (from, at(&text))
+            };
+            views.push(LegView {
+                call_id: range,
+                peer: peer.addr,
+                transport: peer.transport,
+                state: "trying",
+            });
+        }
+        CallView {
+            text: text.into_boxed_str(),
+            ends,
+            state: "idle",
+            start_time: SystemTime::now(),
+            legs: views.into_boxed_slice(),
+        }
+    }
+
+    fn part(&self, from: u32, to: u32) -> &str {
+        self.text
+            .get(from as usize..to as usize)
+            .unwrap_or_default()
+    }
+
+    /// The A-leg's Call-ID (the CDR's `call_id`).
+    pub fn call_id(&self) -> &str {
+        self.part(0, self.ends[0])
+    }
+
+    /// `sip:caller@domain`.
+    pub fn caller(&self) -> &str {
+        self.part(self.ends[0], self.ends[1])
+    }
+
+    /// `sip:callee@domain`.
+    pub fn callee(&self) -> &str {
+        self.part(self.ends[1], self.ends[2])
+    }
+
+    /// The Call-ID of `leg`'s own dialog.
+    pub fn leg_call_id(&self, leg: &LegView) -> &str {
+        self.part(leg.call_id.0, leg.call_id.1)
     }
 }
 
@@ -232,16 +291,17 @@ impl LegView {
 impl serde::Serialize for CallView {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        struct Legs<'a>(&'a [LegView]);
-        struct LegJson<'a>(usize, &'a LegView);
+        struct Legs<'a>(&'a CallView);
+        struct LegJson<'a>(usize, &'a LegView, &'a CallView);
         impl serde::Serialize for Legs<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(self.0.iter().enumerate().map(|(i, l)| LegJson(i, l)))
+                let v = self.0;
+                s.collect_seq(v.legs.iter().enumerate().map(|(i, l)| LegJson(i, l, v)))
             }
         }
         impl serde::Serialize for LegJson<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let (i, l) = (self.0, self.1);
+                let (i, l, v) = (self.0, self.1, self.2);
                 let mut m = s.serialize_struct("Leg", 6)?;
                 if i == 0 {
                     m.serialize_field("leg", "A")?;
@@ -249,21 +309,21 @@ impl serde::Serialize for CallView {
                     m.serialize_field("leg", &format_args!("B{i}"))?;
                 }
                 m.serialize_field("role", if i == 0 { "uas" } else { "uac" })?;
-                m.serialize_field("call_id", &*l.call_id)?;
+                m.serialize_field("call_id", v.leg_call_id(l))?;
                 m.serialize_field("peer", &format_args!("{}", l.peer))?;
-                m.serialize_field("transport", l.transport)?;
+                m.serialize_field("transport", l.transport.as_str())?;
                 m.serialize_field("state", l.state)?;
                 m.end()
             }
         }
         let start = softswitch_actors::billing::Timestamp::from(self.start_time);
         let mut m = s.serialize_struct("Call", 6)?;
-        m.serialize_field("call_id", &*self.call_id)?;
-        m.serialize_field("caller", &*self.caller)?;
-        m.serialize_field("callee", &*self.callee)?;
+        m.serialize_field("call_id", self.call_id())?;
+        m.serialize_field("caller", self.caller())?;
+        m.serialize_field("callee", self.callee())?;
         m.serialize_field("state", self.state)?;
         m.serialize_field("start_time", &format_args!("{start}"))?;
-        m.serialize_field("legs", &Legs(&self.legs))?;
+        m.serialize_field("legs", &Legs(self))?;
         m.end()
     }
 }
@@ -366,7 +426,7 @@ impl CallHub {
             LiveCall {
                 legs,
                 invite: tx,
-                dialogs: Vec::with_capacity(2),
+                dialogs: smallvec::SmallVec::new(),
             },
         );
         self.table.by_invite.insert(tx, call);
