@@ -16,10 +16,15 @@ use std::hash::{BuildHasher, Hash};
 /// Tables at or below this capacity are left alone (small, and rebuilt often otherwise).
 const MIN_CAPACITY: usize = 1024;
 
+/// True when a table of this capacity and length is due a shrink: past
+/// [`MIN_CAPACITY`] and a quarter full or less.
+pub fn is_sparse(capacity: usize, len: usize) -> bool {
+    capacity > MIN_CAPACITY && len <= capacity / 4
+}
+
 /// Shrinks `map` to twice its length when it is a quarter full or less.
 pub fn shrink_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>) {
-    let cap = map.capacity();
-    if cap > MIN_CAPACITY && map.len() <= cap / 4 {
+    if is_sparse(map.capacity(), map.len()) {
         map.shrink_to(map.len() * 2);
     }
 }
@@ -28,8 +33,7 @@ pub fn shrink_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>
 pub fn shrink_sparse_dashmap<K: Eq + Hash + Clone, V, S: BuildHasher + Clone>(
     map: &dashmap::DashMap<K, V, S>,
 ) {
-    let cap = map.capacity();
-    if cap > MIN_CAPACITY && map.len() <= cap / 4 {
+    if is_sparse(map.capacity(), map.len()) {
         map.shrink_to_fit();
     }
 }

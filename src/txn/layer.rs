@@ -11,7 +11,10 @@ use super::{
 };
 use crate::transport::Peer;
 use crate::wire::{Message, Method, Request, Response};
+use hashbrown::HashTable;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hash};
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -103,6 +106,90 @@ struct Entry {
     machine: Machine,
 }
 
+impl Entry {
+    fn client_key(&self) -> Option<&ClientKey> {
+        match &self.key {
+            Key::Client(k) => Some(k),
+            Key::Server(_) => None,
+        }
+    }
+
+    fn server_key(&self) -> Option<&ServerKey> {
+        match &self.key {
+            Key::Server(k) => Some(k),
+            Key::Client(_) => None,
+        }
+    }
+}
+
+/// Finds a transaction by its matching key. It holds only [`TxId`]s, hashed by the key
+/// the transaction's [`Entry`] holds and compared against that key: one copy of each key
+/// (a key is 48–80 bytes plus its branch string, and a call keeps two or three
+/// transactions for 64·T1 after its setup; RFC 6026's Accepted state).
+#[derive(Debug)]
+struct KeyIndex<K> {
+    table: HashTable<TxId>,
+    hasher: RandomState,
+    key_of: fn(&Entry) -> Option<&K>,
+}
+
+impl<K: Hash + Eq> KeyIndex<K> {
+    fn new(key_of: fn(&Entry) -> Option<&K>) -> KeyIndex<K> {
+        KeyIndex {
+            table: HashTable::new(),
+            hasher: RandomState::new(),
+            key_of,
+        }
+    }
+
+    fn key<'a>(&self, txs: &'a HashMap<TxId, Entry>, id: &TxId) -> Option<&'a K> {
+        txs.get(id).and_then(self.key_of)
+    }
+
+    fn get(&self, txs: &HashMap<TxId, Entry>, key: &K) -> Option<TxId> {
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .find(hash, |id| self.key(txs, id) == Some(key))
+            .copied()
+    }
+
+    fn contains(&self, txs: &HashMap<TxId, Entry>, key: &K) -> bool {
+        self.get(txs, key).is_some()
+    }
+
+    /// Indexes `id`, whose entry (holding `key`) is already in `txs`.
+    fn insert(&mut self, txs: &HashMap<TxId, Entry>, key: &K, id: TxId) {
+        let (hasher, key_of) = (&self.hasher, self.key_of);
+        let rehash = |id: &TxId| {
+            txs.get(id)
+                .and_then(key_of)
+                .map_or(0, |k| hasher.hash_one(k))
+        };
+        self.table.insert_unique(hasher.hash_one(key), id, rehash);
+    }
+
+    /// Drops `id` (indexed under `key`), if indexed.
+    fn remove(&mut self, key: &K, id: TxId) {
+        let hash = self.hasher.hash_one(key);
+        if let Ok(found) = self.table.find_entry(hash, |x| *x == id) {
+            found.remove();
+        }
+    }
+
+    /// [`crate::mem::shrink_sparse`] for the index (`txs` still holds every indexed entry).
+    fn shrink_sparse(&mut self, txs: &HashMap<TxId, Entry>) {
+        let (cap, len) = (self.table.capacity(), self.table.len());
+        if crate::mem::is_sparse(cap, len) {
+            let (hasher, key_of) = (&self.hasher, self.key_of);
+            self.table.shrink_to(len * 2, |id| {
+                txs.get(id)
+                    .and_then(key_of)
+                    .map_or(0, |k| hasher.hash_one(k))
+            });
+        }
+    }
+}
+
 /// How many recent UDP client transactions an ICMP error is matched against.
 const RECENT_CLIENTS: usize = 4096;
 
@@ -131,8 +218,8 @@ pub struct TxLayer {
     cfg: TimerConfig,
     next_id: u64,
     txs: HashMap<TxId, Entry>,
-    clients: HashMap<ClientKey, TxId>,
-    servers: HashMap<ServerKey, TxId>,
+    clients: KeyIndex<ClientKey>,
+    servers: KeyIndex<ServerKey>,
     /// The last [`RECENT_CLIENTS`] client transactions sent over UDP, for ICMP errors:
     /// one comes back within a round trip of the datagram, so a bounded window of recent
     /// sends finds its transaction without scanning the whole table (an ICMP a peer can
@@ -152,15 +239,14 @@ fn sync_deadlines(
     before: &TimerTable,
     after: &TimerTable,
 ) {
-    for t in Timer::ALL {
-        let (b, a) = (before.get(t), after.get(t));
-        if b != a {
-            if let Some(b) = b {
-                set.remove(&(b, id, t));
-            }
-            if let Some(a) = a {
-                set.insert((a, id, t));
-            }
+    for (at, t) in before.armed() {
+        if after.get(t) != Some(at) {
+            set.remove(&(at, id, t));
+        }
+    }
+    for (at, t) in after.armed() {
+        if before.get(t) != Some(at) {
+            set.insert((at, id, t));
         }
     }
 }
@@ -172,8 +258,8 @@ impl TxLayer {
             cfg,
             next_id: 1,
             txs: HashMap::new(),
-            clients: HashMap::new(),
-            servers: HashMap::new(),
+            clients: KeyIndex::new(Entry::client_key),
+            servers: KeyIndex::new(Entry::server_key),
             recent_clients: std::collections::VecDeque::new(),
             deadlines: BTreeSet::new(),
             counts: [0; 4],
@@ -202,15 +288,12 @@ impl TxLayer {
         let kind = machine.kind();
         self.counts[kind.slot()] += 1;
         self.out.stats.created[kind.slot()] += 1;
-        match &key {
-            Key::Client(k) => {
-                self.clients.insert(k.clone(), id);
-            }
-            Key::Server(k) => {
-                self.servers.insert(k.clone(), id);
-            }
-        }
         self.txs.insert(id, Entry { key, machine });
+        let entry = &self.txs[&id];
+        match &entry.key {
+            Key::Client(k) => self.clients.insert(&self.txs, k, id),
+            Key::Server(k) => self.servers.insert(&self.txs, k, id),
+        }
     }
 
     fn remove(&mut self, id: TxId) {
@@ -224,20 +307,12 @@ impl TxLayer {
             &TimerTable::default(),
         );
         match &entry.key {
-            Key::Client(k) => {
-                if self.clients.get(k) == Some(&id) {
-                    self.clients.remove(k);
-                }
-            }
-            Key::Server(k) => {
-                if self.servers.get(k) == Some(&id) {
-                    self.servers.remove(k);
-                }
-            }
+            Key::Client(k) => self.clients.remove(k, id),
+            Key::Server(k) => self.servers.remove(k, id),
         }
         crate::mem::shrink_sparse(&mut self.txs);
-        crate::mem::shrink_sparse(&mut self.clients);
-        crate::mem::shrink_sparse(&mut self.servers);
+        self.clients.shrink_sparse(&self.txs);
+        self.servers.shrink_sparse(&self.txs);
         self.counts[entry.machine.kind().slot()] -= 1;
         self.out.stats.terminated += 1;
         self.out.events.push_back(TxEvent::Terminated { tx: id });
@@ -252,7 +327,7 @@ impl TxLayer {
         f: impl FnOnce(&mut Machine, &mut Ctx<'_>) -> R,
     ) -> Option<R> {
         let entry = self.txs.get_mut(&id)?;
-        let before = *entry.machine.timers();
+        let before = entry.machine.timers().clone();
         let mut ctx = Ctx {
             id,
             now,
@@ -260,9 +335,9 @@ impl TxLayer {
             out: &mut self.out,
         };
         let r = f(&mut entry.machine, &mut ctx);
-        let after = *entry.machine.timers();
+        let after = entry.machine.timers();
         let done = entry.machine.is_terminated();
-        sync_deadlines(&mut self.deadlines, id, &before, &after);
+        sync_deadlines(&mut self.deadlines, id, &before, after);
         if done {
             self.remove(id);
         }
@@ -272,7 +347,7 @@ impl TxLayer {
     /// True when `request` belongs to a server transaction we hold (a retransmission):
     /// [`handle_request`](Self::handle_request) must have it.
     pub fn has_server_transaction(&self, request: &Request) -> bool {
-        ServerKey::for_request(request).is_some_and(|k| self.servers.contains_key(&k))
+        ServerKey::for_request(request).is_some_and(|k| self.servers.contains(&self.txs, &k))
     }
 
     /// Opens the INVITE server transaction for a new INVITE the TU has already taken (a
@@ -281,7 +356,7 @@ impl TxLayer {
     /// ([`has_server_transaction`](Self::has_server_transaction)).
     pub fn open_invite(&mut self, now: Instant, from: Peer, request: &Request) -> Option<TxId> {
         let key = ServerKey::for_request(request)?;
-        if request.method != Method::Invite || self.servers.contains_key(&key) {
+        if request.method != Method::Invite || self.servers.contains(&self.txs, &key) {
             return None;
         }
         let id = self.alloc();
@@ -309,7 +384,7 @@ impl TxLayer {
             self.out.stats.dropped_requests += 1;
             return;
         };
-        if let Some(&id) = self.servers.get(&key) {
+        if let Some(id) = self.servers.get(&self.txs, &key) {
             self.drive(now, id, |m, ctx| match m {
                 Machine::Ist(t) => t.on_retransmission(ctx),
                 Machine::Nist(t) => t.on_retransmission(ctx),
@@ -361,7 +436,7 @@ impl TxLayer {
     /// The INVITE server transaction a CANCEL targets (§9.2).
     fn cancel_target(&self, cancel: &Request) -> Option<TxId> {
         let key = ServerKey::cancel_target(cancel)?;
-        let id = *self.servers.get(&key)?;
+        let id = self.servers.get(&self.txs, &key)?;
         match self.txs.get(&id)?.machine {
             Machine::Ist(_) => Some(id),
             _ => None,
@@ -371,7 +446,7 @@ impl TxLayer {
     /// The INVITE server transaction an ACK belongs to (§17.2.3).
     fn ack_target(&self, ack: &Request) -> Option<TxId> {
         ServerKey::ack_candidates(ack).into_iter().find_map(|key| {
-            let id = *self.servers.get(&key)?;
+            let id = self.servers.get(&self.txs, &key)?;
             match &self.txs.get(&id)?.machine {
                 // RFC 2543: the ACK's To tag must be the tag of the response sent.
                 Machine::Ist(ist)
@@ -403,7 +478,7 @@ impl TxLayer {
     /// A response from the transport (§17.1.3): to its client transaction, or up as
     /// [`TxEvent::StrayResponse`].
     pub fn handle_response(&mut self, now: Instant, from: Peer, response: Response) {
-        let id = ClientKey::for_response(&response).and_then(|k| self.clients.get(&k).copied());
+        let id = ClientKey::for_response(&response).and_then(|k| self.clients.get(&self.txs, &k));
         match id {
             Some(id) => {
                 self.drive(now, id, |m, ctx| match m {
@@ -461,7 +536,7 @@ impl TxLayer {
             return Err(TxError::AckIsNotATransaction);
         }
         let key = ClientKey::for_request(&request).ok_or(TxError::MissingBranch)?;
-        if self.clients.contains_key(&key) {
+        if self.clients.contains(&self.txs, &key) {
             return Err(TxError::DuplicateTransaction);
         }
         let id = self.alloc();
@@ -480,13 +555,15 @@ impl TxLayer {
         // §9.1: a CANCEL bounds its INVITE's wait for a final response.
         let cancelled = (request.method == Method::Cancel)
             .then(|| {
-                self.clients.get(&ClientKey {
-                    branch: key.branch.clone(),
-                    method: Method::Invite,
-                })
+                self.clients.get(
+                    &self.txs,
+                    &ClientKey {
+                        branch: key.branch.clone(),
+                        method: Method::Invite,
+                    },
+                )
             })
-            .flatten()
-            .copied();
+            .flatten();
         let machine = if request.method == Method::Invite {
             Machine::Ict(Box::new(Ict::start(&mut ctx, to, request)))
         } else {
@@ -670,6 +747,57 @@ mod tests {
         h.layer.send_request(h.now, h.peer, req.clone()).unwrap();
         h.layer
             .handle_response(h.now, h.peer, req.response(200, None, Some("b")));
+    }
+
+    /// The key indexes keep finding every transaction while they grow past their first
+    /// capacities and shrink back (both rehash from the keys the entries hold).
+    #[test]
+    fn key_indexes_match_through_growth_and_shrink() {
+        let mut h = Harness::tcp();
+        let reqs: Vec<Request> = (0..5000)
+            .map(|_| request(Method::Options, &new_branch_for_test()))
+            .collect();
+        let ids: Vec<TxId> = reqs
+            .iter()
+            .map(|r| h.layer.send_request(h.now, h.peer, r.clone()).unwrap())
+            .collect();
+        let servers: Vec<Request> = (0..5000)
+            .map(|_| request(Method::Options, &new_branch_for_test()))
+            .collect();
+        let server_ids: Vec<TxId> = servers.iter().map(|r| server_tx(&mut h, r)).collect();
+        h.events();
+        assert_eq!(h.layer.len(), 10_000);
+        // Answer all but the last 100 clients; over TCP each terminates at once (Timer K
+        // is zero), and the tables shrink as they empty.
+        for r in &reqs[..4900] {
+            h.layer
+                .handle_response(h.now, h.peer, r.response(200, None, Some("b")));
+        }
+        h.advance(std::time::Duration::from_millis(1));
+        assert_eq!(h.layer.out.stats.stray_responses, 0);
+        for (r, id) in servers.iter().zip(&server_ids) {
+            assert!(h.layer.has_server_transaction(r));
+            h.layer
+                .send_response(h.now, *id, r.response(200, None, Some("b")))
+                .unwrap();
+        }
+        h.advance(std::time::Duration::from_millis(1));
+        assert_eq!(h.layer.len(), 100);
+        assert!(servers.iter().all(|r| !h.layer.has_server_transaction(r)));
+        // The survivors are still found by their keys; a retransmitted response of an
+        // ended one is stray.
+        for (r, id) in reqs[4900..].iter().zip(&ids[4900..]) {
+            assert!(h
+                .layer
+                .clients
+                .contains(&h.layer.txs, &ClientKey::for_request(r).unwrap()));
+            assert_eq!(h.layer.kind(*id), Some(TxKind::NonInviteClient));
+        }
+        h.layer
+            .handle_response(h.now, h.peer, reqs[0].response(200, None, Some("b")));
+        assert_eq!(h.layer.out.stats.stray_responses, 1);
+        assert!(h.layer.clients.table.capacity() < 5000);
+        assert!(h.layer.servers.table.capacity() < 5000);
     }
 
     fn server_tx(h: &mut Harness, req: &Request) -> TxId {

@@ -3,10 +3,11 @@
 //!
 //! Every value here derives from the three configured constants T1 (RTT estimate), T2
 //! (the cap on non-INVITE and response retransmit intervals) and T4 (the maximum time a
-//! message stays in the network). Each transaction owns one [`TimerTable`], a fixed slot
-//! per letter (QN's `TimerTable`); the layer keeps one ordered set of
+//! message stays in the network). Each transaction owns one [`TimerTable`], its armed
+//! timers with their deadlines; the layer keeps one ordered set of
 //! `(deadline, TxId, Timer)` over all tables.
 
+use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 
 /// The protocol constants of RFC 3261 §17.1.1.1 and Table 4.
@@ -113,61 +114,53 @@ pub enum Timer {
     M,
 }
 
-impl Timer {
-    /// Every timer, in slot order.
-    pub const ALL: [Timer; 12] = [
-        Timer::A,
-        Timer::B,
-        Timer::D,
-        Timer::E,
-        Timer::F,
-        Timer::G,
-        Timer::H,
-        Timer::I,
-        Timer::J,
-        Timer::K,
-        Timer::L,
-        Timer::M,
-    ];
-
-    fn slot(self) -> usize {
-        self as usize
-    }
-}
-
-/// One transaction's timers: one deadline slot per letter, `None` when stopped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// One transaction's timers: the armed ones, each with its deadline.
+///
+/// A transaction arms at most two or three at once (A and B, E and F, G and H, then one
+/// of D, I, J, K, L, M), so the armed set is kept inline, not as a slot per letter: a
+/// slot per letter was 12 × 16 bytes in every transaction, most of a lingering
+/// Accepted-state machine's size (RFC 6026 keeps one per call for 64·T1). More than
+/// three armed at once still works (it spills to the heap).
+#[derive(Debug, Clone, Default)]
 pub struct TimerTable {
-    slots: [Option<Instant>; 12],
+    armed: SmallVec<[(Instant, Timer); 3]>,
 }
 
 impl TimerTable {
     /// Arms `timer` to fire at `at`, replacing any earlier deadline.
     pub fn set(&mut self, timer: Timer, at: Instant) {
-        self.slots[timer.slot()] = Some(at);
+        match self.armed.iter_mut().find(|(_, t)| *t == timer) {
+            Some(slot) => slot.0 = at,
+            None => self.armed.push((at, timer)),
+        }
     }
 
     /// Stops `timer`.
     pub fn stop(&mut self, timer: Timer) {
-        self.slots[timer.slot()] = None;
+        self.armed.retain(|(_, t)| *t != timer);
     }
 
     /// Stops every timer.
     pub fn stop_all(&mut self) {
-        self.slots = [None; 12];
+        self.armed.clear();
     }
 
     /// The deadline of `timer`, if armed.
     pub fn get(&self, timer: Timer) -> Option<Instant> {
-        self.slots[timer.slot()]
+        self.armed
+            .iter()
+            .find(|(_, t)| *t == timer)
+            .map(|&(at, _)| at)
     }
 
     /// The earliest armed deadline and its timer.
     pub fn next_timeout(&self) -> Option<(Instant, Timer)> {
-        Timer::ALL
-            .iter()
-            .filter_map(|&t| self.get(t).map(|at| (at, t)))
-            .min()
+        self.armed.iter().copied().min()
+    }
+
+    /// Every armed timer and its deadline, in no particular order.
+    pub fn armed(&self) -> impl Iterator<Item = (Instant, Timer)> + '_ {
+        self.armed.iter().copied()
     }
 }
 
