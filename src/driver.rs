@@ -537,10 +537,10 @@ mod tests {
         let source = Peer {
             transport: Transport::Tcp,
             addr: "127.0.0.1:40000".parse().unwrap(),
-            conn: Some(ConnId(7)),
+            conn: Some(ConnId(std::num::NonZeroU64::new(7).unwrap())),
         };
         let to = stamp_via(&mut r, &source, true);
-        assert_eq!(to.conn, Some(ConnId(7)));
+        assert_eq!(to.conn, Some(ConnId(std::num::NonZeroU64::new(7).unwrap())));
         assert_eq!(to.addr, "127.0.0.1:5080".parse().unwrap());
     }
 }

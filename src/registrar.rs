@@ -262,7 +262,7 @@ impl Registrar {
                 // received address at the sent-by port over TCP (used only when the
                 // connection is gone).
                 addr: from.addr,
-                conn: from.conn.map(|c| c.0),
+                conn: from.conn.map(|c| c.0.get()),
             },
             path,
             user_agent: req.common.header("User-Agent").map(str::to_string),

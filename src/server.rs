@@ -145,6 +145,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
     );
     let t1 = config.sip.t1();
     let calls_registry = Arc::new(dashmap::DashMap::new());
+    let (call_out, call_outputs) = tokio::sync::mpsc::unbounded_channel();
     let calls = CallHub::new(
         router,
         CallSettings {
@@ -160,6 +161,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             billing: open_billing(config)?,
             domain: config.sip.domain.clone(),
             registry: calls_registry.clone(),
+            out: call_out,
         },
     );
     let driver = Driver::new(
@@ -175,8 +177,8 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         TransactionUsers {
             registrar,
             completions: completions_rx,
-            calls: calls.0,
-            call_outputs: calls.1,
+            calls,
+            call_outputs,
             transport_failures: failures_rx,
             udp_unreachable: unreachable_rx,
         },

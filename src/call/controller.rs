@@ -45,6 +45,10 @@ pub struct CallSettings {
     pub domain: String,
     /// What `GET /api/calls` lists: every call's current view, kept by the call.
     pub registry: Arc<dashmap::DashMap<CallNo, Box<CallView>>>,
+    /// Where every call's actors send their [`CallOutput`]s: the driver's receiver
+    /// (unbounded: a call sends a handful per SIP message it receives, and the driver
+    /// drains it at every wake-up). One sender for all, not one per actor.
+    pub out: mpsc::UnboundedSender<CallOutput>,
 }
 
 /// A new call.
@@ -72,11 +76,14 @@ pub struct CallController {
     call: CallNo,
     machine: CallMachine,
     settings: Arc<CallSettings>,
-    out: mpsc::UnboundedSender<CallOutput>,
     /// The legs, by `LegId` (0 is A); the driver holds the same slice.
     legs: Arc<[Addr<Leg>]>,
-    /// A's offer, given to the machine when it starts.
-    offer: Option<Box<[u8]>>,
+    /// A's offer, given to the machine when it starts (a thin box: this struct is in
+    /// every held call's task).
+    // A thin box on purpose: a Vec is three words inline, the box one (and the offer
+    // is gone once the machine has it).
+    #[allow(clippy::box_collection)]
+    offer: Option<Box<Vec<u8>>>,
     timers: Vec<(CallTimer, SpawnHandle)>,
     /// For the setup-duration histogram. The CDR's parties, Call-ID and start time are
     /// in this call's `/api/calls` entry ([`CallView`]), its one copy of them.
@@ -85,7 +92,9 @@ pub struct CallController {
     cdr: CdrState,
     /// What a phone must not see before the CDR is on disk (the final response that ends
     /// A's attempt, the 200 for a BYE): given to the legs when the write completes.
-    after_cdr: Vec<(LegId, LegCommand)>,
+    /// Boxed, and only at a call's end.
+    #[allow(clippy::box_collection)]
+    after_cdr: Option<Box<Vec<(LegId, LegCommand)>>>,
     /// The machine's last commands queued an answer for a BYE.
     bye_answer_queued: bool,
     /// A hash of what the `/api/calls` entry shows (phase, leg states): the entry is
@@ -137,7 +146,11 @@ fn peer_of(b: &Binding) -> Peer {
     Peer {
         transport,
         addr,
-        conn: b.source.conn.map(crate::transport::ConnId),
+        conn: b
+            .source
+            .conn
+            .and_then(std::num::NonZeroU64::new)
+            .map(crate::transport::ConnId),
     }
 }
 
@@ -149,13 +162,9 @@ fn fault_header(invite: &Request) -> Option<String> {
 }
 
 impl CallController {
-    /// Starts the actor for `new` and its legs, answering through `out`; gives back the
-    /// legs' addresses (by `LegId`), to which the driver delivers each leg's SIP.
-    pub fn start(
-        new: NewCall,
-        settings: Arc<CallSettings>,
-        out: mpsc::UnboundedSender<CallOutput>,
-    ) -> Arc<[Addr<Leg>]> {
+    /// Starts the actor for `new` and its legs, answering through `settings.out`; gives
+    /// back the legs' addresses (by `LegId`), to which the driver delivers each leg's SIP.
+    pub fn start(new: NewCall, settings: Arc<CallSettings>) -> Arc<[Addr<Leg>]> {
         // The test fault hook exists in builds with debug assertions only; release builds
         // do not even look for its header.
         let fault = if cfg!(debug_assertions) {
@@ -206,7 +215,7 @@ impl CallController {
         {
             let call = new.call;
             let offer = (!new.invite.common.body.is_empty())
-                .then(|| Box::from(&new.invite.common.body[..]));
+                .then(|| Box::new(new.invite.common.body.to_vec()));
             let (addr, fut) = Leg::start(
                 NewLeg {
                     call,
@@ -221,7 +230,6 @@ impl CallController {
                 },
                 me.clone(),
                 settings.clone(),
-                out.clone(),
             );
             addrs_out.push(addr);
             futures.push(fut);
@@ -237,7 +245,6 @@ impl CallController {
                     },
                     me.clone(),
                     settings.clone(),
-                    out.clone(),
                 );
                 addrs_out.push(addr);
                 futures.push(fut);
@@ -247,14 +254,13 @@ impl CallController {
                 call,
                 machine: CallMachine::new(timers),
                 settings,
-                out,
                 legs: legs.clone(),
                 offer,
                 timers: Vec::new(),
                 started: Instant::now(),
                 setup_recorded: false,
                 cdr: CdrState::Pending,
-                after_cdr: Vec::new(),
+                after_cdr: None,
                 bye_answer_queued: false,
                 published: 0,
                 aborted: false,
@@ -273,7 +279,7 @@ impl CallController {
 
     fn send(&self, out: CallOutput) {
         // The driver outlives every call but at shutdown; nothing to do then.
-        let _ = self.out.send(out);
+        let _ = self.settings.out.send(out);
     }
 
     fn tell(&self, leg: LegId, c: LegCommand) {
@@ -380,7 +386,7 @@ impl CallController {
             self.tell(leg, c);
             return;
         }
-        self.after_cdr.push((leg, c));
+        self.after_cdr.get_or_insert_default().push((leg, c));
         if self.cdr == CdrState::Pending {
             if let Some(outcome) = self.machine.outcome() {
                 self.write_cdr(outcome, ctx);
@@ -449,7 +455,7 @@ impl CallController {
             }
             act.cdr = CdrState::Written;
             metrics::call_ended(label);
-            for (leg, c) in std::mem::take(&mut act.after_cdr) {
+            for (leg, c) in act.after_cdr.take().map(|b| *b).unwrap_or_default() {
                 act.tell(leg, c);
             }
             if act.machine.is_done() || act.aborted {
@@ -535,7 +541,7 @@ impl Actor for CallController {
             act.feed(
                 Event::Start {
                     targets,
-                    offer: offer.map(Vec::from),
+                    offer: offer.map(|b| *b),
                 },
                 ctx,
             )
@@ -576,6 +582,7 @@ impl CallController {
         for i in 0..self.legs.len() {
             self.tell(LegId(i as u32), LegCommand::Abort);
             self.after_cdr
+                .get_or_insert_default()
                 .push((LegId(i as u32), LegCommand::AnswerBye));
         }
         let outcome = Outcome {
@@ -590,7 +597,7 @@ impl CallController {
             CdrState::Pending => self.write_cdr(outcome, ctx),
             CdrState::Writing => {}
             CdrState::Written => {
-                for (leg, c) in std::mem::take(&mut self.after_cdr) {
+                for (leg, c) in self.after_cdr.take().map(|b| *b).unwrap_or_default() {
                     self.tell(leg, c);
                 }
                 self.done(ctx);

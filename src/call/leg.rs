@@ -31,7 +31,6 @@ use softswitch_actors::call::{Event, LegFailure, LegId};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Leg actors alive in this process (the `softswitch_call_legs_active` gauge).
 static LIVE_LEGS: AtomicUsize = AtomicUsize::new(0);
@@ -124,6 +123,15 @@ struct Setup {
     retransmit: Option<SpawnHandle>,
 }
 
+/// The parts of a leg that only some calls, or only a call's last moments, use.
+#[derive(Default)]
+struct Rare {
+    /// B: the late offer's answer an ACK carries (kept for 2xx retransmissions).
+    ack_sdp: Option<Box<[u8]>>,
+    /// BYEs received, answered on [`LegCommand::AnswerBye`].
+    pending_byes: Vec<(TxId, Box<Request>)>,
+}
+
 /// One leg.
 pub struct Leg {
     call: CallNo,
@@ -133,7 +141,6 @@ pub struct Leg {
     /// Weak: the controller outlives its legs (it stops them), and a strong `Addr` is
     /// an allocation per clone that a held call would carry for its whole life.
     controller: WeakAddr<CallController>,
-    out: mpsc::UnboundedSender<CallOutput>,
     settings: Arc<CallSettings>,
     peer: Peer,
     /// While the INVITE is pending.
@@ -142,12 +149,11 @@ pub struct Leg {
     invite_seq: u32,
     /// The confirmed dialog.
     dialog: Option<Dialog>,
-    /// B: the late offer's answer an ACK carries (kept for 2xx retransmissions).
-    ack_sdp: Option<Box<[u8]>>,
+    /// What few calls need (a late offer's answer, a BYE being answered), boxed so the
+    /// leg of every other call does not carry room for it.
+    rare: Option<Box<Rare>>,
     /// A: a final response went. B: one came.
     final_done: bool,
-    /// BYEs received, answered on [`LegCommand::AnswerBye`].
-    pending_byes: Vec<(TxId, Box<Request>)>,
     /// The call was aborted: only releases run.
     aborted: bool,
     /// Test builds: `X-Softswitch-Test-Fault: panic-leg` on the caller's INVITE makes
@@ -211,7 +217,6 @@ impl Leg {
         new: NewLeg,
         controller: WeakAddr<CallController>,
         settings: Arc<CallSettings>,
-        out: mpsc::UnboundedSender<CallOutput>,
     ) -> (Addr<Leg>, super::task::LegFuture) {
         #[cfg(not(debug_assertions))]
         let _ = new.fault;
@@ -224,7 +229,6 @@ impl Leg {
             id: new.id,
             uas: matches!(new.role, Role::Uas { .. }),
             controller,
-            out,
             settings,
             peer: new.peer,
             invite_seq: new.invite.common.cseq.seq,
@@ -237,9 +241,8 @@ impl Leg {
                 retransmit: None,
             })),
             dialog: None,
-            ack_sdp: None,
+            rare: None,
             final_done: false,
-            pending_byes: Vec::new(),
             aborted: false,
             #[cfg(debug_assertions)]
             fault: new.fault,
@@ -247,9 +250,13 @@ impl Leg {
         (addr, ctx.into_future(leg))
     }
 
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
     fn send(&self, out: CallOutput) {
         // The driver outlives every call but at shutdown; nothing to do then.
-        let _ = self.out.send(out);
+        let _ = self.settings.out.send(out);
     }
 
     fn report(&self, r: LegReport) {
@@ -298,7 +305,7 @@ impl Leg {
             LegCommand::Cancel => self.send_cancel(),
             LegCommand::Ack { sdp } => {
                 if sdp.is_some() {
-                    self.ack_sdp = sdp.map(Vec::into_boxed_slice);
+                    self.rare().ack_sdp = sdp.map(Vec::into_boxed_slice);
                 }
                 self.send_ack();
             }
@@ -314,7 +321,11 @@ impl Leg {
             }
             LegCommand::Final { status, sdp } => self.final_to_a(status, sdp, ctx),
             LegCommand::AnswerBye => {
-                for (tx, request) in std::mem::take(&mut self.pending_byes) {
+                let byes = self
+                    .rare
+                    .as_mut()
+                    .map(|r| std::mem::take(&mut r.pending_byes));
+                for (tx, request) in byes.unwrap_or_default() {
                     let response = request.response(200, None, None);
                     self.send(CallOutput::Respond { tx, response });
                 }
@@ -369,8 +380,9 @@ impl Leg {
         let Some(d) = &self.dialog else { return };
         let via = via_for(&self.settings, self.peer.transport);
         let body = self
-            .ack_sdp
-            .as_deref()
+            .rare
+            .as_ref()
+            .and_then(|r| r.ack_sdp.as_deref())
             .map(|s| (bytes::Bytes::copy_from_slice(s), "application/sdp"));
         let Some(request) = d.ack(self.invite_seq, via, body) else {
             tracing::error!(call = self.call, "dialog unusable: no ACK");
@@ -658,7 +670,7 @@ impl Leg {
             Method::Bye => {
                 // Answered 200 (§15.1.2) on the controller's word: once the CDR is on
                 // disk; the machine relays it to the other leg.
-                self.pending_byes.push((tx, Box::new(request)));
+                self.rare().pending_byes.push((tx, Box::new(request)));
                 self.report(LegReport::ByeReceived(self.id));
             }
             _ => {

@@ -182,7 +182,6 @@ use controller::{CallController, CallSettings, NewCall};
 use leg::Leg;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use tokio::sync::mpsc;
 
 /// A call as `GET /api/calls` shows it: kept in the registry by its controller, boxed
 /// (the map's slot is a pointer), compact, turned into JSON only when asked. It is also
@@ -336,7 +335,6 @@ pub struct CallHub {
     table: Table,
     /// Each live call.
     calls: HashMap<CallNo, LiveCall>,
-    out: mpsc::UnboundedSender<CallOutput>,
     next: CallNo,
 }
 
@@ -349,25 +347,15 @@ pub enum Todo {
 }
 
 impl CallHub {
-    /// A hub; the receiver carries the calls' outputs to the driver (unbounded: every
-    /// call sends a handful per SIP message it receives, and the driver drains it at
-    /// every wake-up).
-    pub fn new(
-        router: CallRouter,
-        settings: CallSettings,
-    ) -> (CallHub, mpsc::UnboundedReceiver<CallOutput>) {
-        let (out, rx) = mpsc::unbounded_channel();
-        (
-            CallHub {
-                router,
-                settings: Arc::new(settings),
-                table: Table::default(),
-                calls: HashMap::new(),
-                out,
-                next: 1,
-            },
-            rx,
-        )
+    /// A hub; its calls send their outputs through `settings.out`.
+    pub fn new(router: CallRouter, settings: CallSettings) -> CallHub {
+        CallHub {
+            router,
+            settings: Arc::new(settings),
+            table: Table::default(),
+            calls: HashMap::new(),
+            next: 1,
+        }
     }
 
     /// Calls in progress.
@@ -419,7 +407,6 @@ impl CallHub {
                 callee,
             },
             self.settings.clone(),
-            self.out.clone(),
         );
         self.calls.insert(
             call,

@@ -43,9 +43,10 @@ impl fmt::Display for Transport {
     }
 }
 
-/// Identifies one TCP connection for the lifetime of the process.
+/// Identifies one TCP connection for the lifetime of the process. Non-zero, so an
+/// `Option<ConnId>` (every [`Peer`]: transactions, legs, bindings) costs no extra word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
+pub struct ConnId(pub std::num::NonZeroU64);
 
 /// The remote end of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

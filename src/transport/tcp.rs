@@ -124,7 +124,11 @@ impl TcpPool {
     /// Registers a connected stream (its slot already reserved) and starts its reader
     /// and writer.
     fn start(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) -> ConnId {
-        let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        // Starts at 1 and a u64 counter does not wrap in the process's life.
+        let id = ConnId(
+            std::num::NonZeroU64::new(self.next_id.fetch_add(1, Ordering::Relaxed))
+                .unwrap_or(std::num::NonZeroU64::MIN),
+        );
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         self.conns.insert(
             id,

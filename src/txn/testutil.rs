@@ -87,7 +87,7 @@ pub(crate) fn tcp_peer() -> Peer {
     Peer {
         transport: Transport::Tcp,
         addr: "192.0.2.20:5060".parse().unwrap_or_else(|_| unreachable!()),
-        conn: Some(ConnId(7)),
+        conn: Some(ConnId(std::num::NonZeroU64::new(7).unwrap())),
     }
 }
 
