@@ -157,3 +157,79 @@ impl ServerKey {
         matches!(self, ServerKey::Rfc2543(_))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::testutil::*;
+    use crate::wire::Host;
+
+    #[test]
+    fn client_key_is_branch_and_method() {
+        let invite = invite_request("z9hG4bK-one");
+        let key = ClientKey::for_request(&invite).unwrap();
+        assert_eq!(key.branch, "z9hG4bK-one");
+        assert_eq!(
+            key,
+            ClientKey {
+                branch: "z9hG4bK-one".into(),
+                method: Method::Invite
+            }
+        );
+        assert_ne!(
+            key,
+            ClientKey {
+                branch: "z9hG4bK-one".into(),
+                method: Method::Cancel
+            }
+        );
+        assert_ne!(
+            key,
+            ClientKey {
+                branch: "z9hG4bK-two".into(),
+                method: Method::Invite
+            }
+        );
+        let ok = invite.response(200, None, Some("b"));
+        assert_eq!(ClientKey::for_response(&ok), Some(key));
+        // An extension method is kept as written (methods are case-sensitive).
+        let ext = Method::Extension("Frob".into());
+        assert_ne!(
+            ClientKey {
+                branch: "z9hG4bK-x".into(),
+                method: ext
+            },
+            ClientKey {
+                branch: "z9hG4bK-x".into(),
+                method: Method::Extension("FROB".into())
+            }
+        );
+    }
+
+    #[test]
+    fn server_key_compares_sent_by_by_value_and_host_names_without_case() {
+        let invite = invite_request("z9hG4bK-one");
+        let key = ServerKey::for_request(&invite).unwrap();
+        assert!(!key.is_rfc2543());
+        let mut upper = invite.clone();
+        upper.common.via[0].sent_by.host = Host::Name("PC33.A.Example.COM".into());
+        assert_eq!(ServerKey::for_request(&upper).unwrap(), key);
+        let mut no_port = invite.clone();
+        no_port.common.via[0].sent_by.port = None;
+        assert_ne!(ServerKey::for_request(&no_port).unwrap(), key);
+        let mut v4 = invite.clone();
+        v4.common.via[0].sent_by.host = Host::V4("192.0.2.1".parse().unwrap());
+        let mut v4_name = invite.clone();
+        v4_name.common.via[0].sent_by.host = Host::Name("192.0.2.1".into());
+        assert_ne!(
+            ServerKey::for_request(&v4).unwrap(),
+            ServerKey::for_request(&v4_name).unwrap()
+        );
+        // An ACK and a CANCEL find the INVITE's transaction; the CANCEL has its own.
+        let ack = ack_for(&invite, "b");
+        assert_eq!(ServerKey::ack_candidates(&ack), vec![key.clone()]);
+        let cancel = cancel_for(&invite);
+        assert_eq!(ServerKey::cancel_target(&cancel), Some(key.clone()));
+        assert_ne!(ServerKey::for_request(&cancel), Some(key));
+    }
+}
