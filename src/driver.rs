@@ -65,7 +65,7 @@ pub struct TransactionUsers {
     /// Transactions whose message a failed TCP connect dropped.
     pub transport_failures: mpsc::UnboundedReceiver<TxId>,
     /// UDP destinations ICMP said are unreachable (§18.4).
-    pub udp_unreachable: mpsc::Receiver<std::net::SocketAddr>,
+    pub udp_unreachable: mpsc::Receiver<crate::transport::udp::Unreachable>,
 }
 
 /// The driver.
@@ -83,7 +83,7 @@ pub struct Driver {
     calls: CallHub,
     call_outputs: mpsc::UnboundedReceiver<CallOutput>,
     transport_failures: mpsc::UnboundedReceiver<TxId>,
-    udp_unreachable: mpsc::Receiver<std::net::SocketAddr>,
+    udp_unreachable: mpsc::Receiver<crate::transport::udp::Unreachable>,
 }
 
 impl Driver {
@@ -169,8 +169,9 @@ impl Driver {
                         self.layer.handle_transport_error(Instant::now(), tx);
                     }
                 }
-                Some(to) = self.udp_unreachable.recv() => {
-                    self.layer.handle_unreachable(Instant::now(), crate::transport::Peer::udp(to));
+                Some(u) = self.udp_unreachable.recv() => {
+                    let peer = crate::transport::Peer::udp(u.to);
+                    self.layer.handle_unreachable(Instant::now(), peer, u.request);
                 }
                 out = self.call_outputs.recv() => {
                     let now = Instant::now();

@@ -41,7 +41,7 @@ pub struct Transports {
     udp: Vec<(SocketAddr, Arc<tokio::net::UdpSocket>)>,
     tcp: Arc<tcp::TcpPool>,
     /// Where UDP destinations ICMP said are unreachable go (the driver).
-    unreachable: tokio::sync::mpsc::Sender<SocketAddr>,
+    unreachable: tokio::sync::mpsc::Sender<udp::Unreachable>,
 }
 
 impl Transports {
@@ -50,7 +50,7 @@ impl Transports {
     pub fn new(
         udp: Vec<Arc<tokio::net::UdpSocket>>,
         tcp: Arc<tcp::TcpPool>,
-        unreachable: tokio::sync::mpsc::Sender<SocketAddr>,
+        unreachable: tokio::sync::mpsc::Sender<udp::Unreachable>,
     ) -> Transports {
         let udp = udp
             .into_iter()

@@ -6,7 +6,8 @@
 
 use super::{error_reply, Inbound, InboundTx, Peer};
 use crate::wire::{
-    frame_datagram, framing::salvage_head, parse_message, Limits, Message, Salvage, WireError,
+    frame_datagram, framing::salvage_head, parse_message, Limits, Message, Method, Salvage,
+    WireError,
 };
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -26,23 +27,68 @@ pub fn enable_icmp_errors(sock: &UdpSocket) -> std::io::Result<()> {
     Ok(())
 }
 
+/// ICMP said a datagram we sent could not be delivered (RFC 3261 §18.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    /// Where the datagram went.
+    pub to: SocketAddr,
+    /// The method and top Via branch of the request it carried, read from the datagram
+    /// the error queue hands back: the one client transaction the error is about.
+    /// `None` when the datagram was not a request or its top Via did not survive the
+    /// quote whole.
+    pub request: Option<(Method, String)>,
+}
+
+/// The method and top Via branch of a SIP request datagram (as the error queue quotes
+/// it, possibly cut short): `None` for a response, or when the request line or the top
+/// Via's line is not there whole (a cut branch would match the wrong transaction).
+pub fn quoted_request(data: &[u8]) -> Option<(Method, String)> {
+    let text = std::str::from_utf8(data).ok().or_else(|| {
+        // Cut in the middle of a UTF-8 sequence: what comes before it.
+        let valid = std::str::from_utf8(data).err()?.valid_up_to();
+        std::str::from_utf8(&data[..valid]).ok()
+    })?;
+    let mut lines = text.split("\r\n");
+    let first = lines.next()?;
+    let method = first.split(' ').next()?;
+    if method.is_empty() || method.starts_with("SIP/") || !first.ends_with("SIP/2.0") {
+        return None;
+    }
+    // Every line but the last is whole (it ended in CRLF); the last may be cut.
+    let mut rest: Vec<&str> = lines.collect();
+    rest.pop();
+    let via = rest.into_iter().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        let name = name.trim_end();
+        (name.eq_ignore_ascii_case("via") || name.eq_ignore_ascii_case("v")).then_some(value)
+    })?;
+    let top = via.split(',').next()?;
+    let branch = top.split(';').skip(1).find_map(|param| {
+        let (k, v) = param.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("branch").then(|| v.trim())
+    })?;
+    (!branch.is_empty()).then(|| (Method::from_token(method), branch.to_string()))
+}
+
 /// Drains the socket's error queue into `to` (dropped when it is full: rare, and the
 /// transactions' timers still end them).
-fn report_unreachable(sock: &UdpSocket, to: &tokio::sync::mpsc::Sender<SocketAddr>) {
-    for dest in unreachable_destinations(sock) {
-        tracing::debug!(to = %dest, "ICMP: destination unreachable");
-        let _ = to.try_send(dest);
+fn report_unreachable(sock: &UdpSocket, to: &tokio::sync::mpsc::Sender<Unreachable>) {
+    for u in unreachable_destinations(sock) {
+        tracing::debug!(to = %u.to, request = ?u.request, "ICMP: destination unreachable");
+        let _ = to.try_send(u);
     }
 }
 
-/// Drains the socket's error queue: the destinations ICMP said are unreachable.
-fn unreachable_destinations(sock: &UdpSocket) -> Vec<SocketAddr> {
+/// Drains the socket's error queue: the datagrams ICMP said could not be delivered.
+fn unreachable_destinations(sock: &UdpSocket) -> Vec<Unreachable> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
     use std::os::fd::AsRawFd;
     let mut out = Vec::new();
     // Bounded: the queue is bounded by the socket's buffer; 64 per wake-up is plenty.
     for _ in 0..64 {
-        let mut data = [0u8; 64];
+        // The datagram comes back with the error (as much of it as the ICMP quoted):
+        // enough for its request line and top Via.
+        let mut data = [0u8; 1024];
         let mut iov = [std::io::IoSliceMut::new(&mut data)];
         let mut cmsg = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in6);
         let flags = MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT;
@@ -68,8 +114,12 @@ fn unreachable_destinations(sock: &UdpSocket) -> Vec<SocketAddr> {
                 .map(|v4| SocketAddr::V4((*v4).into()))
                 .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
         });
+        let n = msg.bytes.min(data.len());
         if let (true, Some(to)) = (unreachable, to) {
-            out.push(to);
+            out.push(Unreachable {
+                to,
+                request: quoted_request(&data[..n]),
+            });
         }
     }
     out
@@ -81,7 +131,7 @@ pub async fn run(
     sock: Arc<UdpSocket>,
     limits: Limits,
     tx: InboundTx,
-    unreachable: tokio::sync::mpsc::Sender<SocketAddr>,
+    unreachable: tokio::sync::mpsc::Sender<Unreachable>,
 ) {
     let local = match sock.local_addr() {
         Ok(a) => a,
@@ -161,7 +211,7 @@ pub fn send(
     sock: &UdpSocket,
     to: SocketAddr,
     bytes: Bytes,
-    unreachable: &tokio::sync::mpsc::Sender<SocketAddr>,
+    unreachable: &tokio::sync::mpsc::Sender<Unreachable>,
 ) -> bool {
     if to.ip().is_unspecified() || to.port() == 0 || is_broadcast(to) {
         return false;
@@ -181,5 +231,41 @@ fn is_broadcast(to: SocketAddr) -> bool {
     match to {
         SocketAddr::V4(a) => a.ip().is_broadcast() || a.ip().is_multicast(),
         SocketAddr::V6(a) => a.ip().is_multicast(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:bob@127.0.0.1 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 127.0.0.1:5060;rport;branch=z9hG4bK-one, SIP/2.0/UDP 10.0.0.1\r\n\
+        Max-Forwards: 70\r\n\
+        Call-ID: x\r\n\r\n";
+
+    #[test]
+    fn a_quoted_request_names_its_method_and_top_branch() {
+        assert_eq!(
+            quoted_request(INVITE.as_bytes()),
+            Some((Method::Invite, "z9hG4bK-one".to_string()))
+        );
+        let compact = "BYE sip:a@h SIP/2.0\r\nv : SIP/2.0/UDP h;BRANCH=z9hG4bK-2\r\n";
+        assert_eq!(
+            quoted_request(compact.as_bytes()),
+            Some((Method::Bye, "z9hG4bK-2".to_string()))
+        );
+    }
+
+    #[test]
+    fn a_response_or_a_cut_top_via_names_nothing() {
+        let response = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK-1\r\n\r\n";
+        assert_eq!(quoted_request(response.as_bytes()), None);
+        // The quote ends inside the Via line: its branch may be cut short.
+        let cut = &INVITE[..INVITE.find("-one").unwrap() + 2];
+        assert_eq!(quoted_request(cut.as_bytes()), None);
+        // Cut inside the request line.
+        assert_eq!(quoted_request(b"INVITE sip:bob@127"), None);
+        assert_eq!(quoted_request(b""), None);
+        assert_eq!(quoted_request(&[0xff, 0xfe, b'\r', b'\n']), None);
     }
 }

@@ -622,17 +622,36 @@ impl TxLayer {
         self.drive(now, tx, |m, ctx| m.on_transport_error(ctx));
     }
 
-    /// ICMP said `peer` cannot be reached (port or host unreachable for a UDP datagram we
-    /// sent there, RFC 3261 §18.4): every client transaction that sent to it and has had
-    /// no response yet fails as if its send had failed (§17.1.4), so the TU learns now,
-    /// not at Timer B/F. Answered transactions are left alone (a late ICMP for a
-    /// retransmission says nothing about a peer that has answered). Rare, so a scan.
-    pub fn handle_unreachable(&mut self, now: Instant, peer: Peer) {
-        let hit: Vec<TxId> = self
-            .recent_clients
-            .iter()
-            .filter(|(p, _)| *p == peer)
-            .map(|(_, id)| *id)
+    /// ICMP said a UDP datagram we sent to `peer` could not be delivered (port or host
+    /// unreachable, RFC 3261 §18.4): the client transaction that sent it fails as if its
+    /// send had failed (§17.1.4), so the TU learns now, not at Timer B/F, if it has had
+    /// no response yet (a late ICMP for a retransmission says nothing about a peer that
+    /// has answered). `request` is the method and top Via branch of the datagram when
+    /// the error quoted it: that transaction only (an ACK, a response, or a transaction
+    /// gone or answered: none). Without it, every recent client transaction to `peer`
+    /// with no response yet (rare, so a scan of the recent window).
+    pub fn handle_unreachable(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        request: Option<(Method, String)>,
+    ) {
+        let candidates: Vec<TxId> = match request {
+            Some((method, branch)) => self
+                .clients
+                .get(&self.txs, &ClientKey { branch, method })
+                .filter(|id| self.txs.get(id).is_some_and(|e| e.machine.peer() == peer))
+                .into_iter()
+                .collect(),
+            None => self
+                .recent_clients
+                .iter()
+                .filter(|(p, _)| *p == peer)
+                .map(|(_, id)| *id)
+                .collect(),
+        };
+        let hit: Vec<TxId> = candidates
+            .into_iter()
             .filter(|id| match self.txs.get(id).map(|e| &e.machine) {
                 Some(Machine::Ict(t)) => matches!(t.state(), super::ict::State::Calling(_)),
                 Some(Machine::Nict(t)) => matches!(t.state(), super::nict::State::Trying(_)),
@@ -747,6 +766,49 @@ mod tests {
         h.layer.send_request(h.now, h.peer, req.clone()).unwrap();
         h.layer
             .handle_response(h.now, h.peer, req.response(200, None, Some("b")));
+    }
+
+    /// An ICMP error that quotes its datagram fails that datagram's transaction only: a
+    /// late one for an ACK or an answered transaction fails nothing; one without a quote
+    /// fails every unanswered recent transaction to the peer (RFC 3261 §18.4).
+    #[test]
+    fn an_icmp_error_fails_the_transaction_it_quotes() {
+        let mut h = Harness::udp();
+        let (one, two) = (new_branch_for_test(), new_branch_for_test());
+        let a = h
+            .layer
+            .send_request(h.now, h.peer, invite_request(&one))
+            .unwrap();
+        let b = h
+            .layer
+            .send_request(h.now, h.peer, invite_request(&two))
+            .unwrap();
+        h.events();
+        let failed = |h: &mut Harness| -> Vec<TxId> {
+            h.events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    TxEvent::TransportError { tx } => Some(tx),
+                    _ => None,
+                })
+                .collect()
+        };
+        h.layer
+            .handle_unreachable(h.now, h.peer, Some((Method::Ack, one.clone())));
+        assert_eq!(failed(&mut h), vec![]);
+        let elsewhere = Peer::udp("192.0.2.99:5060".parse().unwrap());
+        h.layer
+            .handle_unreachable(h.now, elsewhere, Some((Method::Invite, one.clone())));
+        assert_eq!(failed(&mut h), vec![]);
+        h.layer
+            .handle_unreachable(h.now, h.peer, Some((Method::Invite, one)));
+        assert_eq!(failed(&mut h), vec![a]);
+        let c = h
+            .layer
+            .send_request(h.now, h.peer, invite_request(&new_branch_for_test()))
+            .unwrap();
+        h.layer.handle_unreachable(h.now, h.peer, None);
+        assert_eq!(failed(&mut h), vec![b, c]);
     }
 
     /// The key indexes keep finding every transaction while they grow past their first
