@@ -78,10 +78,8 @@ pub struct CallController {
     settings: Arc<CallSettings>,
     /// The legs, by `LegId` (0 is A); the driver holds the same slice.
     legs: Arc<[Addr<Leg>]>,
-    /// A's offer, given to the machine when it starts (a thin box: this struct is in
-    /// every held call's task).
-    // A thin box on purpose: a Vec is three words inline, the box one (and the offer
-    // is gone once the machine has it).
+    /// A's offer, given to the machine when it starts. A thin box on purpose: a `Vec`
+    /// is three words inline, the box one, and this struct is in every held call's task.
     #[allow(clippy::box_collection)]
     offer: Option<Box<Vec<u8>>>,
     timers: Vec<(CallTimer, SpawnHandle)>,
@@ -92,7 +90,7 @@ pub struct CallController {
     cdr: CdrState,
     /// What a phone must not see before the CDR is on disk (the final response that ends
     /// A's attempt, the 200 for a BYE): given to the legs when the write completes.
-    /// Boxed, and only at a call's end.
+    /// Boxed (thin, as `offer`), and made only at a call's end.
     #[allow(clippy::box_collection)]
     after_cdr: Option<Box<Vec<(LegId, LegCommand)>>>,
     /// The machine's last commands queued an answer for a BYE.

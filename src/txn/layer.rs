@@ -159,13 +159,10 @@ impl<K: Hash + Eq> KeyIndex<K> {
 
     /// Indexes `id`, whose entry (holding `key`) is already in `txs`.
     fn insert(&mut self, txs: &HashMap<TxId, Entry>, key: &K, id: TxId) {
+        let hash = self.hasher.hash_one(key);
         let (hasher, key_of) = (&self.hasher, self.key_of);
-        let rehash = |id: &TxId| {
-            txs.get(id)
-                .and_then(key_of)
-                .map_or(0, |k| hasher.hash_one(k))
-        };
-        self.table.insert_unique(hasher.hash_one(key), id, rehash);
+        self.table
+            .insert_unique(hash, id, |id| rehash(hasher, key_of, txs, id));
     }
 
     /// Drops `id` (indexed under `key`), if indexed.
@@ -181,13 +178,23 @@ impl<K: Hash + Eq> KeyIndex<K> {
         let (cap, len) = (self.table.capacity(), self.table.len());
         if crate::mem::is_sparse(cap, len) {
             let (hasher, key_of) = (&self.hasher, self.key_of);
-            self.table.shrink_to(len * 2, |id| {
-                txs.get(id)
-                    .and_then(key_of)
-                    .map_or(0, |k| hasher.hash_one(k))
-            });
+            self.table
+                .shrink_to(len * 2, |id| rehash(hasher, key_of, txs, id));
         }
     }
+}
+
+/// The hash of the key `id`'s entry holds, for a [`KeyIndex`] that grows or shrinks
+/// (every indexed id has its entry in `txs`).
+fn rehash<K: Hash>(
+    hasher: &RandomState,
+    key_of: fn(&Entry) -> Option<&K>,
+    txs: &HashMap<TxId, Entry>,
+    id: &TxId,
+) -> u64 {
+    txs.get(id)
+        .and_then(key_of)
+        .map_or(0, |k| hasher.hash_one(k))
 }
 
 /// How many recent UDP client transactions an ICMP error is matched against.
