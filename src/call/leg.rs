@@ -510,31 +510,26 @@ impl Leg {
     fn abort(&mut self, ctx: &mut Context<Self>) {
         self.aborted = true;
         self.stop_retransmit(ctx);
-        match self.uas {
-            true => {
-                if !self.final_done {
-                    if let Some(Setup {
-                        invite,
-                        role: Role::Uas { tx, tag },
-                        ..
-                    }) = self.setup.as_deref()
-                    {
-                        let r = invite.response(500, Some("Server Internal Error"), Some(tag));
-                        let tx = *tx;
-                        self.final_done = true;
-                        self.send(CallOutput::Respond { tx, response: r });
-                    }
-                } else if self.dialog.is_some() {
-                    self.send_bye();
+        if self.uas {
+            if !self.final_done {
+                if let Some(Setup {
+                    invite,
+                    role: Role::Uas { tx, tag },
+                    ..
+                }) = self.setup.as_deref()
+                {
+                    let r = invite.response(500, Some("Server Internal Error"), Some(tag));
+                    let tx = *tx;
+                    self.final_done = true;
+                    self.send(CallOutput::Respond { tx, response: r });
                 }
+            } else if self.dialog.is_some() {
+                self.send_bye();
             }
-            false => {
-                if self.dialog.is_some() {
-                    self.send_bye();
-                } else if !self.final_done {
-                    self.send_cancel();
-                }
-            }
+        } else if self.dialog.is_some() {
+            self.send_bye();
+        } else if !self.final_done {
+            self.send_cancel();
         }
     }
 

@@ -567,3 +567,50 @@ impl CallHub {
         Todo::Nothing
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packed view gives back each part whole, and the JSON names every leg with
+    /// its own Call-ID, peer and transport (A first, the switch its UAS).
+    #[test]
+    fn a_call_view_keeps_each_part_and_each_leg() {
+        let a = Peer::udp("127.0.0.1:5070".parse().unwrap());
+        let b1 = Peer::udp("127.0.0.1:5080".parse().unwrap());
+        let b2 = Peer {
+            transport: crate::transport::Transport::Tcp,
+            addr: "[::1]:5090".parse().unwrap(),
+            conn: None,
+        };
+        let v = CallView::new(
+            "a-call@10.0.0.1",
+            "sip:alice@example.test",
+            "sip:bob@example.test",
+            [("a-call@10.0.0.1", &a), ("b1-id", &b1), ("b2-id", &b2)],
+        );
+        assert_eq!(v.call_id(), "a-call@10.0.0.1");
+        assert_eq!(v.caller(), "sip:alice@example.test");
+        assert_eq!(v.callee(), "sip:bob@example.test");
+        let ids: Vec<&str> = v.legs.iter().map(|l| v.leg_call_id(l)).collect();
+        assert_eq!(ids, ["a-call@10.0.0.1", "b1-id", "b2-id"]);
+        let json: serde_json::Value = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["call_id"], "a-call@10.0.0.1");
+        assert_eq!(json["caller"], "sip:alice@example.test");
+        assert_eq!(json["callee"], "sip:bob@example.test");
+        let legs = json["legs"].as_array().unwrap();
+        assert_eq!(legs.len(), 3);
+        assert_eq!(legs[0]["leg"], "A");
+        assert_eq!(legs[0]["role"], "uas");
+        assert_eq!(legs[0]["call_id"], "a-call@10.0.0.1");
+        assert_eq!(legs[0]["peer"], "127.0.0.1:5070");
+        assert_eq!(legs[1]["leg"], "B1");
+        assert_eq!(legs[1]["role"], "uac");
+        assert_eq!(legs[1]["call_id"], "b1-id");
+        assert_eq!(legs[2]["leg"], "B2");
+        assert_eq!(legs[2]["call_id"], "b2-id");
+        assert_eq!(legs[2]["peer"], "[::1]:5090");
+        assert_eq!(legs[2]["transport"], "tcp");
+        assert_eq!(legs[2]["state"], "trying");
+    }
+}

@@ -40,34 +40,24 @@ pub struct Unreachable {
 }
 
 /// The method and top Via branch of a SIP request datagram (as the error queue quotes
-/// it, possibly cut short): `None` for a response, or when the request line or the top
-/// Via's line is not there whole (a cut branch would match the wrong transaction).
+/// it, possibly cut short): `None` for a response, or when the top Via's line is not
+/// there whole (a cut branch would match the wrong transaction). The header lines are
+/// read as an error reply salvages them ([`Salvage`]: folding, compact names), the Via
+/// as the parser reads one.
 pub fn quoted_request(data: &[u8]) -> Option<(Method, String)> {
-    let text = std::str::from_utf8(data).ok().or_else(|| {
-        // Cut in the middle of a UTF-8 sequence: what comes before it.
-        let valid = std::str::from_utf8(data).err()?.valid_up_to();
-        std::str::from_utf8(&data[..valid]).ok()
-    })?;
-    let mut lines = text.split("\r\n");
-    let first = lines.next()?;
-    let method = first.split(' ').next()?;
-    if method.is_empty() || method.starts_with("SIP/") || !first.ends_with("SIP/2.0") {
+    // Only the lines that ended in a line break: the quote may stop inside one.
+    let whole = &data[..memchr::memrchr(b'\n', data)? + 1];
+    let salvage = Salvage::from_head(whole);
+    if salvage.is_response {
         return None;
     }
-    // Every line but the last is whole (it ended in CRLF); the last may be cut.
-    let mut rest: Vec<&str> = lines.collect();
-    rest.pop();
-    let via = rest.into_iter().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        let name = name.trim_end();
-        (name.eq_ignore_ascii_case("via") || name.eq_ignore_ascii_case("v")).then_some(value)
-    })?;
-    let top = via.split(',').next()?;
-    let branch = top.split(';').skip(1).find_map(|param| {
-        let (k, v) = param.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("branch").then(|| v.trim())
-    })?;
-    (!branch.is_empty()).then(|| (Method::from_token(method), branch.to_string()))
+    let method = whole.split(|&b| b == b' ').next()?;
+    let method = std::str::from_utf8(method).ok().filter(|m| !m.is_empty())?;
+    let top = *crate::wire::split_list(salvage.via.first()?)
+        .ok()?
+        .first()?;
+    let via = crate::wire::parse_via(top).ok()?;
+    Some((Method::from_token(method), via.branch()?.to_string()))
 }
 
 /// Drains the socket's error queue into `to` (dropped when it is full: rare, and the
