@@ -44,7 +44,8 @@
 # Knobs: HOLD_CALLS (10000) HOLD_RATE (500) SETTLE (35) HOLD_MARGIN (20) TARGETS
 # TRANSPORT (udp|tcp) SERVER_CPU SIPP_CPU CHILDREN (Kamailio's workers, 1 as in the
 # call-load comparison) SOFTSWITCH_BIN (else `cargo build --release`, honouring
-# CARGO_TARGET_DIR, as bench/call-load.sh) KEEP_LOGS=1.
+# CARGO_TARGET_DIR, as bench/call-load.sh) KEEP_LOGS=1. MIMALLOC_* variables reach the switch
+# (its environment is otherwise empty): the allocator's options, for experiments.
 # shellcheck disable=SC2015  # `[ ok ] && [ ok ] || fail`: fail and die always exit
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -337,7 +338,10 @@ run_softswitch() {
   local maxtx=$((HOLD_CALLS * 5)); [ $maxtx -ge 100000 ] || maxtx=100000
   "$BENCH/softswitch-toml.sh" "$WORK" "$PORT" "$HPORT" $maxtx >"$WORK/softswitch.toml"
   local pin=(); [ ${#PIN_SERVER[@]} -gt 0 ] && pin=(taskset -c "$SERVER_CPU")
-  setsid env -i PATH="$PATH" "${pin[@]}" "$SOFTSWITCH_BIN" --config "$WORK/softswitch.toml" \
+  # A clean environment, but for mimalloc's own knobs (MIMALLOC_*: experiments with
+  # the allocator's options, e.g. MIMALLOC_PURGE_DELAY=0).
+  local mi=(); mapfile -t mi < <(env | grep '^MIMALLOC_' || true)
+  setsid env -i PATH="$PATH" "${mi[@]}" "${pin[@]}" "$SOFTSWITCH_BIN" --config "$WORK/softswitch.toml" \
     >"$WORK/switch.out" 2>"$WORK/switch.err" &
   SW_STARTED=$!
   local deadline=$((SECONDS + 30)) rc=0
