@@ -17,6 +17,7 @@ use crate::transport::{local_tag, Peer, Transport};
 use crate::txn::TxId;
 use crate::wire::{HostPort, NameAddr, Request, Uri};
 use actix::prelude::*;
+use actix::WeakAddr;
 use softswitch_actors::billing::{self, BillingHandle, Cdr};
 use softswitch_actors::binding::Binding;
 use softswitch_actors::call::{
@@ -77,7 +78,7 @@ pub struct CallController {
     machine: CallMachine,
     settings: Arc<CallSettings>,
     /// The legs, by `LegId` (0 is A); the driver holds the same slice.
-    legs: Arc<[Addr<Leg>]>,
+    legs: Arc<[WeakAddr<Leg>]>,
     /// A's offer, given to the machine when it starts. A thin box on purpose: a `Vec`
     /// is three words inline, the box one, and this struct is in every held call's task.
     #[allow(clippy::box_collection)]
@@ -100,6 +101,8 @@ pub struct CallController {
     published: u64,
     /// A handler panicked: the call is being torn down, nothing else runs.
     aborted: bool,
+    /// [`CallController::done`] ran: the actor may stop.
+    finished: bool,
     /// Test builds: `X-Softswitch-Test-Fault: panic` on the caller's INVITE makes this
     /// controller panic at the first report from a B-leg.
     #[cfg(debug_assertions)]
@@ -162,7 +165,7 @@ fn fault_header(invite: &Request) -> Option<String> {
 impl CallController {
     /// Starts the actor for `new` and its legs, answering through `settings.out`; gives
     /// back the legs' addresses (by `LegId`), to which the driver delivers each leg's SIP.
-    pub fn start(new: NewCall, settings: Arc<CallSettings>) -> Arc<[Addr<Leg>]> {
+    pub fn start(new: NewCall, settings: Arc<CallSettings>) -> Arc<[WeakAddr<Leg>]> {
         // The test fault hook exists in builds with debug assertions only; release builds
         // do not even look for its header.
         let fault = if cfg!(debug_assertions) {
@@ -204,10 +207,9 @@ impl CallController {
         );
         settings.registry.insert(new.call, Box::new(view));
         let timers = settings.timers.clone();
-        let mut ctx = Context::<CallController>::new();
-        ctx.set_mailbox_capacity(64);
-        let me_strong = ctx.address();
-        let me = me_strong.downgrade();
+        let ctx = Context::<CallController>::new();
+        // Weak, like every address of a call's actors (see `Actor::stopping` below).
+        let me = ctx.address().downgrade();
         let mut addrs_out = Vec::with_capacity(1 + b_legs.len());
         let mut futures = Vec::with_capacity(1 + b_legs.len());
         {
@@ -247,7 +249,7 @@ impl CallController {
                 addrs_out.push(addr);
                 futures.push(fut);
             }
-            let legs: Arc<[Addr<Leg>]> = addrs_out.into();
+            let legs: Arc<[WeakAddr<Leg>]> = addrs_out.into();
             let controller = CallController {
                 call,
                 machine: CallMachine::new(timers),
@@ -262,15 +264,12 @@ impl CallController {
                 bye_answer_queued: false,
                 published: 0,
                 aborted: false,
+                finished: false,
                 #[cfg(debug_assertions)]
                 fault: fault.as_deref() == Some("panic"),
             };
             // One task for the call's actors (task.rs says why).
-            actix::spawn(CallTask::new(
-                ctx.into_future(controller),
-                me_strong,
-                futures,
-            ));
+            actix::spawn(CallTask::new(ctx.into_future(controller), futures));
             legs
         }
     }
@@ -281,8 +280,8 @@ impl CallController {
     }
 
     fn tell(&self, leg: LegId, c: LegCommand) {
-        if let Some(l) = self.legs.get(leg.0 as usize) {
-            // A leg lives until this controller stops it.
+        // A leg lives until this controller stops it.
+        if let Some(l) = self.legs.get(leg.0 as usize).and_then(WeakAddr::upgrade) {
             l.do_send(c);
         }
     }
@@ -404,10 +403,11 @@ impl CallController {
     fn done(&mut self, ctx: &mut Context<Self>) {
         self.settings.registry.remove(&self.call);
         crate::mem::shrink_sparse_dashmap(&self.settings.registry);
-        for l in self.legs.iter() {
+        for l in self.legs.iter().filter_map(WeakAddr::upgrade) {
             l.do_send(LegCommand::Stop);
         }
         self.send(CallOutput::Done { call: self.call });
+        self.finished = true;
         ctx.stop();
     }
 
@@ -520,6 +520,17 @@ fn disposition_label(o: &Outcome) -> &'static str {
 
 impl Actor for CallController {
     type Context = Context<Self>;
+
+    /// Stops only once [`CallController::done`] said so. Nobody holds a strong address
+    /// of a call's actors (each is two allocations per holder, kept for the call's whole
+    /// life), and actix would stop an actor that has none as soon as it is idle.
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if self.finished {
+            Running::Stop
+        } else {
+            Running::Continue
+        }
+    }
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let targets = self.legs.len().saturating_sub(1) as u32;

@@ -156,6 +156,8 @@ pub struct Leg {
     final_done: bool,
     /// The call was aborted: only releases run.
     aborted: bool,
+    /// Its controller said [`LegCommand::Stop`]: the actor may stop.
+    stop: bool,
     /// Test builds: `X-Softswitch-Test-Fault: panic-leg` on the caller's INVITE makes
     /// the B-legs panic at their first response.
     #[cfg(debug_assertions)]
@@ -217,13 +219,13 @@ impl Leg {
         new: NewLeg,
         controller: WeakAddr<CallController>,
         settings: Arc<CallSettings>,
-    ) -> (Addr<Leg>, super::task::LegFuture) {
+    ) -> (WeakAddr<Leg>, super::task::LegFuture) {
         #[cfg(not(debug_assertions))]
         let _ = new.fault;
         let t1 = settings.t1;
-        let mut ctx = Context::new();
-        ctx.set_mailbox_capacity(64);
-        let addr = ctx.address();
+        let ctx = Context::new();
+        // Weak: see `Actor::stopping` below.
+        let addr = ctx.address().downgrade();
         let leg = Leg {
             call: new.call,
             id: new.id,
@@ -244,6 +246,7 @@ impl Leg {
             rare: None,
             final_done: false,
             aborted: false,
+            stop: false,
             #[cfg(debug_assertions)]
             fault: new.fault,
         };
@@ -337,6 +340,7 @@ impl Leg {
             LegCommand::Abort => self.abort(ctx),
             LegCommand::Stop => {
                 self.stop_retransmit(ctx);
+                self.stop = true;
                 ctx.stop();
             }
         }
@@ -678,6 +682,18 @@ impl Leg {
 
 impl Actor for Leg {
     type Context = Context<Self>;
+
+    /// Stops only on its controller's [`LegCommand::Stop`]. The driver and the
+    /// controller hold weak addresses of the legs (a strong one is two allocations per
+    /// holder, kept for the call's whole life), and actix would stop an actor with no
+    /// strong address as soon as it is idle.
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if self.stop {
+            Running::Stop
+        } else {
+            Running::Continue
+        }
+    }
 
     fn started(&mut self, _: &mut Self::Context) {
         let n = LIVE_LEGS.fetch_add(1, Ordering::Relaxed) + 1;

@@ -165,8 +165,9 @@ impl Table {
 
 /// A live call as the hub keeps it: its legs and what it registered in the [`Table`].
 struct LiveCall {
-    /// The legs, by `LegId` (the controller holds the same slice).
-    legs: Arc<[Addr<Leg>]>,
+    /// The legs, by `LegId` (the controller holds the same slice). Weak: a leg lives
+    /// until its controller stops it (`leg.rs`, `Actor::stopping`).
+    legs: Arc<[WeakAddr<Leg>]>,
     /// Its A-leg INVITE server transaction.
     invite: TxId,
     /// Its dialogs' keys (A's, and each B-leg's once it has one): inline for the usual
@@ -177,7 +178,7 @@ struct LiveCall {
 use crate::calls::CallRouter;
 use crate::metrics;
 use crate::txn::TxLayer;
-use actix::Addr;
+use actix::WeakAddr;
 use controller::{CallController, CallSettings, NewCall};
 use leg::Leg;
 use std::sync::Arc;
@@ -420,17 +421,20 @@ impl CallHub {
         metrics::calls_active(self.calls.len());
     }
 
+    /// Hands `input` to a leg. Its mailbox has no bound of its own (an address made
+    /// for one message is never parked): what bounds it is that the driver and every
+    /// call run on one thread, so a leg runs before the driver's next turn, which hands
+    /// over at most one batch of datagrams (`driver.rs`); and every input but an ACK or
+    /// a stray 2xx came through a transaction, whose number is bounded
+    /// (`sip.max_transactions`).
     fn deliver(&self, call: CallNo, leg: LegId, input: CallInput) {
-        let Some(l) = self
+        if let Some(l) = self
             .calls
             .get(&call)
             .and_then(|c| c.legs.get(leg.0 as usize))
-        else {
-            return;
-        };
-        if let Err(e) = l.try_send(input) {
-            tracing::warn!(call, leg = leg.0, error = %e, "call leg mailbox refused a message");
-            metrics::mailbox_rejected("call");
+            .and_then(WeakAddr::upgrade)
+        {
+            l.do_send(input);
         }
     }
 
@@ -509,10 +513,14 @@ impl CallHub {
         }
     }
 
-    /// Transaction `tx` ended.
+    /// Transaction `tx` ended. An A-leg INVITE's goes from `by_invite` too: a CANCEL
+    /// matches no transaction once it is over (§9.2), and a held call keeps no entry.
     pub fn terminated(&mut self, tx: TxId) {
-        self.table.by_client_tx.remove(&tx);
-        crate::mem::shrink_sparse(&mut self.table.by_client_tx);
+        if self.table.by_client_tx.remove(&tx).is_some() {
+            crate::mem::shrink_sparse(&mut self.table.by_client_tx);
+        } else if self.table.by_invite.remove(&tx).is_some() {
+            crate::mem::shrink_sparse(&mut self.table.by_invite);
+        }
     }
 
     /// Carries out one call output on the layer.

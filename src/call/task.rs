@@ -17,7 +17,7 @@
 use super::controller::CallController;
 use super::leg::Leg;
 use actix::dev::ContextFut;
-use actix::{Addr, Context};
+use actix::Context;
 use smallvec::SmallVec;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,26 +30,22 @@ pub type ControllerFuture = ContextFut<CallController, Context<CallController>>;
 
 /// A call's actors, polled by one task. Done when every one of them has stopped.
 pub struct CallTask {
+    /// Nobody holds a strong address of a call's actors: each stops when its call is
+    /// over (the controller at `done`, the legs at the `Stop` it sends them).
     controller: Option<ControllerFuture>,
-    /// The one strong address of the controller: an actix actor with no strong address
-    /// left stops, and its legs hold weak ones. The controller stops itself (`done`).
-    controller_addr: Option<Addr<CallController>>,
     /// By `LegId`: A, then the B-legs. Inline for the usual A + one B.
     legs: SmallVec<[Option<LegFuture>; 2]>,
 }
 
 impl CallTask {
-    /// The task of a controller, its one strong address and its legs' futures (each
-    /// actor's `started` runs at the task's first poll; messages sent before wait in
-    /// the mailboxes).
+    /// The task of a controller and its legs' futures (each actor's `started` runs at
+    /// the task's first poll; messages sent before wait in the mailboxes).
     pub fn new(
         controller: ControllerFuture,
-        controller_addr: Addr<CallController>,
         legs: impl IntoIterator<Item = LegFuture>,
     ) -> CallTask {
         CallTask {
             controller: Some(controller),
-            controller_addr: Some(controller_addr),
             legs: legs.into_iter().map(Some).collect(),
         }
     }
@@ -77,7 +73,6 @@ impl Future for CallTask {
         if let Some(c) = &mut this.controller {
             if Pin::new(c).poll(cx).is_ready() {
                 this.controller = None;
-                this.controller_addr = None;
             }
         }
         this.poll_legs(cx);
