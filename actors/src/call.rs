@@ -256,6 +256,25 @@ enum Phase {
     Done,
 }
 
+/// Every name of a call's phase ([`CallMachine::phase`]) and of a B-leg's state
+/// ([`CallMachine::leg_states`]), each once: a view that keeps a state for every call
+/// (`GET /api/calls`) keeps its index here, one byte, not a 16-byte `&str`.
+pub const STATE_NAMES: [&str; 13] = [
+    "idle",
+    "setup",
+    "answered",
+    "connected",
+    "releasing",
+    "failing",
+    "done",
+    "trying",
+    "ringing",
+    "cancelling",
+    "failed",
+    "released",
+    "ended",
+];
+
 /// One call's state.
 #[derive(Debug, Clone)]
 pub struct CallMachine {
@@ -311,32 +330,41 @@ impl CallMachine {
     /// The call's phase, for operators: `idle`, `setup`, `answered`, `connected`,
     /// `releasing`, `failing`, `done`.
     pub fn phase(&self) -> &'static str {
+        STATE_NAMES[usize::from(self.phase_code())]
+    }
+
+    /// The phase as its index in [`STATE_NAMES`] (one byte, for views kept per call).
+    pub fn phase_code(&self) -> u8 {
         match self.phase {
-            Phase::Idle => "idle",
-            Phase::Setup => "setup",
-            Phase::Answered => "answered",
-            Phase::Connected => "connected",
-            Phase::Releasing => "releasing",
-            Phase::Failing => "failing",
-            Phase::Done => "done",
+            Phase::Idle => 0,
+            Phase::Setup => 1,
+            Phase::Answered => 2,
+            Phase::Connected => 3,
+            Phase::Releasing => 4,
+            Phase::Failing => 5,
+            Phase::Done => 6,
         }
     }
 
     /// Each B-leg's state, in leg order: `trying`, `ringing`, `cancelling`, `failed`,
     /// `answered`, `released`, `ended`.
     pub fn leg_states(&self) -> Vec<&'static str> {
-        self.legs
-            .iter()
-            .map(|l| match l {
-                Leg::Trying { rang: false } => "trying",
-                Leg::Trying { rang: true } => "ringing",
-                Leg::Cancelling => "cancelling",
-                Leg::Failed(_) => "failed",
-                Leg::Answered => "answered",
-                Leg::Released => "released",
-                Leg::Ended => "ended",
-            })
+        self.leg_state_codes()
+            .map(|c| STATE_NAMES[usize::from(c)])
             .collect()
+    }
+
+    /// Each B-leg's state as its index in [`STATE_NAMES`], in leg order.
+    pub fn leg_state_codes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.legs.iter().map(|l| match l {
+            Leg::Trying { rang: false } => 7,
+            Leg::Trying { rang: true } => 8,
+            Leg::Cancelling => 9,
+            Leg::Failed(_) => 10,
+            Leg::Answered => 2,
+            Leg::Released => 11,
+            Leg::Ended => 12,
+        })
     }
 
     /// Applies `ev` at `now` and returns what to do, in order.

@@ -299,8 +299,8 @@ impl CallController {
         if self.machine.is_done() {
             return;
         }
-        let phase = self.machine.phase();
-        let states = self.machine.leg_states();
+        let phase = self.machine.phase_code();
+        let states: smallvec::SmallVec<[u8; 4]> = self.machine.leg_state_codes().collect();
         let seen = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -316,7 +316,7 @@ impl CallController {
             for (i, l) in v.legs.iter_mut().enumerate() {
                 l.state = match i {
                     0 => phase,
-                    i => states.get(i - 1).copied().unwrap_or("trying"),
+                    i => states.get(i - 1).copied().unwrap_or(super::TRYING),
                 };
             }
         }

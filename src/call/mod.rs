@@ -195,13 +195,16 @@ pub struct CallView {
     text: Box<str>,
     /// Where the A-leg's Call-ID, the caller and the callee end in `text`.
     ends: [u32; 3],
-    /// The call's phase.
-    pub state: &'static str,
+    /// The call's phase, as its index in `STATE_NAMES` (see [`CallView::state`]).
+    pub state: u8,
     /// When the INVITE arrived.
     pub start_time: SystemTime,
     /// A, then the B-legs (by `LegId`).
     pub legs: Box<[LegView]>,
 }
+
+/// A new B-leg's state before its first response.
+pub(crate) const TRYING: u8 = 7;
 
 /// A leg in a [`CallView`]; its name (`A`, `B1`, ...) and role follow from its place.
 #[derive(Debug, Clone)]
@@ -212,8 +215,23 @@ pub struct LegView {
     pub peer: std::net::SocketAddr,
     /// UDP or TCP.
     pub transport: crate::transport::Transport,
-    /// Its state.
-    pub state: &'static str,
+    /// Its state, as its index in `STATE_NAMES` (see [`LegView::state`]).
+    pub state: u8,
+}
+
+/// The name of a state kept as its index.
+fn state_name(code: u8) -> &'static str {
+    softswitch_actors::call::STATE_NAMES
+        .get(usize::from(code))
+        .copied()
+        .unwrap_or("unknown")
+}
+
+impl LegView {
+    /// Its state's name (`trying`, `ringing`, ...; A's is the call's phase).
+    pub fn state(&self) -> &'static str {
+        state_name(self.state)
+    }
 }
 
 impl CallView {
@@ -246,16 +264,21 @@ impl CallView {
                 call_id: range,
                 peer: peer.addr,
                 transport: peer.transport,
-                state: "trying",
+                state: TRYING,
             });
         }
         CallView {
             text: text.into_boxed_str(),
             ends,
-            state: "idle",
+            state: 0, // idle
             start_time: SystemTime::now(),
             legs: views.into_boxed_slice(),
         }
+    }
+
+    /// The call's phase's name (`setup`, `connected`, ...).
+    pub fn state(&self) -> &'static str {
+        state_name(self.state)
     }
 
     fn part(&self, from: u32, to: u32) -> &str {
@@ -312,7 +335,7 @@ impl serde::Serialize for CallView {
                 m.serialize_field("call_id", v.leg_call_id(l))?;
                 m.serialize_field("peer", &format_args!("{}", l.peer))?;
                 m.serialize_field("transport", l.transport.as_str())?;
-                m.serialize_field("state", l.state)?;
+                m.serialize_field("state", l.state())?;
                 m.end()
             }
         }
@@ -321,7 +344,7 @@ impl serde::Serialize for CallView {
         m.serialize_field("call_id", self.call_id())?;
         m.serialize_field("caller", self.caller())?;
         m.serialize_field("callee", self.callee())?;
-        m.serialize_field("state", self.state)?;
+        m.serialize_field("state", self.state())?;
         m.serialize_field("start_time", &format_args!("{start}"))?;
         m.serialize_field("legs", &Legs(self))?;
         m.end()
