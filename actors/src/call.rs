@@ -256,9 +256,9 @@ enum Phase {
     Done,
 }
 
-/// Every name of a call's phase ([`CallMachine::phase`]) and of a B-leg's state
-/// ([`CallMachine::leg_states`]), each once: a view that keeps a state for every call
-/// (`GET /api/calls`) keeps its index here, one byte, not a 16-byte `&str`.
+/// Every name of a call's phase ([`CallMachine::phase_code`]) and of a B-leg's state
+/// ([`CallMachine::leg_state_codes`]), each once: a view that keeps a state for every
+/// call (`GET /api/calls`) keeps its index here, one byte, not a 16-byte `&str`.
 pub const STATE_NAMES: [&str; 13] = [
     "idle",
     "setup",
@@ -274,6 +274,19 @@ pub const STATE_NAMES: [&str; 13] = [
     "released",
     "ended",
 ];
+
+/// The code of the phase `idle` (a call not started yet).
+pub const STATE_IDLE: u8 = 0;
+/// The code of the leg state `trying` (no response yet).
+pub const STATE_TRYING: u8 = 7;
+
+/// The name of a state code (`unknown` for a code no state has).
+pub fn state_name(code: u8) -> &'static str {
+    STATE_NAMES
+        .get(usize::from(code))
+        .copied()
+        .unwrap_or("unknown")
+}
 
 /// One call's state.
 #[derive(Debug, Clone)]
@@ -327,16 +340,11 @@ impl CallMachine {
         self.outcome
     }
 
-    /// The call's phase, for operators: `idle`, `setup`, `answered`, `connected`,
-    /// `releasing`, `failing`, `done`.
-    pub fn phase(&self) -> &'static str {
-        STATE_NAMES[usize::from(self.phase_code())]
-    }
-
-    /// The phase as its index in [`STATE_NAMES`] (one byte, for views kept per call).
+    /// The call's phase, for operators, as its index in [`STATE_NAMES`]: `idle`,
+    /// `setup`, `answered`, `connected`, `releasing`, `failing`, `done`.
     pub fn phase_code(&self) -> u8 {
         match self.phase {
-            Phase::Idle => 0,
+            Phase::Idle => STATE_IDLE,
             Phase::Setup => 1,
             Phase::Answered => 2,
             Phase::Connected => 3,
@@ -346,18 +354,11 @@ impl CallMachine {
         }
     }
 
-    /// Each B-leg's state, in leg order: `trying`, `ringing`, `cancelling`, `failed`,
-    /// `answered`, `released`, `ended`.
-    pub fn leg_states(&self) -> Vec<&'static str> {
-        self.leg_state_codes()
-            .map(|c| STATE_NAMES[usize::from(c)])
-            .collect()
-    }
-
-    /// Each B-leg's state as its index in [`STATE_NAMES`], in leg order.
+    /// Each B-leg's state, in leg order, as its index in [`STATE_NAMES`]: `trying`,
+    /// `ringing`, `cancelling`, `failed`, `answered`, `released`, `ended`.
     pub fn leg_state_codes(&self) -> impl Iterator<Item = u8> + '_ {
         self.legs.iter().map(|l| match l {
-            Leg::Trying { rang: false } => 7,
+            Leg::Trying { rang: false } => STATE_TRYING,
             Leg::Trying { rang: true } => 8,
             Leg::Cancelling => 9,
             Leg::Failed(_) => 10,
@@ -715,6 +716,21 @@ mod tests {
 
     fn b(i: u32) -> LegId {
         LegId(i)
+    }
+
+    /// The codes a view keeps name the states an operator reads: a call not started is
+    /// `idle`, a started one `setup` with each B-leg `trying`.
+    #[test]
+    fn state_codes_name_the_phase_and_each_leg() {
+        let m = CallMachine::new(std::sync::Arc::new(T));
+        assert_eq!(m.phase_code(), STATE_IDLE);
+        assert_eq!(state_name(m.phase_code()), "idle");
+        let (m, _) = start(2);
+        assert_eq!(state_name(m.phase_code()), "setup");
+        let legs: Vec<&str> = m.leg_state_codes().map(state_name).collect();
+        assert_eq!(legs, ["trying", "trying"]);
+        assert_eq!(state_name(STATE_TRYING), "trying");
+        assert_eq!(state_name(u8::MAX), "unknown");
     }
 
     fn start(targets: u32) -> (CallMachine, Vec<Command>) {

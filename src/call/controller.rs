@@ -316,7 +316,10 @@ impl CallController {
             for (i, l) in v.legs.iter_mut().enumerate() {
                 l.state = match i {
                     0 => phase,
-                    i => states.get(i - 1).copied().unwrap_or(super::TRYING),
+                    i => states
+                        .get(i - 1)
+                        .copied()
+                        .unwrap_or(softswitch_actors::call::STATE_TRYING),
                 };
             }
         }

@@ -203,9 +203,6 @@ pub struct CallView {
     pub legs: Box<[LegView]>,
 }
 
-/// A new B-leg's state before its first response.
-pub(crate) const TRYING: u8 = 7;
-
 /// A leg in a [`CallView`]; its name (`A`, `B1`, ...) and role follow from its place.
 #[derive(Debug, Clone)]
 pub struct LegView {
@@ -219,18 +216,10 @@ pub struct LegView {
     pub state: u8,
 }
 
-/// The name of a state kept as its index.
-fn state_name(code: u8) -> &'static str {
-    softswitch_actors::call::STATE_NAMES
-        .get(usize::from(code))
-        .copied()
-        .unwrap_or("unknown")
-}
-
 impl LegView {
     /// Its state's name (`trying`, `ringing`, ...; A's is the call's phase).
     pub fn state(&self) -> &'static str {
-        state_name(self.state)
+        softswitch_actors::call::state_name(self.state)
     }
 }
 
@@ -264,13 +253,13 @@ impl CallView {
                 call_id: range,
                 peer: peer.addr,
                 transport: peer.transport,
-                state: TRYING,
+                state: softswitch_actors::call::STATE_TRYING,
             });
         }
         CallView {
             text: text.into_boxed_str(),
             ends,
-            state: 0, // idle
+            state: softswitch_actors::call::STATE_IDLE,
             start_time: SystemTime::now(),
             legs: views.into_boxed_slice(),
         }
@@ -278,7 +267,7 @@ impl CallView {
 
     /// The call's phase's name (`setup`, `connected`, ...).
     pub fn state(&self) -> &'static str {
-        state_name(self.state)
+        softswitch_actors::call::state_name(self.state)
     }
 
     fn part(&self, from: u32, to: u32) -> &str {
@@ -627,6 +616,7 @@ mod tests {
         assert_eq!(ids, ["a-call@10.0.0.1", "b1-id", "b2-id"]);
         let json: serde_json::Value = serde_json::to_value(&v).unwrap();
         assert_eq!(json["call_id"], "a-call@10.0.0.1");
+        assert_eq!(json["state"], "idle");
         assert_eq!(json["caller"], "sip:alice@example.test");
         assert_eq!(json["callee"], "sip:bob@example.test");
         let legs = json["legs"].as_array().unwrap();
