@@ -48,6 +48,9 @@ pub enum Refusal {
     TooManyHops,
     /// The request already passed through the switch (our Via is in it, §16.3 step 4).
     LoopDetected,
+    /// A new INVITE with the Call-ID, From tag and CSeq of one whose transaction is not
+    /// over, on another branch: the same request by a second path (§8.2.2.2).
+    MergedRequest,
     /// The Request-URI is in a domain the switch does not serve: no relaying.
     NotOurDomain,
     /// No such user.
@@ -73,7 +76,7 @@ impl Refusal {
             Refusal::UnsupportedMediaType => 415,
             Refusal::NotAcceptable => 406,
             Refusal::TooManyHops => 483,
-            Refusal::LoopDetected => 482,
+            Refusal::LoopDetected | Refusal::MergedRequest => 482,
             Refusal::NotOurDomain => 403,
             Refusal::NotFound => 404,
             Refusal::TemporarilyUnavailable => 480,
@@ -93,6 +96,7 @@ impl Refusal {
             Refusal::NotAcceptable => "Not Acceptable",
             Refusal::TooManyHops => "Too Many Hops",
             Refusal::LoopDetected => "Loop Detected",
+            Refusal::MergedRequest => "Loop Detected (merged request)",
             Refusal::NotOurDomain => "Forbidden (relaying denied)",
             Refusal::NotFound => "Not Found",
             Refusal::TemporarilyUnavailable => "Temporarily Unavailable",
@@ -125,7 +129,7 @@ impl Refusal {
             Refusal::BadExtension(_) => "extension",
             Refusal::UnsupportedMediaType | Refusal::NotAcceptable => "media_type",
             Refusal::TooManyHops => "max_forwards",
-            Refusal::LoopDetected => "loop",
+            Refusal::LoopDetected | Refusal::MergedRequest => "loop",
             Refusal::Overloaded => "overload",
             _ => "routing",
         }

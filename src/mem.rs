@@ -10,7 +10,7 @@
 //! Amortised: a shrink costs O(len) and at least `len` removals happen between two of
 //! them (the table is rebuilt at twice its length, and grows again only past that).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
 
 /// Tables at or below this capacity are left alone (small, and rebuilt often otherwise).
@@ -26,6 +26,13 @@ pub fn is_sparse(capacity: usize, len: usize) -> bool {
 pub fn shrink_sparse<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>) {
     if is_sparse(map.capacity(), map.len()) {
         map.shrink_to(map.len() * 2);
+    }
+}
+
+/// [`shrink_sparse`] for a `HashSet`.
+pub fn shrink_sparse_set<K: Eq + Hash, S: BuildHasher>(set: &mut HashSet<K, S>) {
+    if is_sparse(set.capacity(), set.len()) {
+        set.shrink_to(set.len() * 2);
     }
 }
 

@@ -1090,3 +1090,64 @@ fn loops_are_refused_482() {
     let cdr = cdr_of(&sw, &c.call_id);
     assert_eq!(cdr["sip_status"], 482, "{cdr}");
 }
+
+/// A merged request (RFC 3261 §8.2.2.2): the same INVITE reaching the switch by a second
+/// path (same Call-ID, From tag and CSeq, another branch) while the first copy's server
+/// transaction is live gets 482, before authentication; the callee is rung once, and the
+/// first copy's call goes on to its 200 and BYE.
+#[test]
+fn merged_invite_482_callee_rung_once() {
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let mut alice = Caller::new(sw.udp_addr());
+    let invite = alice.call();
+    let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    let merged = invite.replacen("branch=z9hG4bKinv2", "branch=z9hG4bKpath2", 1);
+    assert_ne!(merged, invite);
+    alice.send(&merged);
+    let (r482, _) = wait_for(&alice.sock, "482 for the merged copy", |m| {
+        status_of(m).is_some_and(|c| c >= 300)
+    });
+    assert_eq!(status_of(&r482), Some(482), "{r482}");
+    assert!(
+        header(&r482, "Via").is_some_and(|v| v.contains("z9hG4bKpath2")),
+        "the 482 answers the second copy: {r482}"
+    );
+    assert_eq!(
+        metric_now(
+            &sw,
+            "softswitch_sip_messages_rejected_total{reason=\"loop\"}"
+        ),
+        1.0
+    );
+    // The first copy's call: bob answers, alice ACKs and hangs up.
+    bs.send_to(answer_200(&inv, "bm", bob.local).as_bytes(), from_switch)
+        .unwrap();
+    let (a200, _) = wait_for(&alice.sock, "200 for the INVITE", |m| {
+        is_status(m, 200) && m.contains("INVITE")
+    });
+    let ack = alice.in_dialog("ACK", &a200, "z9hG4bKmack", alice.cseq);
+    alice.send(&ack);
+    let bye = alice.in_dialog("BYE", &a200, "z9hG4bKmbye", alice.cseq + 1);
+    alice.send(&bye);
+    // Everything bob sees up to the BYE is this one call's: no second INVITE.
+    let b_call_id = header(&inv, "Call-ID").unwrap().to_string();
+    let (b_bye, from) = wait_for(bs, "BYE on the B-leg", |m| {
+        assert!(
+            header(m, "Call-ID") == Some(b_call_id.as_str()),
+            "bob saw another call: {m}"
+        );
+        is_request(m, "BYE")
+    });
+    bs.send_to(
+        response_to(&b_bye, 200, "OK", "bm", "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
+    wait_for(&alice.sock, "200 for the BYE", |m| {
+        is_status(m, 200) && m.contains("BYE")
+    });
+    wait_metric(&sw, "softswitch_calls_active", 0.0);
+    assert_eq!(cdr_of(&sw, &alice.call_id)["disposition"], "answered");
+}

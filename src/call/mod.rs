@@ -20,7 +20,7 @@ use crate::transport::Peer;
 use crate::txn::TxId;
 use crate::wire::{Request, Response};
 use softswitch_actors::call::LegId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A call's number within this process.
 pub type CallNo = u64;
@@ -132,11 +132,20 @@ pub enum CallOutput {
 /// the same 64-bit key are as likely as guessing the random key; should it happen, the
 /// leg a request reaches checks the Call-ID and tag against its own dialog (481).
 pub type DialogKey = u64;
+/// What RFC 3261 §8.2.2.2 compares to find a merged request: a keyed hash (the same
+/// random key as [`DialogKey`]s) of an INVITE's Call-ID, From tag and CSeq number.
+pub type MergeKey = u64;
 /// The driver's routing maps for calls (what reaches a call other than by its number).
 #[derive(Debug, Default)]
 pub struct Table {
-    /// A-leg INVITE server transaction → call.
-    pub by_invite: HashMap<TxId, CallNo>,
+    /// A-leg INVITE server transaction → (call, the INVITE's [`MergeKey`]).
+    pub by_invite: HashMap<TxId, (CallNo, MergeKey)>,
+    /// The [`MergeKey`]s of the A-leg INVITEs whose server transaction is not over: a
+    /// new INVITE (no To tag, no transaction of its own) with one of these keys is a
+    /// merged request (§8.2.2.2), the same request reaching us by a second path. Like
+    /// `by_invite`, it keeps nothing for an established call once its INVITE's
+    /// transaction ends (64·T1 after the 2xx, RFC 6026).
+    pub merging: HashSet<MergeKey>,
     /// Client transaction → (call, leg, purpose).
     pub by_client_tx: HashMap<TxId, (CallNo, LegId, Purpose)>,
     /// Dialog key (of its Call-ID and our tag) → (call, leg).
@@ -152,14 +161,33 @@ impl Table {
         self.hasher.hash_one((call_id, local_tag))
     }
 
+    /// The [`MergeKey`] of an INVITE.
+    pub fn merge_key(&self, invite: &Request) -> MergeKey {
+        use std::hash::BuildHasher;
+        let c = &invite.common;
+        self.hasher
+            .hash_one((&*c.call_id, c.from.tag().unwrap_or_default(), c.cseq.seq))
+    }
+
     /// Forgets what `call` registered (its client transactions go as they end).
     fn forget(&mut self, call: &LiveCall) {
         for k in &call.dialogs {
             self.by_dialog.remove(k);
         }
-        self.by_invite.remove(&call.invite);
+        self.forget_invite(call.invite);
         crate::mem::shrink_sparse(&mut self.by_dialog);
+    }
+
+    /// Forgets A-leg INVITE server transaction `tx` (when it ends, or its call does);
+    /// false when it was none.
+    fn forget_invite(&mut self, tx: TxId) -> bool {
+        let Some((_, merge)) = self.by_invite.remove(&tx) else {
+            return false;
+        };
+        self.merging.remove(&merge);
         crate::mem::shrink_sparse(&mut self.by_invite);
+        crate::mem::shrink_sparse_set(&mut self.merging);
+        true
     }
 }
 
@@ -386,6 +414,13 @@ impl CallHub {
         request: &Request,
         tag: &str,
     ) -> Result<crate::calls::Routed, Box<Response>> {
+        if self.table.merging.contains(&self.table.merge_key(request)) {
+            // §8.2.2.2: checked before authentication, as the first copy's credentials
+            // (its nonce count used) would draw a stale challenge instead.
+            let refusal = crate::endpoint::Refusal::MergedRequest;
+            metrics::sip_message_rejected(refusal.metric_reason());
+            return Err(Box::new(refusal.response(request, tag)));
+        }
         let routed = self
             .router
             .route(request, from, SystemTime::now())
@@ -406,6 +441,7 @@ impl CallHub {
     pub fn start(&mut self, tx: TxId, from: Peer, request: Request, routed: crate::calls::Routed) {
         let call = self.next;
         self.next += 1;
+        let merge = self.table.merge_key(&request);
         let callee_to = request.common.to.clone();
         let (caller, callee) = (routed.caller, routed.callee);
         let legs = CallController::start(
@@ -429,7 +465,8 @@ impl CallHub {
                 dialogs: smallvec::SmallVec::new(),
             },
         );
-        self.table.by_invite.insert(tx, call);
+        self.table.by_invite.insert(tx, (call, merge));
+        self.table.merging.insert(merge);
         metrics::calls_active(self.calls.len());
     }
 
@@ -484,7 +521,7 @@ impl CallHub {
     /// CANCEL for INVITE server transaction `target`: true when it is a call's.
     pub fn cancel(&self, target: TxId) -> bool {
         match self.table.by_invite.get(&target) {
-            Some(&call) => {
+            Some(&(call, _)) => {
                 self.deliver(call, LegId::A, CallInput::Cancel);
                 true
             }
@@ -530,8 +567,8 @@ impl CallHub {
     pub fn terminated(&mut self, tx: TxId) {
         if self.table.by_client_tx.remove(&tx).is_some() {
             crate::mem::shrink_sparse(&mut self.table.by_client_tx);
-        } else if self.table.by_invite.remove(&tx).is_some() {
-            crate::mem::shrink_sparse(&mut self.table.by_invite);
+        } else {
+            self.table.forget_invite(tx);
         }
     }
 
@@ -633,5 +670,39 @@ mod tests {
         assert_eq!(legs[2]["peer"], "[::1]:5090");
         assert_eq!(legs[2]["transport"], "tcp");
         assert_eq!(legs[2]["state"], "trying");
+    }
+
+    fn invite(call_id: &str, from_tag: &str, cseq: u32, branch: &str) -> Request {
+        let text = format!(
+            "INVITE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={from_tag}\r\n\
+             To: <sip:bob@example.test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n"
+        );
+        match crate::wire::parse::parse_message(text.as_bytes(), b"") {
+            Ok(crate::wire::Message::Request(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// §8.2.2.2's key is the Call-ID, the From tag and the CSeq number, not the branch;
+    /// it is kept while its A-leg INVITE transaction lives and goes with it.
+    #[test]
+    fn a_merge_key_names_the_request_not_the_path_and_goes_with_its_transaction() {
+        let mut t = Table::default();
+        let first = t.merge_key(&invite("c1", "f1", 2, "z9hG4bK-path1"));
+        assert_eq!(first, t.merge_key(&invite("c1", "f1", 2, "z9hG4bK-path2")));
+        for other in [
+            invite("c2", "f1", 2, "z9hG4bK-path1"),
+            invite("c1", "f2", 2, "z9hG4bK-path1"),
+            invite("c1", "f1", 3, "z9hG4bK-path1"),
+        ] {
+            assert_ne!(first, t.merge_key(&other));
+        }
+        t.by_invite.insert(TxId(7), (1, first));
+        t.merging.insert(first);
+        assert!(!t.forget_invite(TxId(8)));
+        assert!(t.merging.contains(&first));
+        assert!(t.forget_invite(TxId(7)));
+        assert!(t.merging.is_empty() && t.by_invite.is_empty());
     }
 }
