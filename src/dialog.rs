@@ -22,19 +22,24 @@ use bytes::Bytes;
 
 /// Headers of an initial INVITE copied onto the B-leg (end-to-end information the callee
 /// needs); everything else, dialog and routing state above all, stays on the A-leg.
+///
+/// What describes the UAC's own abilities is not copied: on the B-leg the switch is the
+/// UAC, so the callee must learn the switch's, not the caller's. `Allow` is ours
+/// ([`crate::endpoint::ALLOW`]). `Supported` is left out: A's `100rel` would let the
+/// callee send reliable provisional responses nobody PRACKs (RFC 3262 §3: it then
+/// rejects the INVITE with a 5xx after 64·T1 of ringing), and A's `timer` with its
+/// `Session-Expires`/`Min-SE` (RFC 4028 §7.1) would make the switch the refresher of a
+/// session it never refreshes, so the callee would end every call at the interval's
+/// expiry (typically 30 minutes).
 const COPIED_TO_B_LEG: &[&str] = &[
     "Content-Type",
     "Content-Disposition",
     "Content-Encoding",
     "Content-Language",
-    "Allow",
-    "Supported",
     "Accept",
     "Subject",
     "Priority",
     "User-Agent",
-    "Session-Expires",
-    "Min-SE",
 ];
 
 /// One leg's dialog (RFC 3261 §12).
@@ -440,8 +445,9 @@ pub struct BLeg<'a> {
 
 /// The B-leg INVITE for A-leg INVITE `a` (a B2BUA's new request, RFC 3261 §8.1.1): From is
 /// A's identity with our tag, CSeq 1, Max-Forwards one less than A's (70 when A had
-/// none), the body byte for byte with its Content-* headers, and the end-to-end headers
-/// of [`COPIED_TO_B_LEG`]. `None` when A's Max-Forwards is 0 (the caller answers 483).
+/// none), the body byte for byte with its Content-* headers, the end-to-end headers of
+/// [`COPIED_TO_B_LEG`] and our own `Allow`. `None` when A's Max-Forwards is 0 (the
+/// caller answers 483).
 pub fn b_leg_invite(a: &Request, b: &BLeg<'_>) -> Option<Request> {
     let mf = match a.common.max_forwards {
         Some(0) => return None,
@@ -456,6 +462,7 @@ pub fn b_leg_invite(a: &Request, b: &BLeg<'_>) -> Option<Request> {
         .map(|p| Header::new("Route", p.clone()))
         .collect();
     headers.push(Header::new("Contact", b.contact.to_string()));
+    headers.push(Header::new("Allow", crate::endpoint::ALLOW));
     headers.extend(
         a.common
             .headers
@@ -527,7 +534,11 @@ CSeq: 7 INVITE
 Contact: <sip:alice@10.0.0.1:5070>
 Record-Route: <sip:p1.example.test;lr>, <sip:p2.example.test;lr>
 Content-Type: application/sdp
-Supported: timer
+Supported: timer, 100rel, replaces
+Session-Expires: 1800;refresher=uac
+Min-SE: 90
+Allow: INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, REFER, INFO
+Accept: application/sdp
 X-Secret: do-not-forward
 Content-Length: 3
 
@@ -706,7 +717,20 @@ Content-Length: 0",
         assert_eq!(b.common.via.len(), 1);
         assert_eq!(b.common.body, a.common.body, "SDP byte for byte");
         assert_eq!(b.common.header("Content-Type"), Some("application/sdp"));
-        assert_eq!(b.common.header("Supported"), Some("timer"));
+        assert_eq!(b.common.header("Accept"), Some("application/sdp"));
+        // The switch is the B-leg's UAC: its own abilities, not the caller's.
+        assert_eq!(b.common.header("Allow"), Some(crate::endpoint::ALLOW));
+        assert_eq!(
+            b.common
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("Allow"))
+                .count(),
+            1
+        );
+        for h in ["Supported", "Session-Expires", "Min-SE", "Require"] {
+            assert!(b.common.header(h).is_none(), "{h} on the B-leg");
+        }
         assert_eq!(
             b.common.header("Contact"),
             Some("<sip:switch@127.0.0.1:5060>")

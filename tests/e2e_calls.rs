@@ -249,9 +249,22 @@ fn f3_f4_basic_call_caller_hangs_up() {
     let (bob, _) = registered_bob(&sw);
     let bs = bob_sock(&bob);
     let mut alice = Caller::new(sw.udp_addr());
+    // A desk phone's INVITE: session timers (RFC 4028), 100rel (RFC 3262), its methods.
+    alice.extra = "Supported: timer, 100rel, replaces\r\nSession-Expires: 1800\r\nMin-SE: 90\r\nAllow: INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, REFER, INFO\r\n".into();
     alice.call();
     // B-leg INVITE: a fresh dialog, A's SDP byte for byte.
     let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    // The switch is the B-leg's UAC: bob learns the switch's abilities, not alice's (no
+    // 100rel nobody PRACKs, no session timer nobody refreshes).
+    for h in ["Supported", "Session-Expires", "Min-SE", "Require"] {
+        assert_eq!(header(&inv, h), None, "{h} on the B-leg:\n{inv}");
+    }
+    assert!(!inv.contains("100rel") && !inv.contains("1800"), "{inv}");
+    assert_eq!(
+        header(&inv, "Allow"),
+        Some("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"),
+        "{inv}"
+    );
     assert_ne!(
         header(&inv, "Call-ID"),
         Some(alice.call_id.as_str()),
@@ -283,6 +296,11 @@ fn f3_f4_basic_call_caller_hangs_up() {
         is_status(m, 200) && m.contains("INVITE")
     });
     assert!(a200.ends_with(SDP_ANSWER), "B's SDP relayed:\n{a200}");
+    assert_eq!(
+        header(&a200, "Allow"),
+        Some("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"),
+        "the switch's own methods (§13.3.1.4):\n{a200}"
+    );
     assert_eq!(
         header(&a200, "To"),
         Some(a_to.as_str()),

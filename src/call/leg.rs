@@ -417,7 +417,8 @@ impl Leg {
     }
 
     /// A response to A's INVITE: our tag, our Contact on 1xx/2xx (they create the
-    /// dialog), the SDP as received from B. `None` once the final response went.
+    /// dialog), our Allow on a 2xx (§13.3.1.4; B's is B's, the switch is A's peer), the
+    /// SDP as received from B. `None` once the final response went.
     fn to_a(&self, status: u16, sdp: Option<Vec<u8>>) -> Option<(TxId, Response)> {
         let s = self.setup.as_deref()?;
         let Role::Uas { tx, tag } = &s.role else {
@@ -432,6 +433,11 @@ impl Leg {
                 "Contact",
                 contact_for(&self.settings, self.peer.transport).to_string(),
             ));
+            if status >= 200 {
+                r.common
+                    .headers
+                    .push(Header::new("Allow", crate::endpoint::ALLOW));
+            }
         }
         if let Some(s) = sdp {
             r.common
