@@ -213,7 +213,9 @@ impl std::error::Error for JournalError {}
 /// A snapshot of the journal's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JournalStats {
-    /// Length of the journal file after the last batch.
+    /// Length of the journal file after the last batch or compaction; never more than
+    /// the file's length at any moment (a compaction publishes its shorter length
+    /// before it renames the new file in).
     pub bytes_on_disk: u64,
     /// Keys with a live value.
     pub live_keys: u64,
@@ -708,6 +710,7 @@ impl Writer {
             Err(e) => {
                 self.shared.fail("journal compaction", &e);
                 self.compact_retry_at = self.backoff();
+                self.publish();
                 Err(JournalError::io(&e))
             }
         }
@@ -746,6 +749,12 @@ impl Writer {
         if HEADER_LEN + kept_bytes == end {
             return Ok(true);
         }
+        // `bytes_on_disk` never overstates the file: the shorter length is published
+        // while the longer file is still in place, before the rename (a failed
+        // compaction publishes `good_len` again).
+        self.shared
+            .bytes_on_disk
+            .store(HEADER_LEN + kept_bytes, Ordering::Relaxed);
         let mut keep: Vec<u64> = last.into_values().map(|(at, _)| at).collect();
         drop(reader);
         keep.sort_unstable();
