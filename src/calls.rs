@@ -15,7 +15,7 @@
 //! The caller's identity is the authenticated user, whatever the From says: it is what
 //! the CDR bills. Max-Forwards 0 (483) is refused earlier, by the endpoint.
 
-use crate::auth::{Authenticator, Verdict};
+use crate::auth::{Authenticated, Authenticator, Verdict};
 use crate::directory::Directory;
 use crate::endpoint::{Endpoint, Refusal};
 use crate::metrics;
@@ -29,8 +29,8 @@ use std::time::SystemTime;
 /// A call the switch will set up.
 #[derive(Debug, Clone)]
 pub struct Routed {
-    /// The authenticated caller (user name).
-    pub caller: String,
+    /// The authenticated caller: what the CDR bills.
+    pub caller: Authenticated,
     /// The callee as dialled (the Request-URI's user).
     pub callee: String,
     /// The callee's AOR, `user@domain`.
@@ -143,7 +143,7 @@ impl CallRouter {
             None,
         );
         let caller = match verdict {
-            Verdict::Ok { username, .. } => username,
+            Verdict::Ok { user, .. } => user,
             Verdict::Challenge { stale, reason } => {
                 if reason != crate::auth::FailReason::Missing {
                     metrics::auth_failure(reason.as_str());
@@ -306,7 +306,7 @@ mod tests {
     fn authenticated_call_to_a_registered_user_is_routed() {
         let r = router();
         let routed = authorised(&r, "sip:bob@example.test").unwrap();
-        assert_eq!(routed.caller, "alice");
+        assert_eq!(routed.caller.user(), "alice");
         assert_eq!(routed.callee, "bob");
         assert_eq!(routed.targets.len(), 1);
     }

@@ -180,8 +180,8 @@ impl Registrar {
             now,
             Some(request_identity(req)),
         );
-        let username = match verdict {
-            Verdict::Ok { username, .. } => username,
+        let user = match verdict {
+            Verdict::Ok { user, .. } => user,
             Verdict::Challenge { stale, reason } => {
                 if reason != FailReason::Missing {
                     metrics::auth_failure(reason.as_str());
@@ -225,7 +225,7 @@ impl Registrar {
         if !s.directory.contains(&to_user) {
             return Err(Refuse::new(404, "Not Found", "not_found"));
         }
-        if to_user != username {
+        if to_user != user.user() {
             return Err(Refuse::new(
                 403,
                 "Forbidden (not your address-of-record)",

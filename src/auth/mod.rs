@@ -170,13 +170,28 @@ impl fmt::Display for FailReason {
     }
 }
 
+/// Proof that a request carried valid credentials for a user: only
+/// [`Authenticator::verify`] makes one (its field is private to this module). What must
+/// only ever act for an authenticated user (a call's caller, the owner of a
+/// registration) takes this type, so it cannot be handed a name read from the request's
+/// From or To by mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated(String);
+
+impl Authenticated {
+    /// The user name the credentials were verified for (as the client sent it).
+    pub fn user(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The outcome of [`Authenticator::verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Authenticated.
     Ok {
-        /// The username as the client sent it.
-        username: String,
+        /// Whom for.
+        user: Authenticated,
         /// The same request was authenticated before (a retransmission).
         retransmission: bool,
         /// The algorithm used.
@@ -488,7 +503,7 @@ impl Authenticator {
             };
         self.limiter.clear(source);
         Verdict::Ok {
-            username: resp.username,
+            user: Authenticated(resp.username),
             algorithm: alg,
             retransmission,
         }
@@ -690,7 +705,7 @@ mod tests {
 
     fn ok(alg: Algorithm) -> Verdict {
         Verdict::Ok {
-            username: "alice".into(),
+            user: Authenticated("alice".into()),
             algorithm: alg,
             retransmission: false,
         }

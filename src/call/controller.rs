@@ -66,8 +66,8 @@ pub struct NewCall {
     pub targets: Arc<Vec<Binding>>,
     /// The callee's AOR as dialled (To of the B-legs).
     pub callee_to: NameAddr,
-    /// The authenticated caller (user name).
-    pub caller: String,
+    /// The authenticated caller.
+    pub caller: crate::auth::Authenticated,
     /// The callee as dialled (user name).
     pub callee: String,
 }
@@ -197,7 +197,7 @@ impl CallController {
         let domain = &settings.domain;
         let view = CallView::new(
             new.invite.common.call_id.as_str(),
-            &format!("sip:{}@{domain}", new.caller),
+            &format!("sip:{}@{domain}", new.caller.user()),
             &format!("sip:{}@{domain}", new.callee),
             std::iter::once((new.invite.common.call_id.as_str(), &new.a_peer)).chain(
                 b_legs
