@@ -230,6 +230,28 @@ fn cdr_of(sw: &Switch, call_id: &str) -> serde_json::Value {
     lines.into_iter().next().unwrap()
 }
 
+/// The end of an answered call hung up by its caller: the callee on `b` answers the BYE
+/// it got (`b_bye`, from `from`) with To tag `b_tag`; the caller gets its 200 for the BYE,
+/// the call is over and billed as answered.
+fn bye_answered_call_billed(
+    sw: &Switch,
+    caller: &Caller,
+    b: &UdpSocket,
+    (b_bye, from): (String, SocketAddr),
+    b_tag: &str,
+) {
+    b.send_to(
+        response_to(&b_bye, 200, "OK", b_tag, "", "").as_bytes(),
+        from,
+    )
+    .unwrap();
+    wait_for(&caller.sock, "200 for the BYE", |m| {
+        is_status(m, 200) && m.contains("BYE")
+    });
+    wait_metric(sw, "softswitch_calls_active", 0.0);
+    assert_eq!(cdr_of(sw, &caller.call_id)["disposition"], "answered");
+}
+
 fn metric_now(sw: &Switch, series: &str) -> f64 {
     metric_value(&http_get(sw.http, "/metrics").1, series).unwrap_or(0.0)
 }
@@ -591,17 +613,8 @@ fn parallel_ringing_first_2xx_wins_late_2xx_released() {
     alice.send(&ack);
     let bye = alice.in_dialog("BYE", &a200, "z9hG4bKpbye", 3);
     alice.send(&bye);
-    let (b_bye, from) = wait_for(s2, "BYE to the winner", |m| is_request(m, "BYE"));
-    s2.send_to(
-        response_to(&b_bye, 200, "OK", "b2", "", "").as_bytes(),
-        from,
-    )
-    .unwrap();
-    wait_for(&alice.sock, "200 for the BYE", |m| {
-        is_status(m, 200) && m.contains("BYE")
-    });
-    wait_metric(&sw, "softswitch_calls_active", 0.0);
-    assert_eq!(cdr_of(&sw, &alice.call_id)["disposition"], "answered");
+    let b_bye = wait_for(s2, "BYE to the winner", |m| is_request(m, "BYE"));
+    bye_answered_call_billed(&sw, &alice, s2, b_bye, "b2");
 }
 
 /// B registered over TCP and gone (connection closed, nothing listening): the B-leg
@@ -883,16 +896,8 @@ fn panic_in_one_call(fault: &str) {
     good.send(&ack);
     let bye = good.in_dialog("BYE", &a200, "z9hG4bKgbye", 3);
     good.send(&bye);
-    let (b_bye, from) = wait_for(bs, "BYE of the good call", |m| is_request(m, "BYE"));
-    bs.send_to(
-        response_to(&b_bye, 200, "OK", "g1", "", "").as_bytes(),
-        from,
-    )
-    .unwrap();
-    wait_for(&good.sock, "200 for the BYE", |m| {
-        is_status(m, 200) && m.contains("BYE")
-    });
-    wait_metric(&sw, "softswitch_calls_active", 0.0);
+    let b_bye = wait_for(bs, "BYE of the good call", |m| is_request(m, "BYE"));
+    bye_answered_call_billed(&sw, &good, bs, b_bye, "g1");
     wait_metric(&sw, "softswitch_call_legs_active", 0.0);
     assert_eq!(metric_now(&sw, "softswitch_call_panics_total"), 1.0);
     let c = cdr_of(&sw, &bad.call_id);
@@ -904,7 +909,6 @@ fn panic_in_one_call(fault: &str) {
         ),
         (Some("failed"), Some(500), Some("switch"))
     );
-    assert_eq!(cdr_of(&sw, &good.call_id)["disposition"], "answered");
 }
 
 /// No leftovers: a bounded burst of calls (8 callers × 25 calls), each hung up by the
@@ -1151,21 +1155,12 @@ fn merged_invite_482_callee_rung_once() {
     alice.send(&bye);
     // Everything bob sees up to the BYE is this one call's: no second INVITE.
     let b_call_id = header(&inv, "Call-ID").unwrap().to_string();
-    let (b_bye, from) = wait_for(bs, "BYE on the B-leg", |m| {
+    let b_bye = wait_for(bs, "BYE on the B-leg", |m| {
         assert!(
             header(m, "Call-ID") == Some(b_call_id.as_str()),
             "bob saw another call: {m}"
         );
         is_request(m, "BYE")
     });
-    bs.send_to(
-        response_to(&b_bye, 200, "OK", "bm", "", "").as_bytes(),
-        from,
-    )
-    .unwrap();
-    wait_for(&alice.sock, "200 for the BYE", |m| {
-        is_status(m, 200) && m.contains("BYE")
-    });
-    wait_metric(&sw, "softswitch_calls_active", 0.0);
-    assert_eq!(cdr_of(&sw, &alice.call_id)["disposition"], "answered");
+    bye_answered_call_billed(&sw, &alice, bs, b_bye, "bm");
 }
