@@ -29,6 +29,22 @@ const ACCEPTED_BODIES: &[&str] = &[
     "multipart/alternative",
 ];
 
+/// The 200 answer to OPTIONS addressed to the switch (§11.2), out of a dialog or in one
+/// (a keep-alive of the peer, answered by the switch: it is the peer's UA). `to_tag` is
+/// added when To has none.
+pub fn options_ok(req: &Request, to_tag: Option<&str>) -> Response {
+    let mut r = req.response(200, None, to_tag);
+    r.common.headers = vec![
+        Header::new("Allow", ALLOW),
+        Header::new("Accept", ACCEPT),
+        Header::new("Accept-Encoding", "identity"),
+        Header::new("Accept-Language", "en"),
+        Header::new("Supported", SUPPORTED.join(", ")),
+        Header::new("Server", concat!("softswitch/", env!("CARGO_PKG_VERSION"))),
+    ];
+    r
+}
+
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -292,24 +308,10 @@ impl Endpoint {
     pub fn respond(&self, req: &Request, to_tag: &str) -> Option<Response> {
         match req.method {
             Method::Ack => None,
-            Method::Options if self.addressed_to_switch(req) => Some(self.options_ok(req, to_tag)),
+            Method::Options if self.addressed_to_switch(req) => Some(options_ok(req, Some(to_tag))),
             Method::Bye | Method::Cancel => Some(Refusal::CallDoesNotExist.response(req, to_tag)),
             _ => Some(self.route(req).response(req, to_tag)),
         }
-    }
-
-    /// The 200 answer to OPTIONS addressed to the switch (§11.2).
-    pub fn options_ok(&self, req: &Request, to_tag: &str) -> Response {
-        let mut r = req.response(200, None, Some(to_tag));
-        r.common.headers = vec![
-            Header::new("Allow", ALLOW),
-            Header::new("Accept", ACCEPT),
-            Header::new("Accept-Encoding", "identity"),
-            Header::new("Accept-Language", "en"),
-            Header::new("Supported", SUPPORTED.join(", ")),
-            Header::new("Server", concat!("softswitch/", env!("CARGO_PKG_VERSION"))),
-        ];
-        r
     }
 
     /// Where a request for a user would go: refused until a location service exists.

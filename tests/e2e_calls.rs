@@ -338,6 +338,20 @@ fn f3_f4_basic_call_caller_hangs_up() {
     let ack = alice.in_dialog("ACK", &a200, "z9hG4bKack1", 2);
     alice.send(&ack);
     assert_eq!(metric_now(&sw, "softswitch_calls_active"), 1.0);
+    // An in-dialog OPTIONS (a phone's keep-alive, §11.2) is answered by the switch, the
+    // UA of alice's dialog: 200 in the dialog, with what the switch allows.
+    let options = alice.in_dialog("OPTIONS", &a200, "z9hG4bKopt1", 3);
+    alice.send(&options);
+    let (opt_ok, _) = wait_for(&alice.sock, "the OPTIONS' answer", |m| {
+        status_of(m).is_some() && m.contains("OPTIONS")
+    });
+    assert_eq!(status_of(&opt_ok), Some(200), "{opt_ok}");
+    assert_eq!(header(&opt_ok, "To"), Some(a_to.as_str()), "{opt_ok}");
+    assert_eq!(
+        header(&opt_ok, "Allow"),
+        Some("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"),
+        "{opt_ok}"
+    );
     // GET /api/calls: the call, its parties and both legs (connected once A's ACK is in).
     let deadline = Instant::now() + WAIT;
     let call = loop {
@@ -358,7 +372,7 @@ fn f3_f4_basic_call_caller_hangs_up() {
     assert_eq!(call["legs"][1]["leg"], "B1");
     assert_eq!(call["legs"][1]["state"], "answered");
     assert!(call["start_time"].is_string());
-    let bye = alice.in_dialog("BYE", &a200, "z9hG4bKbye1", 3);
+    let bye = alice.in_dialog("BYE", &a200, "z9hG4bKbye1", 4);
     alice.send(&bye);
     let (b_bye, from_switch) = wait_for(bs, "BYE on the B-leg", |m| is_request(m, "BYE"));
     let b_ok = response_to(&b_bye, 200, "OK", "bt1", "", "");

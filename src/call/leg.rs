@@ -678,6 +678,12 @@ impl Leg {
                 self.rare().pending_byes.push((tx, Box::new(request)));
                 self.report(LegReport::ByeReceived(self.id));
             }
+            Method::Options => {
+                // §11.2 in a dialog: the peer checking that its dialog is alive (a
+                // keep-alive); the switch is the peer's UA on this leg and answers.
+                let r = crate::endpoint::options_ok(&request, None);
+                self.send(CallOutput::Respond { tx, response: r });
+            }
             _ => {
                 let r = request.response(501, Some("Not Implemented (in-dialog)"), None);
                 self.send(CallOutput::Respond { tx, response: r });
