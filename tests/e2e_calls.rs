@@ -1178,3 +1178,47 @@ fn merged_invite_482_callee_rung_once() {
     });
     bye_answered_call_billed(&sw, &alice, bs, b_bye, "bm");
 }
+
+/// F3/F4 over IPv6 (RFC 5118): both phones and the switch on [::1]. The B-leg INVITE's
+/// Via and Contact carry the switch's bracketed address, the 200 reaches alice, each leg's
+/// ACK and BYE follow its dialog's remote target, and the call is billed.
+#[test]
+fn f3_f4_call_over_ipv6() {
+    let sw = Switch::start_on("[::1]", &[]);
+    let (bob, _) = registered_bob(&sw);
+    assert!(bob.local.is_ipv6());
+    let bs = bob_sock(&bob);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.call();
+    let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    let ours = host_port(sw.udp_addr());
+    assert!(ours.starts_with("[::1]:"), "{ours}");
+    assert!(
+        header(&inv, "Via").is_some_and(|v| v.contains(&ours)),
+        "our Via on the B-leg:\n{inv}"
+    );
+    assert!(
+        header(&inv, "Contact").is_some_and(|c| c.contains(&ours)),
+        "our Contact on the B-leg:\n{inv}"
+    );
+    assert!(
+        inv.starts_with(&format!("INVITE sip:bob@{}", host_port(bob.local))),
+        "{inv}"
+    );
+    bs.send_to(answer_200(&inv, "b6", bob.local).as_bytes(), from_switch)
+        .unwrap();
+    let (a200, _) = wait_for(&alice.sock, "200 for the INVITE", |m| {
+        is_status(m, 200) && m.contains("INVITE")
+    });
+    assert!(
+        header(&a200, "Contact").is_some_and(|c| c.contains(&ours)),
+        "{a200}"
+    );
+    wait_for(bs, "ACK on the B-leg", |m| is_request(m, "ACK"));
+    let ack = alice.in_dialog("ACK", &a200, "z9hG4bK6ack", alice.cseq);
+    alice.send(&ack);
+    let bye = alice.in_dialog("BYE", &a200, "z9hG4bK6bye", alice.cseq + 1);
+    alice.send(&bye);
+    let b_bye = wait_for(bs, "BYE on the B-leg", |m| is_request(m, "BYE"));
+    bye_answered_call_billed(&sw, &alice, bs, b_bye, "b6");
+}
