@@ -352,7 +352,9 @@ impl Journal {
         let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                write_file_atomically(&path, |_| Ok(()))?
+                let (file, dir_synced) = write_file_atomically(&path, |_| Ok(()))?;
+                dir_synced?;
+                file
             }
             Err(e) => return Err(e),
         };
@@ -402,7 +404,7 @@ impl Journal {
         let shared = Arc::new(Shared::default());
         let mut file_len = good_len;
         if good_len > HEADER_LEN + live_bytes {
-            file = write_file_atomically(&path, |w| {
+            let (compacted, dir_synced) = write_file_atomically(&path, |w| {
                 let mut buf = Vec::new();
                 for (key, value) in &live {
                     buf.clear();
@@ -411,6 +413,8 @@ impl Journal {
                 }
                 Ok(())
             })?;
+            file = compacted;
+            dir_synced?;
             file_len = HEADER_LEN + live_bytes;
             recovered.compacted = true;
             shared.compactions.fetch_add(1, Ordering::Relaxed);
@@ -760,7 +764,7 @@ impl Writer {
         keep.sort_unstable();
         // Pass 2: copy those records, in file order.
         let mut reader = self.reader_to(end)?;
-        let file = write_file_atomically(&self.config.path, |w| {
+        let (file, dir_synced) = write_file_atomically(&self.config.path, |w| {
             let mut keep = keep.iter().copied().peekable();
             loop {
                 match reader.next()? {
@@ -780,10 +784,16 @@ impl Writer {
             }
             Ok(())
         })?;
+        // The rename is done: the new file is the journal now, whatever the directory's
+        // sync said (writing on to the old, unlinked one would lose every later record).
         self.file = file;
         self.good_len = HEADER_LEN + kept_bytes;
         self.dirty = false;
         self.unsynced = false;
+        if let Err(e) = dir_synced {
+            self.shared
+                .fail("journal directory sync after compaction", &e);
+        }
         Ok(false)
     }
 
@@ -972,11 +982,13 @@ fn side_path(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Writes `<path>.compact` (magic, then whatever `fill` writes), syncs it, renames it over
-/// `path`, syncs the directory, and returns the new file open for writing.
+/// `path`, syncs the directory, and returns the new file open for writing with the
+/// directory sync's result apart: once the rename is done the new file is at `path`
+/// whatever that sync says, so a caller that keeps running must switch to it.
 fn write_file_atomically(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
-) -> io::Result<File> {
+) -> io::Result<(File, io::Result<()>)> {
     let tmp = side_path(path, "compact");
     let result = (|| {
         let file = OpenOptions::new()
@@ -995,8 +1007,7 @@ fn write_file_atomically(
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        File::open(dir)?.sync_all()?;
-        Ok(file)
+        Ok((file, File::open(dir).and_then(|d| d.sync_all())))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
