@@ -7,7 +7,8 @@
 #   TARGET=softswitch bench/call-load.sh              (always with AUTH=1)
 #   TARGET=both bench/call-load.sh                    (the switch, then Kamailio with
 #                                                     AUTH=1 CHILDREN=1, and the ratio;
-#                                                     ORDER="kamailio softswitch" swaps)
+#                                                     ORDER="kamailio softswitch" swaps;
+#                                                     ROUNDS=2 runs ABBA, see below)
 #
 # Set-up: the server on a free 127.0.0.1 port pinned to CPU SERVER_CPU (0); the callee
 # "bench" registered once (bench/call-load-register.xml) with the Contact of the load
@@ -28,7 +29,7 @@
 #
 # Bounded: each step DURATION seconds (1..30) and at most MAX_CALLS calls; SIPp gets
 # -timeout 60s and `timeout 120`; the server start and stop have deadlines.
-# Knobs: TARGET RATES DURATION TRANSPORT (udp|tcp) SERVER_CPU SIPP_CPU CHILDREN.
+# Knobs: TARGET RATES DURATION TRANSPORT (udp|tcp) SERVER_CPU SIPP_CPU CHILDREN ORDER ROUNDS.
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -157,30 +158,60 @@ if [ "$TARGET" = both ]; then
   OUT=$(mktemp -d /tmp/call-load-both.XXXXXX)
   trap 'rm -rf "$OUT"' EXIT
   # ORDER: which server ramps first (the second one may meet what the first left: page
-  # cache writeback of the switch's fsynced CDRs, allocator and socket state).
-  for server in ${ORDER:-softswitch kamailio}; do
-    case $server in
-      softswitch) TARGET=softswitch "$0" | tee "$OUT/softswitch" ;;
-      # One Kamailio worker: with several, its UDP workers reorder back-to-back messages
-      # and calls fail on an unexpected message (bench/README.md); with auth, like the
-      # switch.
-      kamailio) TARGET=kamailio AUTH=1 CHILDREN=${CHILDREN_BOTH:-1} "$0" | tee "$OUT/kamailio" ;;
-      *) die "ORDER: softswitch and kamailio, in some order" ;;
-    esac
-    echo
+  # cache writeback of the switch's fsynced CDRs, allocator and socket state). ROUNDS:
+  # how many ramps of each, in ABBA order (round 2 reverses ORDER, round 3 restores it,
+  # ...): this VM's speed drifts by tens of per cent within minutes, so one ramp of each
+  # can give a ratio that says more about the minute than the servers. Each round's
+  # ratio is of two ramps run back to back; the summary is the ratio of the medians.
+  ROUNDS=${ROUNDS:-1}
+  order=(${ORDER:-softswitch kamailio})
+  [ ${#order[@]} = 2 ] || die "ORDER: softswitch and kamailio, in some order"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    this=("${order[@]}"); [ $((r % 2)) = 0 ] && this=("${order[1]}" "${order[0]}")
+    for server in "${this[@]}"; do
+      echo "===== round $r: $server"
+      case $server in
+        softswitch) TARGET=softswitch "$0" | tee "$OUT/softswitch.$r" ;;
+        # One Kamailio worker: with several, its UDP workers reorder back-to-back
+        # messages and calls fail on an unexpected message (bench/README.md); with
+        # auth, like the switch.
+        kamailio) TARGET=kamailio AUTH=1 CHILDREN=${CHILDREN_BOTH:-1} "$0" | tee "$OUT/kamailio.$r" ;;
+        *) die "ORDER: softswitch and kamailio, in some order" ;;
+      esac
+      echo
+    done
   done
-  figure() { sed -n "s/^  $2 *\([0-9.]*\).*/\1/p" "$OUT/$1" | head -1; }
-  sw=$(figure softswitch "highest passing rate"); ka=$(figure kamailio "highest passing rate")
-  swc=$(figure softswitch "server CPU per call at that rate"); kac=$(figure kamailio "server CPU per call at that rate")
   echo
-  echo "both, one run: softswitch ${sw:-?} calls/s at ${swc:-?} us/call; kamailio ${ka:-?} calls/s at ${kac:-?} us/call"
-  python3 - "${sw:-0}" "${ka:-0}" "${swc:-0}" "${kac:-0}" <<'PY'
-import sys
-sw, ka, swc, kac = (float(x or 0) for x in sys.argv[1:])
-cps = f"{sw / ka:.2f}x" if ka else "-"
-cpu = f"{swc / kac:.2f}x" if kac else "-"
-print(f"  ratio of highest passing CPS (softswitch / kamailio): {cps}")
-print(f"  ratio of CPU per call (softswitch / kamailio):        {cpu}")
+  python3 - "$OUT" "$ROUNDS" <<'PY'
+import re, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def figure(path, name):
+    try:
+        for line in open(path):
+            m = re.match(r"^  " + re.escape(name) + r" *([0-9.]+)", line)
+            if m:
+                return float(m.group(1))
+    except OSError:
+        pass
+    return 0.0
+rows = []
+for r in range(1, rounds + 1):
+    sw = figure(f"{out}/softswitch.{r}", "highest passing rate")
+    ka = figure(f"{out}/kamailio.{r}", "highest passing rate")
+    swc = figure(f"{out}/softswitch.{r}", "server CPU per call at that rate")
+    kac = figure(f"{out}/kamailio.{r}", "server CPU per call at that rate")
+    rows.append((sw, ka, swc, kac))
+    ratio = f"{sw / ka:.2f}x" if ka else "-"
+    cpu = f"{swc / kac:.2f}x" if kac and swc else "-"
+    print(f"round {r}: softswitch {sw:.0f} calls/s at {swc} us/call; kamailio {ka:.0f} calls/s at {kac} us/call; ratio {ratio} CPS, {cpu} CPU per call")
+msw = statistics.median(r[0] for r in rows)
+mka = statistics.median(r[1] for r in rows)
+print(f"both, {rounds} round(s): median highest passing rate softswitch {msw:.0f}, kamailio {mka:.0f}")
+print(f"  ratio of highest passing CPS (softswitch / kamailio): {msw / mka:.2f}x" if mka else "  ratio: -")
+if rounds > 1:
+    ratios = [sw / ka for sw, ka, _, _ in rows if ka]
+    if ratios:
+        print(f"  per-round ratios: min {min(ratios):.2f}x, max {max(ratios):.2f}x")
 PY
   exit 0
 fi
