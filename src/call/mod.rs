@@ -404,17 +404,19 @@ impl CallHub {
         self.calls.len()
     }
 
-    /// Routes a new INVITE (no To tag): where the call goes, or the refusal to send. The
-    /// refusal goes statelessly (RFC 3261 §8.2.7, with the tag `tag` that every
-    /// retransmission of this request gets again): no server transaction, no 100, as a
-    /// challenge is answered for nearly every call, and as the registrar answers.
+    /// Routes a new INVITE (no To tag): where the call goes, with the INVITE's
+    /// [`MergeKey`] for [`CallHub::start`], or the refusal to send. The refusal goes
+    /// statelessly (RFC 3261 §8.2.7, with the tag `tag` that every retransmission of this
+    /// request gets again): no server transaction, no 100, as a challenge is answered for
+    /// nearly every call, and as the registrar answers.
     pub fn route(
         &self,
         from: &Peer,
         request: &Request,
         tag: &str,
-    ) -> Result<crate::calls::Routed, Box<Response>> {
-        if self.table.merging.contains(&self.table.merge_key(request)) {
+    ) -> Result<(crate::calls::Routed, MergeKey), Box<Response>> {
+        let merge = self.table.merge_key(request);
+        if self.table.merging.contains(&merge) {
             // §8.2.2.2: checked before authentication, as the first copy's credentials
             // (its nonce count used) would draw a stale challenge instead.
             let refusal = crate::endpoint::Refusal::MergedRequest;
@@ -434,14 +436,20 @@ impl CallHub {
                 Some(tag),
             )));
         }
-        Ok(routed)
+        Ok((routed, merge))
     }
 
-    /// Starts the call of a routed INVITE on its server transaction `tx`.
-    pub fn start(&mut self, tx: TxId, from: Peer, request: Request, routed: crate::calls::Routed) {
+    /// Starts the call of a routed INVITE on its server transaction `tx`; `merge` is
+    /// the INVITE's [`MergeKey`], as [`CallHub::route`] gave it.
+    pub fn start(
+        &mut self,
+        tx: TxId,
+        from: Peer,
+        request: Request,
+        (routed, merge): (crate::calls::Routed, MergeKey),
+    ) {
         let call = self.next;
         self.next += 1;
-        let merge = self.table.merge_key(&request);
         let callee_to = request.common.to.clone();
         let (caller, callee) = (routed.caller, routed.callee);
         let legs = CallController::start(
