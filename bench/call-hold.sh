@@ -7,10 +7,10 @@
 #
 # Per target (TARGETS, default "softswitch kamailio", one after the other in one run):
 # the server on a free 127.0.0.1 port pinned to CPU SERVER_CPU (0); the callee u0002
-# registered once (bench/call-load-register.xml) with the Contact of the UAS
-# (bench/call-load-uas.xml, SIPp server mode, no -m, stopped once it has seen every call
+# registered once (scenarios/load_register_callee.xml) with the Contact of the UAS
+# (scenarios/load_call_uas.xml, SIPp server mode, no -m, stopped once it has seen every call
 # end); a baseline of the server's memory; then the UAC (bench/call-hold-uac.xml, the
-# caller u0001 answering the 407 with MD5 as bench/call-load-uac-auth.xml does) places
+# caller u0001 answering the 407 with MD5 as scenarios/load_call_uac_auth.xml does) places
 # HOLD_CALLS calls at HOLD_RATE calls/s: INVITE (SDP) -> 407 -> ACK -> INVITE with
 # credentials -> 100/180/200 -> ACK, then each call pauses (held, no message either way)
 # for the ramp time + SETTLE + HOLD_MARGIN seconds, then BYE -> 200. Both SIPps pinned
@@ -160,13 +160,13 @@ PY
 
   printf 'SEQUENTIAL\n%s;[authentication username=%s password=%s]\n' $CALLEE $CALLEE $CALLEE_PW >users.csv
   printf 'SEQUENTIAL\nu0001;[authentication username=u0001 password=p0001]\n' >caller.csv
-  timeout 30 sipp -sf "$BENCH/call-load-register.xml" -inf users.csv -key domain $DOMAIN \
+  timeout 30 sipp -sf "$BENCH/../scenarios/load_register_callee.xml" -inf users.csv -key domain $DOMAIN \
     -key contact_port "$UAS_PORT" -m 1 -timeout 10s -timeout_error -nostdin -t "$T" \
     -i 127.0.0.1 "127.0.0.1:$SERVER_PORT" >register.out 2>&1 || { tail -20 register.out >&2; fail "registering $CALLEE failed"; }
 
   # No -m for the UAS (a stray message would count as a call): stopped below once it has
   # seen every call end. -l: it must take all the held calls at once.
-  timeout $((SIPP_TIMEOUT + 30)) "${PIN[@]}" sipp -sf "$BENCH/call-load-uas.xml" -t "$T" \
+  timeout $((SIPP_TIMEOUT + 30)) "${PIN[@]}" sipp -sf "$BENCH/../scenarios/load_call_uas.xml" -t "$T" \
     -i 127.0.0.1 -mi 127.0.0.1 -p "$UAS_PORT" -mp "$MP_UAS" -buff_size 8388608 \
     -l $((HOLD_CALLS + 1000)) -timeout "${SIPP_TIMEOUT}s" -nostdin \
     -trace_err -error_file uas.errors -trace_stat -stf uas_stat.csv -fd 1 \

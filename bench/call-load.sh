@@ -11,9 +11,9 @@
 #                                                     ROUNDS=2 runs ABBA, see below)
 #
 # Set-up: the server on a free 127.0.0.1 port pinned to CPU SERVER_CPU (0); the callee
-# "bench" registered once (bench/call-load-register.xml) with the Contact of the load
-# UAS (bench/call-load-uas.xml, SIPp server mode, its own port); then the ramp: for each
-# rate in RATES a fresh UAS and the UAC (bench/call-load-uac.xml, INVITE to
+# "bench" registered once (scenarios/load_register_callee.xml) with the Contact of the load
+# UAS (scenarios/load_call_uas.xml, SIPp server mode, its own port); then the ramp: for each
+# rate in RATES a fresh UAS and the UAC (scenarios/load_call_uac.xml, INVITE to
 # sip:bench@example.test, so every call goes through the location lookup) for DURATION
 # seconds; both SIPps pinned to CPU SIPP_CPU (1). Per step: achieved CPS, failed calls,
 # retransmissions, and the server's CPU time per successful call: utime+stime from
@@ -36,7 +36,7 @@ BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$(dirname "$0")/.."
 TARGET=${TARGET:-kamailio}
 # AUTH=1: every INVITE is challenged (407) and answered with MD5 credentials, the
-# caller u0001 calling the callee u0002 (bench/call-load-uac-auth.xml). The switch
+# caller u0001 calling the callee u0002 (scenarios/load_call_uac_auth.xml). The switch
 # carries no unauthenticated call, so TARGET=softswitch always runs it; compare it with
 # TARGET=kamailio AUTH=1 (bench/kamailio.cfg with digest auth) for a like-for-like ratio.
 AUTH=${AUTH:-0}
@@ -75,8 +75,8 @@ if [ "${1:-}" = --ramp ]; then
   cd "$WORK"
   printf 'SEQUENTIAL\n%s;[authentication username=%s password=%s]\n' $CALLEE $CALLEE $CALLEE_PW >users.csv
   printf 'SEQUENTIAL\nu0001;[authentication username=u0001 password=p0001]\n' >caller.csv
-  if [ "$AUTH" = 1 ]; then UAC=(-sf "$OLDPWD/bench/call-load-uac-auth.xml" -inf caller.csv); else UAC=(-sf "$OLDPWD/bench/call-load-uac.xml"); fi
-  timeout 30 sipp -sf "$OLDPWD/bench/call-load-register.xml" -inf users.csv -key domain $DOMAIN \
+  if [ "$AUTH" = 1 ]; then UAC=(-sf "$OLDPWD/scenarios/load_call_uac_auth.xml" -inf caller.csv); else UAC=(-sf "$OLDPWD/scenarios/load_call_uac.xml"); fi
+  timeout 30 sipp -sf "$OLDPWD/scenarios/load_register_callee.xml" -inf users.csv -key domain $DOMAIN \
     -key contact_port "$UAS_PORT" -m 1 -timeout 10s -timeout_error -nostdin -t "$T" \
     -i 127.0.0.1 "127.0.0.1:$SERVER_PORT" >register.out 2>&1 || { tail -20 register.out >&2; die "registering $CALLEE failed"; }
 
@@ -87,7 +87,7 @@ if [ "${1:-}" = --ramp ]; then
     stat=$WORK/stat-$rate.csv
     # No -m for the UAS: a stray message (a late ACK as a new call) would count towards
     # it and the UAS would stop before the last calls; it is stopped after the UAC.
-    timeout 120 "${PIN[@]}" sipp -sf "$OLDPWD/bench/call-load-uas.xml" -t "$T" \
+    timeout 120 "${PIN[@]}" sipp -sf "$OLDPWD/scenarios/load_call_uas.xml" -t "$T" \
       -i 127.0.0.1 -mi 127.0.0.1 -p "$UAS_PORT" -mp "$MP_UAS" -buff_size 8388608 \
       -timeout 60s -nostdin -trace_err -error_file "uas-$rate.errors" \
       "127.0.0.1:$SERVER_PORT" >"uas-$rate.out" 2>&1 &

@@ -102,7 +102,10 @@ pub struct LimitsConfig {
     pub max_header_line_bytes: usize,
     /// Largest body, in bytes; must be below `max_message_bytes`.
     pub max_body_bytes: usize,
-    /// Most live transactions; an INVITE beyond it gets 503 with Retry-After.
+    /// Most live transactions (the table's memory bound). Transactions that only wait
+    /// out a timer yield their slots to new ones; a new INVITE gets 503 with
+    /// Retry-After only when working transactions fill it. Default: derived from the
+    /// memory the process may use ([`crate::mem::default_max_transactions`]).
     pub max_transactions: usize,
 }
 
@@ -646,7 +649,7 @@ impl Default for LimitsConfig {
             max_headers: 256,
             max_header_line_bytes: 8192,
             max_body_bytes: 32768,
-            max_transactions: 100_000,
+            max_transactions: crate::mem::default_max_transactions(),
         }
     }
 }

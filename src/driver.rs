@@ -47,8 +47,6 @@ pub struct DriverSettings {
     pub drain_timeout: Duration,
     /// UDP responses to the source port even without `;rport`.
     pub force_rport: bool,
-    /// Most live transactions before new INVITEs get 503.
-    pub max_transactions: usize,
 }
 
 /// The transaction users the driver hands events to, with the channels their
@@ -245,9 +243,7 @@ impl Driver {
                     self.new_invite(now, reply_to, req);
                     return;
                 }
-                if req.method == Method::Invite
-                    && self.layer.len() >= self.settings.max_transactions
-                {
+                if req.method == Method::Invite && !self.layer.has_room() {
                     // Bounded state: refuse new INVITEs statelessly rather than grow.
                     let refusal = Refusal::Overloaded;
                     metrics::sip_message_rejected(refusal.metric_reason());
@@ -273,8 +269,9 @@ impl Driver {
         let tag = self.endpoint.stateless_tag(&req);
         let refusal = if let Err(refusal) = self.endpoint.admit(&req) {
             Err(refusal)
-        } else if self.layer.len() >= self.settings.max_transactions {
-            // Bounded state: refuse new INVITEs rather than grow.
+        } else if !self.layer.has_room() {
+            // Bounded state: working transactions fill the table (lingering ones would
+            // have yielded their slots): refuse new INVITEs rather than grow.
             Err(Refusal::Overloaded)
         } else {
             Ok(())
@@ -424,6 +421,9 @@ impl Driver {
                     .transactions_active(kind.as_str(), self.layer.count(kind));
             }
         }
+        // A transaction begins to linger without being created or terminated.
+        self.counters
+            .transactions_lingering(self.layer.lingering(), s.retired - e.retired);
         self.exported = s.clone();
     }
 }

@@ -48,6 +48,12 @@ pub const SIP_RETRANSMISSIONS_TOTAL: &str = "softswitch_sip_retransmissions_tota
 pub const TRANSACTION_TIMEOUTS_TOTAL: &str = "softswitch_transaction_timeouts_total";
 /// Gauge `{kind}`: live transactions by kind.
 pub const TRANSACTIONS_ACTIVE: &str = "softswitch_transactions_active";
+/// Gauge: live transactions that only wait out a timer (RFC 6026 Accepted, Timer D/I/J/K).
+pub const TRANSACTIONS_LINGERING: &str = "softswitch_transactions_lingering";
+/// Gauge: the transaction table's bound in force (`limits.max_transactions`).
+pub const TRANSACTIONS_CAPACITY: &str = "softswitch_transactions_capacity";
+/// Counter: lingering transactions retired before their timer to make room at the bound.
+pub const TRANSACTIONS_RETIRED_TOTAL: &str = "softswitch_transactions_retired_total";
 /// Gauge: open TCP connections.
 pub const TCP_CONNECTIONS_ACTIVE: &str = "softswitch_tcp_connections_active";
 /// Counter: TCP connections refused because `sip.tcp_max_connections` was reached.
@@ -242,6 +248,9 @@ pub fn register_all(version: &str) {
     for k in TRANSACTION_KINDS {
         gauge!(TRANSACTIONS_ACTIVE, "kind" => k).set(0.0);
     }
+    gauge!(TRANSACTIONS_LINGERING).set(0.0);
+    gauge!(TRANSACTIONS_CAPACITY).set(0.0);
+    counter!(TRANSACTIONS_RETIRED_TOTAL).absolute(0);
     for a in ACTORS {
         counter!(MAILBOX_REJECTED_TOTAL, "actor" => a).absolute(0);
     }
@@ -286,6 +295,8 @@ pub struct SipCounters {
     retransmissions_sent: metrics::Counter,
     retransmissions_received: metrics::Counter,
     transactions: Vec<metrics::Gauge>,
+    lingering: metrics::Gauge,
+    retired: metrics::Counter,
 }
 
 impl SipCounters {
@@ -306,6 +317,8 @@ impl SipCounters {
                 .iter()
                 .map(|k| gauge!(TRANSACTIONS_ACTIVE, "kind" => *k))
                 .collect(),
+            lingering: gauge!(TRANSACTIONS_LINGERING),
+            retired: counter!(TRANSACTIONS_RETIRED_TOTAL),
         }
     }
 
@@ -338,6 +351,14 @@ impl SipCounters {
     pub fn transactions_active(&self, kind: &str, n: usize) {
         if let Some(i) = TRANSACTION_KINDS.iter().position(|k| *k == kind) {
             self.transactions[i].set(n as f64);
+        }
+    }
+
+    /// `n` live transactions linger; `retired` more were retired to make room.
+    pub fn transactions_lingering(&self, n: usize, retired: u64) {
+        self.lingering.set(n as f64);
+        if retired > 0 {
+            self.retired.increment(retired);
         }
     }
 }
@@ -381,6 +402,11 @@ pub fn transaction_timeout(timer: &'static str) {
 /// There are now `n` live transactions of `kind` (`ict`, `nict`, `ist`, `nist`).
 pub fn transactions_active(kind: &'static str, n: usize) {
     gauge!(TRANSACTIONS_ACTIVE, "kind" => closed(kind, &TRANSACTION_KINDS)).set(n as f64);
+}
+
+/// The transaction table holds at most `n` (set once at start-up).
+pub fn transactions_capacity(n: usize) {
+    gauge!(TRANSACTIONS_CAPACITY).set(n as f64);
 }
 
 /// There are now `n` open TCP connections.
@@ -533,6 +559,21 @@ fn describe_all() {
         "Live SIP transactions, by kind."
     );
     describe_gauge!(
+        TRANSACTIONS_LINGERING,
+        Unit::Count,
+        "Live SIP transactions that only wait out a timer (RFC 6026 Accepted, Timer D/I/J/K)."
+    );
+    describe_gauge!(
+        TRANSACTIONS_CAPACITY,
+        Unit::Count,
+        "The transaction table's bound (limits.max_transactions)."
+    );
+    describe_counter!(
+        TRANSACTIONS_RETIRED_TOTAL,
+        Unit::Count,
+        "Lingering transactions retired before their timer to make room at the bound."
+    );
+    describe_gauge!(
         TCP_CONNECTIONS_ACTIVE,
         Unit::Count,
         "Open SIP TCP connections."
@@ -638,6 +679,8 @@ mod tests {
             }
         }
         assert_eq!(value(&text, TCP_CONNECTIONS_ACTIVE), Some(0.0));
+        assert_eq!(value(&text, TRANSACTIONS_LINGERING), Some(0.0));
+        assert_eq!(value(&text, TRANSACTIONS_RETIRED_TOTAL), Some(0.0));
         assert_eq!(value(&text, TCP_CONNECTIONS_REJECTED_TOTAL), Some(0.0));
         assert!(
             text.contains(&format!("# HELP {CALLS_TOTAL} ")),

@@ -118,11 +118,18 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
     let (failures_tx, failures_rx) = mpsc::unbounded_channel();
     tcp_pool.report_failures_to(failures_tx);
     let transports = Arc::new(Transports::new(udp_socks, tcp_pool, unreachable_tx));
-    let layer = TxLayer::new(TimerConfig {
+    let mut layer = TxLayer::new(TimerConfig {
         t1: config.sip.t1(),
         t2: config.sip.t2(),
         t4: config.sip.t4(),
     });
+    layer.set_capacity(config.limits.max_transactions);
+    crate::metrics::transactions_capacity(config.limits.max_transactions);
+    tracing::info!(
+        max_transactions = config.limits.max_transactions,
+        memory_limit_mib = crate::mem::memory_limit() >> 20,
+        "transaction table bound (limits.max_transactions)"
+    );
     let location = start_location(config)?;
     let (completions_tx, completions_rx) = mpsc::unbounded_channel();
     let directory = Arc::new(directory);
@@ -172,7 +179,6 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         DriverSettings {
             drain_timeout: config.sip.drain_timeout(),
             force_rport: config.sip.force_rport,
-            max_transactions: config.limits.max_transactions,
         },
         TransactionUsers {
             registrar,

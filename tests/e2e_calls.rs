@@ -467,6 +467,55 @@ fn f6_busy() {
     );
 }
 
+/// Bounded state (`limits.max_transactions`): the transactions of a call being set up
+/// work (the A-leg's INVITE server transaction, the B-leg's INVITE retransmitted to a
+/// silent phone) and fill a table of two, so a new INVITE gets 503 with Retry-After,
+/// statelessly, before routing. Once the call is answered both only wait out RFC 6026's
+/// Timer L/M: they yield their slots, and the next caller gets through.
+#[test]
+fn max_transactions_only_working_transactions_refuse_new_calls() {
+    let sw = Switch::start(&[("SOFTSWITCH_LIMITS_MAX_TRANSACTIONS", "2")]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.call();
+    let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    // Two working transactions: no room for a third caller's INVITE.
+    let mut carol = Caller::new(sw.udp_addr());
+    let first = carol.invite("z9hG4bKfull", None);
+    carol.send(&first);
+    let r503 = try_wait_for(&carol.sock, WAIT, |m| {
+        status_of(m).is_some_and(|s| s >= 200)
+    })
+    .expect("an answer while the table is full");
+    assert!(is_status(&r503, 503), "{r503}");
+    assert!(header(&r503, "Retry-After").is_some(), "{r503}");
+    assert!(
+        metric_now(
+            &sw,
+            r#"softswitch_sip_messages_rejected_total{reason="overload"}"#
+        ) >= 1.0
+    );
+    // bob answers: alice's call is up, its INVITE transactions linger.
+    bs.send_to(answer_200(&inv, "btx", bob.local).as_bytes(), from_switch)
+        .unwrap();
+    let (a200, _) = wait_for(&alice.sock, "200 for the INVITE", |m| {
+        is_status(m, 200) && m.contains("INVITE")
+    });
+    let cseq = alice.cseq;
+    let ack = alice.in_dialog("ACK", &a200, "z9hG4bKack", cseq);
+    alice.send(&ack);
+    wait_metric(&sw, "softswitch_transactions_lingering", 2.0);
+    // carol is let in now: challenged, then rung through to bob.
+    carol.call();
+    let (inv2, _) = wait_for(bs, "carol's B-leg INVITE", |m| {
+        is_request(m, "INVITE") && header(m, "Call-ID") != header(&inv, "Call-ID")
+    });
+    assert!(inv2.ends_with(SDP_OFFER), "{inv2}");
+    assert!(metric_now(&sw, "softswitch_transactions_retired_total") >= 1.0);
+    assert_eq!(metric_now(&sw, "softswitch_transactions_capacity"), 2.0);
+}
+
 /// F7: alice cancels while bob rings: 200 for the CANCEL, 487 for the INVITE, CANCEL on
 /// the B-leg.
 #[test]

@@ -92,6 +92,26 @@ impl Machine {
             Machine::Nist(m) => m.on_transport_error(ctx),
         }
     }
+
+    /// True when the transaction's work is done and it only waits out a timer to absorb
+    /// retransmissions: ICT Completed (Timer D) and Accepted (Timer M), NICT Completed
+    /// (Timer K), IST Confirmed (Timer I) and Accepted (Timer L), NIST Completed
+    /// (Timer J). No state leads back from these to one that does work.
+    fn is_lingering(&self) -> bool {
+        use super::{ict, ist, nict, nist};
+        match self {
+            Machine::Ict(m) => matches!(
+                m.state(),
+                ict::State::Completed(_) | ict::State::Accepted(_)
+            ),
+            Machine::Nict(m) => matches!(m.state(), nict::State::Completed(_)),
+            Machine::Ist(m) => matches!(
+                m.state(),
+                ist::State::Confirmed(_) | ist::State::Accepted(_)
+            ),
+            Machine::Nist(m) => matches!(m.state(), nist::State::Completed(_)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -104,6 +124,9 @@ enum Key {
 struct Entry {
     key: Key,
     machine: Machine,
+    /// The machine has reached a lingering state ([`Machine::is_lingering`]) and its id
+    /// is in [`TxLayer::lingering`].
+    lingering: bool,
 }
 
 impl Entry {
@@ -220,6 +243,17 @@ const RECENT_CLIENTS: usize = 4096;
 /// A transaction is removed the instant it terminates (§17.1.1.2) and a
 /// [`TxEvent::Terminated`] is queued; after every flow completes [`len`](Self::len)
 /// is back to 0.
+///
+/// # Capacity
+///
+/// The table holds at most [`capacity`](Self::capacity) transactions. A transaction
+/// that only waits out its timer (lingering: RFC 6026 Accepted, Timer D/I/J/K) yields
+/// its slot: when a new transaction finds the table full, the oldest lingering one is
+/// retired (removed as if its timer had fired, counted in [`TxStats::retired`]). What
+/// the TU should refuse new work on is [`has_room`](Self::has_room): the working
+/// transactions alone fill the table. So a sustained call rate, which keeps about 100
+/// transaction-seconds per call lingering, never turns into refusals while the table
+/// has lingering slots to give, and the bound still caps the table's memory.
 #[derive(Debug)]
 pub struct TxLayer {
     cfg: TimerConfig,
@@ -236,6 +270,14 @@ pub struct TxLayer {
     /// transactions' timer tables, so the first entry is the next deadline.
     deadlines: BTreeSet<(Instant, TxId, Timer)>,
     counts: [usize; 4],
+    /// At most this many live transactions (see the type's doc, Capacity).
+    capacity: usize,
+    /// Lingering transactions in the order they began to linger, oldest first: the
+    /// order they are retired in. Ids of transactions that have since terminated are
+    /// skipped and dropped when they reach the front.
+    lingering: std::collections::VecDeque<TxId>,
+    /// How many live transactions linger (the live ids in `lingering`).
+    lingering_live: usize,
     out: Out,
 }
 
@@ -270,8 +312,50 @@ impl TxLayer {
             recent_clients: std::collections::VecDeque::new(),
             deadlines: BTreeSet::new(),
             counts: [0; 4],
+            capacity: usize::MAX,
+            lingering: std::collections::VecDeque::new(),
+            lingering_live: 0,
             out: Out::default(),
         }
+    }
+
+    /// Bounds the table to `capacity` live transactions (at least 1; see the type's
+    /// doc, Capacity). Unbounded until set.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+    }
+
+    /// The bound set by [`set_capacity`](Self::set_capacity).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// True when a new transaction can be taken on without exceeding the capacity by
+    /// working transactions: lingering ones make room by retiring.
+    pub fn has_room(&self) -> bool {
+        self.working() < self.capacity
+    }
+
+    /// Live transactions that still do work (not lingering).
+    pub fn working(&self) -> usize {
+        self.txs.len() - self.lingering_live
+    }
+
+    /// Live transactions that only wait out a timer.
+    pub fn lingering(&self) -> usize {
+        self.lingering_live
+    }
+
+    /// Retires the oldest lingering transaction to make room; false when none lingers.
+    fn retire_oldest(&mut self) -> bool {
+        while let Some(id) = self.lingering.pop_front() {
+            if self.txs.get(&id).is_some_and(|e| e.lingering) {
+                self.out.stats.retired += 1;
+                self.remove(id);
+                return true;
+            }
+        }
+        false
     }
 
     /// The timer constants.
@@ -286,6 +370,7 @@ impl TxLayer {
     }
 
     fn insert(&mut self, id: TxId, key: Key, machine: Machine) {
+        while self.txs.len() >= self.capacity && self.retire_oldest() {}
         sync_deadlines(
             &mut self.deadlines,
             id,
@@ -295,7 +380,14 @@ impl TxLayer {
         let kind = machine.kind();
         self.counts[kind.slot()] += 1;
         self.out.stats.created[kind.slot()] += 1;
-        self.txs.insert(id, Entry { key, machine });
+        self.txs.insert(
+            id,
+            Entry {
+                key,
+                machine,
+                lingering: false,
+            },
+        );
         let entry = &self.txs[&id];
         match &entry.key {
             Key::Client(k) => self.clients.insert(&self.txs, k, id),
@@ -316,6 +408,20 @@ impl TxLayer {
         match &entry.key {
             Key::Client(k) => self.clients.remove(k, id),
             Key::Server(k) => self.servers.remove(k, id),
+        }
+        if entry.lingering {
+            self.lingering_live -= 1;
+        }
+        // Drop the ids of transactions gone since they began to linger (amortised O(1):
+        // each id is pushed and popped once).
+        while let Some(front) = self.lingering.front() {
+            if self.txs.get(front).is_some_and(|e| e.lingering) {
+                break;
+            }
+            self.lingering.pop_front();
+        }
+        if crate::mem::is_sparse(self.lingering.capacity(), self.lingering.len()) {
+            self.lingering.shrink_to(self.lingering.len() * 2);
         }
         crate::mem::shrink_sparse(&mut self.txs);
         self.clients.shrink_sparse(&self.txs);
@@ -347,6 +453,10 @@ impl TxLayer {
         sync_deadlines(&mut self.deadlines, id, &before, after);
         if done {
             self.remove(id);
+        } else if !entry.lingering && entry.machine.is_lingering() {
+            entry.lingering = true;
+            self.lingering_live += 1;
+            self.lingering.push_back(id);
         }
         Some(r)
     }
@@ -1491,5 +1601,94 @@ mod tests {
             (tr, ev)
         }
         assert_eq!(run(), run());
+    }
+
+    /// A sustained call rate leaves about 100 transaction-seconds per call lingering
+    /// (RFC 6026 Accepted, Timer J/K): at the table's capacity those yield their slots,
+    /// oldest first, and only working transactions can make a new one wait.
+    #[test]
+    fn lingering_transactions_yield_their_slots_at_capacity() {
+        let mut h = Harness::udp();
+        h.layer.set_capacity(3);
+        // Three answered requests: each NIST lingers for Timer J (64·T1 over UDP).
+        let mut answered = Vec::new();
+        for _ in 0..3 {
+            let req = request(Method::Bye, &new_branch_for_test());
+            let tx = server_tx(&mut h, &req);
+            h.layer
+                .send_response(h.now, tx, req.response(200, None, Some("a")))
+                .unwrap();
+            answered.push((tx, req));
+        }
+        h.transmits();
+        assert_eq!(
+            (h.layer.len(), h.layer.lingering(), h.layer.working()),
+            (3, 3, 0)
+        );
+        assert!(h.layer.has_room(), "lingering transactions do not count");
+        // A fourth retires the oldest, which says so to the TU like any termination.
+        let invite = invite_request(&new_branch_for_test());
+        let working = server_tx(&mut h, &invite);
+        h.transmits();
+        assert_eq!(h.layer.len(), 3);
+        assert_eq!(h.layer.stats().retired, 1);
+        assert_eq!(h.layer.kind(answered[0].0), None, "the oldest went");
+        assert!(h.layer.kind(answered[1].0).is_some());
+        // The retired one's retransmission is a new request now; the others still
+        // absorb theirs with the same answer.
+        h.layer.handle_request(h.now, h.peer, answered[2].1.clone());
+        assert_eq!(h.transmits().len(), 1, "the 200 again");
+        assert!(h.events().is_empty());
+        // Working transactions fill the table: no room, whatever lingers.
+        let mut ringing = vec![working];
+        for _ in 0..2 {
+            ringing.push(server_tx(&mut h, &invite_request(&new_branch_for_test())));
+        }
+        assert_eq!((h.layer.working(), h.layer.lingering()), (3, 0));
+        assert!(!h.layer.has_room());
+        // Answered, the INVITEs linger (Accepted) and make room again; Timer L ends them.
+        for tx in ringing {
+            let r = invite.response(200, None, Some("a"));
+            h.layer.send_response(h.now, tx, r).unwrap();
+        }
+        assert!(h.layer.has_room());
+        assert_eq!(h.layer.lingering(), 3);
+        h.run_until_idle();
+        assert_eq!((h.layer.len(), h.layer.lingering()), (0, 0));
+        assert_eq!(h.layer.stats().retired, 3);
+    }
+
+    /// Every state a call leaves a transaction in counts as lingering, and none before.
+    #[test]
+    fn the_states_that_linger() {
+        let mut h = Harness::udp();
+        let invite = invite_request(&new_branch_for_test());
+        h.layer.send_request(h.now, h.peer, invite.clone()).unwrap();
+        let bye = request(Method::Bye, &new_branch_for_test());
+        h.layer.send_request(h.now, h.peer, bye.clone()).unwrap();
+        let from_a = invite_request(&new_branch_for_test());
+        let ist = server_tx(&mut h, &from_a);
+        assert_eq!(h.layer.lingering(), 0);
+        h.layer
+            .handle_response(h.now, h.peer, invite.response(180, None, Some("b")));
+        assert_eq!(h.layer.lingering(), 0, "ICT Proceeding works");
+        h.layer
+            .handle_response(h.now, h.peer, invite.response(200, None, Some("b")));
+        assert_eq!(h.layer.lingering(), 1, "ICT Accepted (Timer M)");
+        h.layer
+            .handle_response(h.now, h.peer, bye.response(200, None, Some("b")));
+        assert_eq!(h.layer.lingering(), 2, "NICT Completed (Timer K)");
+        h.layer
+            .send_response(h.now, ist, from_a.response(486, None, Some("a")))
+            .unwrap();
+        assert_eq!(
+            h.layer.lingering(),
+            2,
+            "IST Completed retransmits until the ACK"
+        );
+        h.layer.handle_request(h.now, h.peer, ack_for(&from_a, "a"));
+        assert_eq!(h.layer.lingering(), 3, "IST Confirmed (Timer I)");
+        h.run_until_idle();
+        assert_eq!((h.layer.len(), h.layer.lingering()), (0, 0));
     }
 }

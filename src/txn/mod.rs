@@ -232,6 +232,9 @@ pub struct TxStats {
     pub stray_responses: u64,
     /// Requests dropped because they carry no Via (nothing to match or answer).
     pub dropped_requests: u64,
+    /// Lingering transactions retired before their timer to make room at the layer's
+    /// capacity ([`TxLayer::set_capacity`]).
+    pub retired: u64,
 }
 
 impl TxStats {
