@@ -211,7 +211,6 @@ mod tests {
             domain: DOMAIN.into(),
             local: vec!["127.0.0.1:5060".parse().unwrap()],
             advertised: None,
-            users: vec!["alice".into(), "bob".into(), "carol".into()],
             draining: Arc::new(AtomicBool::new(false)),
             tag_key: Default::default(),
         });

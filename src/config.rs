@@ -550,34 +550,38 @@ impl Config {
     /// `[[users]]` is empty.
     ///
     /// On a loopback-only configuration the demo passwords are fixed (`alice-demo`, …).
-    /// Otherwise each start-up generates random passwords and writes them, one
-    /// `user password` pair a line, to [`DEMO_USERS_FILE`] beside `billing.cdr_path`
-    /// with mode 0600; they are never printed or logged. Errors are those of creating
-    /// that file.
+    /// Otherwise they live in [`DEMO_USERS_FILE`] beside `billing.cdr_path`, one
+    /// `user password` pair a line: generated at random when the file does not exist
+    /// (written atomically with mode 0600; the log names the file, never a password) and
+    /// read back at every later start, so a phone set up from the file keeps working
+    /// across restarts and container re-creations on the same volume. A file that exists
+    /// but is malformed, or open to others than its owner, stops start-up with the reason
+    /// instead of being replaced: new passwords would lock out, without a word, every
+    /// phone set up from the old ones; deleting the file asks for new ones.
     pub fn users_or_demo(&self) -> io::Result<Vec<UserConfig>> {
         if !self.users.is_empty() {
             return Ok(self.users.clone());
         }
-        let loopback = self.is_loopback_only();
-        let users: Vec<UserConfig> = DEMO_USERS
+        let passwords = if self.is_loopback_only() {
+            DEMO_USERS
+                .iter()
+                .map(|name| format!("{name}-demo"))
+                .collect()
+        } else {
+            demo_passwords(&self.demo_users_path())?
+        };
+        Ok(DEMO_USERS
             .iter()
-            .map(|name| UserConfig {
+            .zip(passwords)
+            .map(|(name, password)| UserConfig {
                 user: (*name).to_string(),
-                password: Some(if loopback {
-                    format!("{name}-demo")
-                } else {
-                    random_password()
-                }),
+                password: Some(password),
                 ..UserConfig::default()
             })
-            .collect();
-        if !loopback {
-            write_demo_file(&self.demo_users_path(), &users)?;
-        }
-        Ok(users)
+            .collect())
     }
 
-    /// Where [`Config::users_or_demo`] writes generated demo passwords.
+    /// Where [`Config::users_or_demo`] keeps generated demo passwords.
     pub fn demo_users_path(&self) -> PathBuf {
         match self.billing.cdr_path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.join(DEMO_USERS_FILE),
@@ -848,34 +852,124 @@ fn random_password() -> String {
     Alphanumeric.sample_string(&mut rand::rngs::OsRng, 20)
 }
 
-fn write_demo_file(path: &Path, users: &[UserConfig]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
+/// The demo passwords (in [`DEMO_USERS`] order) from the file at `path`, generated and
+/// written there first when it does not exist.
+fn demo_passwords(path: &Path) -> io::Result<Vec<String>> {
+    match std::fs::File::open(path) {
+        Ok(file) => read_demo_file(path, file),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let passwords: Vec<String> = DEMO_USERS.iter().map(|_| random_password()).collect();
+            write_demo_file(path, &passwords)?;
+            tracing::info!(path = %path.display(), "demo directory: new passwords generated");
+            Ok(passwords)
+        }
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Reads a demo-passwords file: `user password` lines for each of [`DEMO_USERS`], once,
+/// and `#` comments. Errors name the file and the line, never a password.
+fn read_demo_file(path: &Path, file: std::fs::File) -> io::Result<Vec<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let refuse = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    };
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(refuse(format!(
+            "mode {:o} lets others than its owner read the demo passwords; \
+             chmod 600 it, or delete it to have new passwords generated",
+            mode & 0o777
+        )));
+    }
+    let mut text = String::new();
+    file.take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| refuse(e.to_string()))?;
+    let malformed = |why: String| {
+        refuse(format!(
+            "{why} (expected one `user password` line for each of {}; delete the file to \
+             have new passwords generated)",
+            DEMO_USERS.join(", ")
+        ))
+    };
+    let mut passwords: Vec<Option<String>> = vec![None; DEMO_USERS.len()];
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(user), Some(password), None) = (words.next(), words.next(), words.next()) else {
+            return Err(malformed(format!("line {}: not `user password`", n + 1)));
+        };
+        let Some(i) = DEMO_USERS.iter().position(|u| *u == user) else {
+            // The word is not echoed: it might be a password written first.
+            return Err(malformed(format!(
+                "line {}: not a demo user ([[users]] configures others)",
+                n + 1
+            )));
+        };
+        if passwords[i].replace(password.to_string()).is_some() {
+            return Err(malformed(format!("line {}: {user} again", n + 1)));
         }
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // The mode above applies only to a new file; tighten one that already existed.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    DEMO_USERS
+        .iter()
+        .zip(passwords)
+        .map(|(user, p)| p.ok_or_else(|| malformed(format!("no line for {user}"))))
+        .collect()
+}
+
+/// Writes the demo passwords to `path` atomically: a side file created with mode 0600
+/// (so never readable by others, not even for a moment), synced, renamed over `path`,
+/// and the directory synced. A crash leaves the whole file or none (and a stale side
+/// file, replaced at the next start).
+fn write_demo_file(path: &Path, passwords: &[String]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut side = path.as_os_str().to_owned();
+    side.push(".new");
+    let side = PathBuf::from(side);
     let mut text = String::from(
-        "# softswitch demo directory: generated at start-up because no [[users]] are\n\
-         # configured and a listener is not on loopback. user password\n",
+        "# softswitch demo directory: generated because no [[users]] are configured and a\n\
+         # listener is not on loopback; kept across restarts. Delete this file to have new\n\
+         # passwords generated at the next start. user password\n",
     );
-    for u in users {
-        text.push_str(&u.user);
+    for (user, password) in DEMO_USERS.iter().zip(passwords) {
+        text.push_str(user);
         text.push(' ');
-        text.push_str(u.password.as_deref().unwrap_or(""));
+        text.push_str(password);
         text.push('\n');
     }
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
+    let result = (|| {
+        std::fs::create_dir_all(dir)?;
+        match std::fs::remove_file(&side) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&side)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&side, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&side);
+    }
+    result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 fn read_table(path: &Path, problems: &mut Vec<ConfigProblem>) -> toml::Table {
@@ -1518,10 +1612,7 @@ forward_busy = "sip:voicemail@example.test"
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    #[test]
-    fn demo_directory_off_loopback_is_random_and_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = temp_dir("demo-any");
+    fn off_loopback(dir: &Path) -> Config {
         let cdr = dir.join("sub").join("cdr.jsonl");
         let c = Config::load(
             None,
@@ -1529,29 +1620,95 @@ forward_busy = "sip:voicemail@example.test"
         )
         .expect("valid");
         assert!(!c.is_loopback_only());
-        let first = c.users_or_demo().expect("demo");
-        let second = c.users_or_demo().expect("demo");
+        c
+    }
+
+    #[test]
+    fn demo_directory_off_loopback_is_random_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("demo-any");
+        let c = off_loopback(&dir);
         let path = c.demo_users_path();
         assert_eq!(path, dir.join("sub").join(DEMO_USERS_FILE));
+        let first = c.users_or_demo().expect("demo");
         let mode = std::fs::metadata(&path)
             .expect("written")
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let text = std::fs::read_to_string(&path).expect("readable");
-        for (a, b) in first.iter().zip(&second) {
-            let pa = a.password.as_deref().expect("set");
-            assert!(pa.len() >= 16 && !pa.contains("demo"));
-            assert_ne!(
-                a.password, b.password,
-                "each start-up generates new passwords"
-            );
-            assert!(text.contains(&format!(
-                "{} {}",
-                b.user,
-                b.password.as_deref().unwrap_or("")
-            )));
+        for u in &first {
+            let pw = u.password.as_deref().expect("set");
+            assert!(pw.len() >= 16 && !pw.contains("demo"));
+            assert!(text.contains(&format!("\n{} {pw}\n", u.user)), "{text}");
         }
+        assert_ne!(first[0].password, first[1].password);
+        // The next start reads them back, and leaves the file as it was.
+        assert_eq!(c.users_or_demo().expect("demo"), first);
+        assert_eq!(std::fs::read_to_string(&path).expect("readable"), text);
+        assert!(!dir.join("sub").join("demo-users.txt.new").exists());
+        // An operator's own passwords (edited in place, comments and blank lines) count.
+        std::fs::write(
+            &path,
+            "# mine\n\ndave d-pw\n  carol c-pw \nbob\tb-pw\nalice a-pw\n",
+        )
+        .expect("edit");
+        let pws: Vec<_> = c
+            .users_or_demo()
+            .expect("edited")
+            .into_iter()
+            .map(|u| u.password.unwrap_or_default())
+            .collect();
+        assert_eq!(pws, ["a-pw", "b-pw", "c-pw", "d-pw"]);
+        // Deleted: new ones, and a side file left by a crashed write is replaced.
+        std::fs::remove_file(&path).expect("delete");
+        std::fs::write(dir.join("sub").join("demo-users.txt.new"), "junk").expect("side");
+        let again = c.users_or_demo().expect("regenerated");
+        assert_ne!(again[0].password.as_deref(), Some("a-pw"));
+        assert_ne!(again[0].password, first[0].password);
+        assert!(!dir.join("sub").join("demo-users.txt.new").exists());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn demo_directory_file_malformed_or_open_to_others_stops_start_up_untouched() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("demo-bad");
+        let c = off_loopback(&dir);
+        let path = c.demo_users_path();
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        let full = "alice a-pw\nbob b-pw\ncarol c-pw\ndave d-pw\n";
+        for (text, why) in [
+            ("alice a-pw\nbob b-pw\ncarol c-pw\n", "no line for dave"),
+            (
+                "alice a-pw\nbob b-pw extra\n",
+                "line 2: not `user password`",
+            ),
+            ("alice\n", "line 1: not `user password`"),
+            (&format!("{full}erin e-pw\n"), "line 5: not a demo user"),
+            (&format!("{full}bob pw-two\n"), "line 5: bob again"),
+            ("", "no line for alice"),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            let e = c.users_or_demo().expect_err(text);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            let msg = e.to_string();
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert!(msg.contains(why), "{text:?}: {msg}");
+            assert!(msg.contains("delete the file"), "{msg}");
+            assert!(!msg.contains("pw"), "a password in {msg}");
+            assert_eq!(std::fs::read_to_string(&path).expect("kept"), text);
+        }
+        std::fs::write(&path, full).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let msg = c.users_or_demo().expect_err("group-readable").to_string();
+        assert!(
+            msg.contains("mode 640") && msg.contains("chmod 600"),
+            "{msg}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(c.users_or_demo().expect("private again").len(), 4);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -226,14 +226,13 @@ impl Driver {
                 }
                 if self.endpoint.answers_statelessly(&req) {
                     let tag = self.endpoint.stateless_tag(&req);
-                    if let Some((resp, refused)) = self.endpoint.answer(&req, &tag) {
-                        if let Some(reason) = refused {
-                            metrics::sip_message_rejected(reason);
-                        }
-                        self.counters.response_sent(resp.status);
-                        self.layer
-                            .send_stateless(reply_to, &Message::Response(resp));
+                    let (resp, refused) = self.endpoint.answer(&req, &tag);
+                    if let Some(reason) = refused {
+                        metrics::sip_message_rejected(reason);
                     }
+                    self.counters.response_sent(resp.status);
+                    self.layer
+                        .send_stateless(reply_to, &Message::Response(resp));
                     return;
                 }
                 if req.method == Method::Invite
@@ -321,15 +320,16 @@ impl Driver {
         let now = Instant::now();
         match ev {
             TxEvent::Request { tx, request, .. } => {
-                let request = match self.route_to_call(tx, request) {
-                    Ok(()) => return,
-                    Err(request) => *request,
-                };
-                if let Some((resp, refused)) = self.endpoint.answer(&request, &local_tag()) {
-                    if let Some(reason) = refused {
-                        metrics::sip_message_rejected(reason);
-                    }
-                    self.respond(now, tx, resp);
+                // Only an in-dialog request (To tag) gets here: every other one was
+                // answered statelessly or routed as a new INVITE before any transaction
+                // existed. One that matches no dialog gets 481 whatever its method
+                // (§12.2.2): the peer's dialog is gone (a restart, a BYE that crossed),
+                // and 481 is what makes it end its side (RFC 5057 §5.1), where a 405 or
+                // 404 would leave it holding a dead dialog.
+                if let Err(request) = self.calls.in_dialog(tx, request) {
+                    let refusal = Refusal::CallDoesNotExist;
+                    metrics::sip_message_rejected(refusal.metric_reason());
+                    self.respond(now, tx, refusal.response(&request, &local_tag()));
                 }
             }
             TxEvent::Cancel {
@@ -345,9 +345,7 @@ impl Driver {
                         self.calls.cancel(t);
                         request.response(200, None, Some(&local_tag()))
                     }
-                    None => {
-                        crate::endpoint::Refusal::CallDoesNotExist.response(&request, &local_tag())
-                    }
+                    None => Refusal::CallDoesNotExist.response(&request, &local_tag()),
                 };
                 self.respond(now, tx, resp);
             }
@@ -366,16 +364,6 @@ impl Driver {
             }
             TxEvent::Terminated { tx } => self.calls.terminated(tx),
         }
-    }
-
-    /// Gives an in-dialog request to its call: `Err(request)` when it is no call's (the
-    /// endpoint answers it). A new INVITE never gets here: `new_invite` routed it before
-    /// any transaction existed.
-    fn route_to_call(&mut self, tx: TxId, request: Request) -> Result<(), Box<Request>> {
-        if request.common.to.tag().is_some() {
-            return self.calls.in_dialog(tx, request);
-        }
-        Err(Box::new(request))
     }
 
     fn call_output(&mut self, now: Instant, out: CallOutput) {

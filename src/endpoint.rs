@@ -6,9 +6,12 @@
 //! method (405/501 with Allow), Request-URI scheme (416), Require and Proxy-Require
 //! (420 with Unsupported), body type (415 with Accept), Accept (406), then the routing
 //! checks a forwarding element makes (483 for Max-Forwards 0, 403 for another domain).
-//! [`Endpoint::respond`] answers what the switch serves itself: OPTIONS addressed to it
-//! (200 with Allow, Accept, Supported), and, until the registrar and call controller take
-//! over those requests, the lookups that fail (404 unknown user, 480 not registered).
+//! [`Endpoint::answer`] answers the out-of-dialog requests the switch serves itself
+//! (§8.2.7, statelessly): OPTIONS (§11.2: 200 with Allow, Accept, Supported, for the
+//! switch and for any address of its domain alike, so that the answer tells nobody which
+//! users exist; 403 for another domain) and a BYE without a To tag (481, §15.1.2). An
+//! in-dialog request that matches no dialog gets 481 whatever its method (§12.2.2, in the
+//! driver). INVITE and REGISTER belong to the call router and the registrar.
 
 use crate::wire::{Header, Host, Method, Request, Response, Uri};
 use std::net::{IpAddr, SocketAddr};
@@ -168,8 +171,6 @@ pub struct Endpoint {
     pub local: Vec<SocketAddr>,
     /// The advertised host, if configured.
     pub advertised: Option<String>,
-    /// Known user names.
-    pub users: Vec<String>,
     /// Set while draining for shutdown.
     pub draining: Arc<AtomicBool>,
     /// Keys the To tags of stateless responses (random per process).
@@ -230,11 +231,13 @@ impl Endpoint {
         format!("{:016x}", h.finish())
     }
 
-    /// The answer to a request the endpoint handles: its refusal, or its own response.
-    pub fn answer(&self, req: &Request, to_tag: &str) -> Option<(Response, Option<&'static str>)> {
-        match self.admit(req) {
-            Err(refusal) => Some((refusal.response(req, to_tag), Some(refusal.metric_reason()))),
-            Ok(()) => self.respond(req, to_tag).map(|r| (r, None)),
+    /// The answer to an out-of-dialog request the endpoint serves itself (those for which
+    /// [`Endpoint::answers_statelessly`] holds): its refusal with the metrics label that
+    /// counts it, or its own response.
+    pub fn answer(&self, req: &Request, to_tag: &str) -> (Response, Option<&'static str>) {
+        match self.admit(req).and_then(|()| self.respond(req, to_tag)) {
+            Ok(r) => (r, None),
+            Err(refusal) => (refusal.response(req, to_tag), Some(refusal.metric_reason())),
         }
     }
 
@@ -303,30 +306,19 @@ impl Endpoint {
         }
     }
 
-    /// The answer to an admitted request that no transaction user has taken, or `None`
-    /// for ACK.
-    pub fn respond(&self, req: &Request, to_tag: &str) -> Option<Response> {
-        match req.method {
-            Method::Ack => None,
-            Method::Options if self.addressed_to_switch(req) => Some(options_ok(req, Some(to_tag))),
-            Method::Bye | Method::Cancel => Some(Refusal::CallDoesNotExist.response(req, to_tag)),
-            _ => Some(self.route(req).response(req, to_tag)),
-        }
-    }
-
-    /// Where a request for a user would go: refused until a location service exists.
-    fn route(&self, req: &Request) -> Refusal {
-        let (user, host) = match &req.uri {
-            Uri::Sip(u) => (u.user.as_deref(), Some(&u.host.host)),
-            Uri::Tel(t) => (Some(t.number.as_str()), None),
-            Uri::Other { .. } => return Refusal::UnsupportedUriScheme,
-        };
-        if host.is_some_and(|h| !self.is_local_host(h)) {
-            return Refusal::NotOurDomain;
-        }
-        match user {
-            Some(u) if self.users.iter().any(|k| k == u) => Refusal::TemporarilyUnavailable,
-            _ => Refusal::NotFound,
+    /// The switch's own answer to an admitted out-of-dialog request: the 200 to OPTIONS
+    /// for the switch or an address of its domain (as the B2BUA it is the UAS for all of
+    /// them, and a 404 or 480 would tell an unauthenticated sender which users exist,
+    /// which neither the registrar nor the call router does), 403 for an OPTIONS to
+    /// another domain (as an INVITE there gets), and 481 for a BYE, which without a To
+    /// tag can match no dialog (§15.1.2).
+    fn respond(&self, req: &Request, to_tag: &str) -> Result<Response, Refusal> {
+        match (&req.method, &req.uri) {
+            (Method::Options, Uri::Sip(u)) if !self.is_local_host(&u.host.host) => {
+                Err(Refusal::NotOurDomain)
+            }
+            (Method::Options, _) => Ok(options_ok(req, Some(to_tag))),
+            _ => Err(Refusal::CallDoesNotExist),
         }
     }
 }

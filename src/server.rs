@@ -106,12 +106,10 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
     let all_users = config.users_or_demo()?;
     let directory = Directory::new(&all_users, &config.sip.domain)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let users = all_users.into_iter().map(|u| u.user).collect();
     let endpoint = Arc::new(Endpoint {
         domain: config.sip.domain.clone(),
         local: udp_addrs.iter().chain(tcp_addrs.iter()).copied().collect(),
         advertised: config.sip.advertised_host.clone(),
-        users,
         draining: Arc::new(AtomicBool::new(false)),
         tag_key: Default::default(),
     });

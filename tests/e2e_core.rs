@@ -578,6 +578,123 @@ fn rfc3261_9_2_and_12_2_2_cancel_and_bye_matching_nothing_481() {
     );
 }
 
+/// RFC 3261 §12.2.2: a request with a To tag that matches no dialog gets 481, whatever
+/// its method: a re-INVITE, an OPTIONS keep-alive (to a user or to the switch), methods
+/// the switch does not serve out of a dialog (INFO, UPDATE, MESSAGE, ...) and an
+/// extension method alike. It is answered through its server transaction (the To tag
+/// kept, a retransmission gets the same answer) and counted as a routing refusal.
+#[test]
+fn rfc3261_12_2_2_request_with_to_tag_matching_no_dialog_481_for_every_method() {
+    let sw = Switch::start(&[]);
+    let switch_uri = format!("sip:{}", host_port(sw.udp_addr()));
+    let routing = r#"softswitch_sip_messages_rejected_total{reason="routing"}"#;
+    let before = metric(&metrics(&sw), routing);
+    let mut cases: Vec<(&str, &str)> = [
+        "INVITE",
+        "OPTIONS",
+        "INFO",
+        "UPDATE",
+        "MESSAGE",
+        "PRACK",
+        "NOTIFY",
+        "REFER",
+        "SUBSCRIBE",
+        "BYE",
+        "FOO",
+    ]
+    .iter()
+    .map(|m| (*m, "sip:alice@example.test"))
+    .collect();
+    cases.push(("OPTIONS", &switch_uri));
+    cases.push(("INVITE", "sip:nobody@example.test"));
+    for (i, (method, ruri)) in cases.iter().enumerate() {
+        let branch = format!("nodialog-{i}");
+        let req = sip_request(
+            method,
+            ruri,
+            "UDP",
+            "client.invalid:5999",
+            ";rport",
+            &branch,
+            2,
+            &["Contact: <sip:probe@client.invalid:5999>"],
+            "",
+        )
+        .replacen(
+            &format!("To: <{ruri}>"),
+            &format!("To: <{ruri}>;tag=gone"),
+            1,
+        );
+        let s = udp_client(sw.udp_addr());
+        s.send_to(req.as_bytes(), sw.udp_addr()).expect("send");
+        let r = udp_responses(&s, ANSWER_DEADLINE)
+            .into_iter()
+            .find(|r| status_of(r).is_some_and(|c| c >= 200))
+            .unwrap_or_else(|| panic!("{method} {ruri}: no final answer"));
+        assert_eq!(status_of(&r), Some(481), "{method} {ruri}: {r}");
+        assert_eq!(
+            reason_of(&r),
+            "Call/Transaction Does Not Exist",
+            "{method} {ruri}"
+        );
+        assert_eq!(
+            header(&r, "To"),
+            Some(format!("<{ruri}>;tag=gone").as_str()),
+            "{method} {ruri}: the request's To tag is kept"
+        );
+        // The server transaction answers a retransmission with the same response.
+        s.send_to(req.as_bytes(), sw.udp_addr()).expect("send");
+        let again = udp_responses(&s, ANSWER_DEADLINE)
+            .into_iter()
+            .find(|r| status_of(r).is_some_and(|c| c >= 200))
+            .unwrap_or_else(|| panic!("{method} {ruri}: retransmission not answered"));
+        assert_eq!(status_of(&again), Some(481), "{method} {ruri}: {again}");
+    }
+    let after = metric(&metrics(&sw), routing);
+    assert!(
+        after - before >= cases.len() as f64,
+        "each 481 counted as a routing refusal: {before} -> {after}"
+    );
+}
+
+/// OPTIONS out of a dialog to an address of the served domain is answered by the switch
+/// itself, 200 with its capabilities, whether the user exists or not (RFC 3261 §11.2; a
+/// 404 or 480 would tell an unauthenticated sender which users exist); to another domain
+/// it gets 403, as an INVITE there does.
+#[test]
+fn rfc3261_11_2_options_to_any_user_of_the_domain_200_to_another_domain_403() {
+    let sw = Switch::start(&[]);
+    for (branch, ruri) in [
+        ("opt-alice", "sip:alice@example.test"),
+        ("opt-nobody", "sip:nobody@example.test"),
+    ] {
+        let req = sip_request(
+            "OPTIONS",
+            ruri,
+            "UDP",
+            "client.invalid:5999",
+            ";rport",
+            branch,
+            1,
+            &[],
+            "",
+        );
+        let r = udp_final(&sw, &req);
+        assert_eq!(status_of(&r), Some(200), "OPTIONS {ruri}: {r}");
+        assert_echoed(&req, &r);
+        assert_allow(&r);
+    }
+    refused(
+        &sw,
+        "OPTIONS",
+        "sip:bob@other.test",
+        "opt-other",
+        &[],
+        "",
+        403,
+    );
+}
+
 /// A new INVITE the switch refuses outright is answered statelessly (RFC 3261 §8.2.7):
 /// the final response comes first (no 100 Trying, no server transaction), its
 /// retransmission gets the same answer with the same To tag, and the ACK is absorbed.
@@ -1008,6 +1125,62 @@ fn rfc4475_malformed_input_over_udp_and_tcp_never_kills_the_switch() {
     assert!(sw.is_running(), "switch died under malformed input");
 }
 
+/// RFC 3261 §25.1: a NUL octet in a header value (outside a quoted-pair) is refused with
+/// 400 naming it, over UDP and on a TCP stream (whose framing it does not disturb: the
+/// next request on the connection is answered), and counted as a parse rejection; a NUL
+/// in a body is not refused (RFC 4475 §3.1.1.11: bodies are binary).
+#[test]
+fn rfc3261_25_1_nul_in_header_value_400_named_and_counted_nul_in_body_accepted() {
+    let sw = Switch::start(&[]);
+    let parse = r#"softswitch_sip_messages_rejected_total{reason="parse"}"#;
+    let before = metric(&metrics(&sw), parse);
+    let nul_reason = "Bad Request (NUL octet in a header value)";
+    let udp = sw.udp_addr();
+    let bad = options_with(udp, "UDP", "nul-udp", &["Subject: before\0after"], "");
+    let r = udp_final(&sw, &bad);
+    assert_eq!(status_of(&r), Some(400), "{r}");
+    assert_eq!(reason_of(&r), nul_reason, "{r}");
+    assert_eq!(header(&r, "Call-ID"), Some("nul-udp@client"), "{r}");
+    // On a stream: 400, and the connection goes on with the next message.
+    let tcp = sw.tcp_addr();
+    let mut c = tcp_connect(tcp);
+    let bad = options_with(tcp, "TCP", "nul-tcp", &["Subject: \0"], "");
+    let good = options_with(tcp, "TCP", "nul-tcp-next", &[], "");
+    c.write_all(format!("{bad}{good}").as_bytes()).unwrap();
+    let rs = tcp_read_responses(&mut c, 2, ANSWER_DEADLINE);
+    assert_eq!(rs.len(), 2, "{rs:?}");
+    assert_eq!(status_of(&rs[0]), Some(400), "{}", rs[0]);
+    assert_eq!(reason_of(&rs[0]), nul_reason, "{}", rs[0]);
+    assert_eq!(header(&rs[0], "Call-ID"), Some("nul-tcp@client"));
+    assert_eq!(status_of(&rs[1]), Some(200), "{}", rs[1]);
+    assert_eq!(header(&rs[1], "Call-ID"), Some("nul-tcp-next@client"));
+    // A NUL in a quoted-pair (RFC 4475 §3.1.1.2) and in a body are fine.
+    let quoted = options_with(
+        udp,
+        "UDP",
+        "nul-quoted",
+        &["Contact: \"a\\\0b\" <sip:probe@client.invalid:5999>"],
+        "",
+    );
+    let r = udp_final(&sw, &quoted);
+    assert_eq!(status_of(&r), Some(200), "{r}");
+    let body = options_with(
+        udp,
+        "UDP",
+        "nul-body",
+        &["Content-Type: application/sdp"],
+        "v=0\0\0\r\n",
+    );
+    let r = udp_final(&sw, &body);
+    assert_eq!(status_of(&r), Some(200), "{r}");
+    let after = metric(&metrics(&sw), parse);
+    assert_eq!(
+        after - before,
+        2.0,
+        "both NUL refusals, and only they, counted"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. HTTP (spec/interface.md "HTTP")
 // ---------------------------------------------------------------------------------------
@@ -1177,7 +1350,7 @@ fn interface_sigterm_drain_readyz_503_new_invite_503_retry_after_then_exit_zero(
         1,
     );
     let r = udp_exchange(to, pre.as_bytes()).expect("answer");
-    assert!(status_of(&r).is_some_and(|c| c >= 400), "{r}");
+    assert_eq!(status_of(&r), Some(481), "{r}");
     sw.signal("TERM");
     let signalled = Instant::now();
     let end = signalled + Duration::from_secs(2);

@@ -992,6 +992,141 @@ fn journal_kill_9_right_after_the_200s_then_restart_restores_every_acknowledged_
 }
 
 // ---------------------------------------------------------------------------------------
+// The demo directory off loopback: passwords generated once, kept across restarts
+// ---------------------------------------------------------------------------------------
+
+/// The switch in `dir` with its UDP listener on 0.0.0.0, so not loopback-only: with no
+/// `[[users]]` its demo passwords are generated into `demo-users.txt` beside the CDR
+/// file (`dir/cdr.jsonl`). Returns it with the loopback address of that listener, the
+/// only address the test sends to.
+fn start_off_loopback(dir: std::path::PathBuf) -> (Switch, std::net::SocketAddr) {
+    let sw = Switch::start_in(
+        dir,
+        "127.0.0.1",
+        &[("SOFTSWITCH_SIP_LISTEN", "udp:0.0.0.0:0,tcp:127.0.0.1:0")],
+    );
+    assert!(sw.udp_addr().ip().is_unspecified(), "{:?}", sw.udp);
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], sw.udp_addr().port()));
+    (sw, to)
+}
+
+/// The file's text and its `user password` lines.
+fn demo_users(path: &std::path::Path) -> (String, Vec<(String, String)>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let users = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (u, p) = l.split_once(' ').unwrap_or_else(|| panic!("line {l:?}"));
+            (u.to_string(), p.to_string())
+        })
+        .collect();
+    (text, users)
+}
+
+/// Registers every demo user with the file's password (200), and alice with the
+/// loopback demo password (401: it is not valid off loopback).
+fn register_demo_users(to: std::net::SocketAddr, users: &[(String, String)]) {
+    for (user, password) in users {
+        let mut c = RegClient::udp(to, user, password);
+        let resp = c.register(&[], &[]);
+        assert_register_ok(&c.last_request, &resp);
+    }
+    let mut c = RegClient::udp(to, ALICE.0, ALICE.1);
+    assert_status(&c.register(&[], &[]), 401);
+}
+
+#[test]
+fn demo_directory_off_loopback_passwords_generated_once_0600_and_accepted_after_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let (sw, to) = start_off_loopback(temp_dir("demo"));
+    let path = sw.dir.join("demo-users.txt");
+    let (text, users) = demo_users(&path);
+    let names: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(names, ["alice", "bob", "carol", "dave"], "{path:?}");
+    for (user, password) in &users {
+        assert!(
+            password.len() >= 16 && !password.contains("demo"),
+            "{user}: a generated password, not a published one"
+        );
+    }
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode();
+    assert_eq!(mode(&path) & 0o777, 0o600, "{path:?}");
+    register_demo_users(to, &users);
+    // A restart (kill -9, as a container re-creation on the same volume): the same
+    // passwords, the file as it was, and a phone set up from it still registers.
+    let (_, dir) = sw.stop_keeping_dir("KILL", Duration::from_secs(10));
+    let (sw, to) = start_off_loopback(dir);
+    assert_eq!(demo_users(&path).0, text, "{path:?} rewritten at restart");
+    assert_eq!(mode(&path) & 0o777, 0o600);
+    register_demo_users(to, &users);
+    // Deleted, it is generated anew at the next start.
+    let (_, dir) = sw.stop_keeping_dir("KILL", Duration::from_secs(10));
+    std::fs::remove_file(&path).expect("delete");
+    let (_sw, to) = start_off_loopback(dir);
+    let (_, fresh) = demo_users(&path);
+    assert_ne!(fresh, users, "new passwords after the file was deleted");
+    register_demo_users(to, &fresh);
+}
+
+#[test]
+fn demo_directory_off_loopback_malformed_file_stops_start_up_and_is_kept() {
+    let dir = temp_dir("demo-bad");
+    let path = dir.join("demo-users.txt");
+    let text = "alice only-alice-here\n";
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("write demo-users.txt");
+    }
+    let log = dir.join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_softswitch"))
+        .env_clear()
+        .env("SOFTSWITCH_SIP_LISTEN", "udp:0.0.0.0:0")
+        .env("SOFTSWITCH_HTTP_LISTEN", "127.0.0.1:0")
+        .env("SOFTSWITCH_BILLING_CDR_PATH", dir.join("cdr.jsonl"))
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn softswitch");
+    let end = Instant::now() + START_DEADLINE;
+    let status = loop {
+        match child.try_wait().expect("wait") {
+            Some(st) => break Some(st),
+            None if Instant::now() >= end => break None,
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{status:?}: still running or exit 0 with a malformed {path:?}"
+    );
+    assert!(
+        stderr.contains(&path.display().to_string()) && stderr.contains("no line for bob"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("only-alice-here"),
+        "a password in the log: {stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).expect("kept"), text);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---------------------------------------------------------------------------------------
 // Forms: IPv6, compact headers, RFC 4475 torture REGISTERs
 // ---------------------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ pub enum WireError {
     VersionNotSupported,
     /// A header line without a colon, or a name that is not a token.
     MalformedHeaderLine,
+    /// A NUL octet in a header value outside a quoted-pair (§25.1).
+    NulInHeader,
     /// A header's value is malformed: (header, what).
     BadHeader(&'static str, &'static str),
     /// A mandatory header is missing.
@@ -72,6 +74,7 @@ impl WireError {
             WireError::BadRequestUri(w) => format!("Bad Request (malformed Request-URI: {w})"),
             WireError::VersionNotSupported => "Version Not Supported".into(),
             WireError::MalformedHeaderLine => "Bad Request (malformed header line)".into(),
+            WireError::NulInHeader => "Bad Request (NUL octet in a header value)".into(),
             WireError::BadHeader(h, w) => format!("Bad Request (malformed {h}: {w})"),
             WireError::Missing(h) => format!("Bad Request (missing {h})"),
             WireError::Duplicate(h) => format!("Bad Request (more than one {h})"),

@@ -8,6 +8,11 @@
 //! Route, Record-Route, Content-Type), then applies the semantic checks of §8.2.2 and
 //! §16.3: exactly one From/To/Call-ID/CSeq/Max-Forwards/Content-Length, CSeq method =
 //! request method, CSeq below 2^31, Max-Forwards 0–255.
+//!
+//! A NUL octet (%x00) in a header section is refused (400) unless it is the escaped octet
+//! of a quoted-pair in a quoted string, the only place §25.1 allows it (RFC 4475 §3.1.1.2
+//! sends one); a quoted-pair in a comment (User-Agent, Server) is not told apart, so a
+//! NUL there is refused too. Bodies may hold any octet (RFC 4475 §3.1.1.11).
 
 use super::compact::canonical_name;
 use super::error::WireError;
@@ -213,11 +218,16 @@ fn is_sip_version(v: &str) -> bool {
 /// Iterates the lines of a header section, unfolding continuation lines.
 struct Lines<'a> {
     rest: &'a str,
+    /// The section holds a NUL somewhere: each header value is checked for one.
+    nul: bool,
 }
 
 impl<'a> Lines<'a> {
     fn new(s: &'a str) -> Lines<'a> {
-        Lines { rest: s }
+        Lines {
+            rest: s,
+            nul: memchr::memchr(0, s.as_bytes()).is_some(),
+        }
     }
 
     fn next_physical(&mut self) -> Option<&'a str> {
@@ -259,8 +269,30 @@ impl<'a> Lines<'a> {
             }
             v.push_str(cont);
         }
+        if self.nul && !nul_only_quoted(&value) {
+            return Err(WireError::NulInHeader);
+        }
         Ok(Some((name, value)))
     }
+}
+
+/// True when every NUL octet of a header value is the escaped octet of a quoted-pair in a
+/// quoted string (§25.1: `quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)`). Anywhere
+/// else — TEXT-UTF8char, token, qdtext, a URI — §25.1 allows no %x00, and a NUL carried on
+/// into a CDR, a log or a C library would cut the value short there.
+fn nul_only_quoted(v: &str) -> bool {
+    let b = v.as_bytes();
+    let (mut i, mut quoted) = (0, false);
+    while i < b.len() {
+        match b[i] {
+            0 => return false,
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            _ => {}
+        }
+        i += 1;
+    }
+    true
 }
 
 /// RFC 3261 §25.1 token characters.
@@ -673,6 +705,48 @@ mod tests {
             "invite sip:x SIP/2.0\r\n{BASE}CSeq: 1 invite\r\n\r\n"
         ));
         assert_eq!(r.method, Method::Extension("invite".into()));
+    }
+
+    /// §25.1: no %x00 in header text (400, named), except as a quoted-pair's escaped octet
+    /// in a quoted string (RFC 4475 §3.1.1.2); a body may hold any octet.
+    #[test]
+    fn nul_in_header_value_refused_unless_escaped_in_quoted_string() {
+        let with =
+            |h: &str| format!("OPTIONS sip:x SIP/2.0\r\n{BASE}CSeq: 1 OPTIONS\r\n{h}\r\n\r\n");
+        for h in [
+            "Subject: a\0b",
+            "Subject: \0",
+            "User-Agent: phone (a\\\0)",
+            "Contact: <sip:a\0@h>",
+            "X-Folded: a\r\n \0b",
+            "Contact: \"quoted \\\0\" <sip:a@h>, \0",
+        ] {
+            let e = err(&with(h));
+            assert_eq!(e, WireError::NulInHeader, "{h:?}");
+            assert_eq!(e.status(), 400);
+            assert_eq!(e.reason(), "Bad Request (NUL octet in a header value)");
+            assert_eq!(e.metric_reason(), "parse");
+        }
+        // NUL in To (a typed header) and in a header name.
+        assert_eq!(
+            err("OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: \"b\0\" <sip:b@x>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\r\n"),
+            WireError::NulInHeader
+        );
+        assert_eq!(err(&with("X-A\0: v")), WireError::MalformedHeaderLine);
+        // The quoted-pair `\<NUL>` in a quoted string is allowed, and survives a round trip.
+        let r = req(&with("Contact: \"BEL:\\\u{7} NUL:\\\0\" <sip:a@h>"));
+        assert_eq!(
+            r.common.header("Contact"),
+            Some("\"BEL:\\\u{7} NUL:\\\0\" <sip:a@h>")
+        );
+        let bytes = Message::Request(r.clone()).to_bytes();
+        assert_eq!(req(std::str::from_utf8(&bytes).unwrap()), r);
+        // A NUL in the body is no concern of the header section.
+        let head = format!(
+            "OPTIONS sip:x SIP/2.0\r\n{BASE}CSeq: 1 OPTIONS\r\nContent-Type: application/sdp\r\n"
+        );
+        let m = parse_message(head.as_bytes(), b"v=0\0\0").unwrap();
+        assert_eq!(&m.common().body[..], b"v=0\0\0");
     }
 
     #[test]
