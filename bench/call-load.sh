@@ -27,9 +27,19 @@
 # registrar). TARGET=softswitch: the switch (a B2BUA: both legs, a CDR fsynced per call),
 # always with AUTH=1.
 #
-# Bounded: each step DURATION seconds (1..30) and at most MAX_CALLS calls; SIPp gets
-# -timeout 60s and `timeout 120`; the server start and stop have deadlines.
-# Knobs: TARGET RATES DURATION TRANSPORT (udp|tcp) SERVER_CPU SIPP_CPU CHILDREN ORDER ROUNDS.
+# Steady state: a step counts only if it lasts longer than the longest timer that holds
+# a transaction (64*T1 = 32 s: RFC 6026 Timer L/M, Timer J), so that what each server
+# keeps per call has built up; DURATION defaults to 60 s. At the end of each step the
+# server's memory is printed: rss_mb, the sum of VmRSS over its processes, and pss_mb,
+# the sum of their Pss (Kamailio's workers share one memory segment, which RSS counts
+# once per worker and Pss once).
+#
+# Bounded: each step DURATION seconds (1..300) and at most MAX_CALLS calls; SIPp gets
+# -timeout DURATION+60 s and `timeout` DURATION+120 s; the server start and stop have
+# deadlines.
+# Knobs: TARGET RATES DURATION TRANSPORT (udp|tcp) SERVER_CPU SIPP_CPU CHILDREN ORDER ROUNDS;
+# with TARGET=both, RATES_SOFTSWITCH and RATES_KAMAILIO give each server its own ramp
+# (default RATES), so a 60 s step is not spent far below a server's ceiling.
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -42,12 +52,12 @@ TARGET=${TARGET:-kamailio}
 AUTH=${AUTH:-0}
 [ "$TARGET" != softswitch ] || AUTH=1
 RATES=${RATES:-"200 500 1000 2000 3000 4000 5000 6000 8000 10000"}
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-60}
 TRANSPORT=${TRANSPORT:-udp}
 SERVER_CPU=${SERVER_CPU:-0}
 SIPP_CPU=${SIPP_CPU:-1}
 CHILDREN=${CHILDREN:-4}
-MAX_CALLS=300000
+MAX_CALLS=1000000
 DOMAIN=example.test
 if [ "$AUTH" = 1 ]; then CALLEE=u0002 CALLEE_PW=p0002; else CALLEE=bench CALLEE_PW=p0000; fi
 
@@ -80,32 +90,42 @@ if [ "${1:-}" = --ramp ]; then
     -key contact_port "$UAS_PORT" -m 1 -timeout 10s -timeout_error -nostdin -t "$T" \
     -i 127.0.0.1 "127.0.0.1:$SERVER_PORT" >register.out 2>&1 || { tail -20 register.out >&2; die "registering $CALLEE failed"; }
 
-  printf '%8s %8s %9s %8s %8s %8s %9s %12s  %s\n' target calls achieved ok failed retrans "retrans%" "cpu_us/call" verdict
+  server_memory() {  # "rss_mb pss_mb" summed over every process in the server's group
+    local rss=0 pss=0 pid v
+    for pid in $(pgrep -g "$SERVER_PGID"); do
+      v=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null) && rss=$((rss + ${v:-0}))
+      v=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null) && pss=$((pss + ${v:-0}))
+    done
+    awk -v r="$rss" -v p="$pss" 'BEGIN { printf "%.1f %.1f", r / 1024, p / 1024 }'
+  }
+  printf '%8s %8s %9s %8s %8s %8s %9s %12s %8s %8s  %s\n' target calls achieved ok failed retrans "retrans%" "cpu_us/call" rss_mb pss_mb verdict
   BEST=0 BEST_CPU=-
   for rate in $RATES; do
     calls=$((rate * DURATION)); [ $calls -le $MAX_CALLS ] || calls=$MAX_CALLS
     stat=$WORK/stat-$rate.csv
     # No -m for the UAS: a stray message (a late ACK as a new call) would count towards
     # it and the UAS would stop before the last calls; it is stopped after the UAC.
-    timeout 120 "${PIN[@]}" sipp -sf "$OLDPWD/scenarios/load_call_uas.xml" -t "$T" \
+    timeout $((DURATION + 120)) "${PIN[@]}" sipp -sf "$OLDPWD/scenarios/load_call_uas.xml" -t "$T" \
       -i 127.0.0.1 -mi 127.0.0.1 -p "$UAS_PORT" -mp "$MP_UAS" -buff_size 8388608 \
-      -timeout 60s -nostdin -trace_err -error_file "uas-$rate.errors" \
+      -timeout $((DURATION + 60))s -nostdin -trace_err -error_file "uas-$rate.errors" \
       "127.0.0.1:$SERVER_PORT" >"uas-$rate.out" 2>&1 &
     uas=$!
     before=$(server_ticks)
     rc=0
-    timeout 120 "${PIN[@]}" sipp "${UAC[@]}" -s $CALLEE -key domain $DOMAIN \
+    timeout $((DURATION + 120)) "${PIN[@]}" sipp "${UAC[@]}" -s $CALLEE -key domain $DOMAIN \
       -t "$T" -r "$rate" -m "$calls" -l $((rate * 4 + 100)) -buff_size 8388608 \
       -i 127.0.0.1 -mi 127.0.0.1 -mp "$MP_UAC" \
-      -timeout 60s -timeout_error -nostdin -trace_err -error_file "uac-$rate.errors" \
+      -timeout $((DURATION + 60))s -timeout_error -nostdin -trace_err -error_file "uac-$rate.errors" \
       -trace_stat -stf "$stat" -fd 1 "127.0.0.1:$SERVER_PORT" >"uac-$rate.out" 2>&1 || rc=$?
     after=$(server_ticks)
+    mem=$(server_memory)
     # The UAC has seen every call end (or time out): the UAS has nothing left to do.
     kill "$uas" 2>/dev/null || true
     wait "$uas" 2>/dev/null || true
-    line=$(python3 - "$stat" "$rate" "$calls" "$((after - before))" "$TCK" "$rc" <<'PY'
+    line=$(python3 - "$stat" "$rate" "$calls" "$((after - before))" "$TCK" "$rc" $mem <<'PY'
 import csv, sys
 path, rate, calls, ticks, tck, rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+rss, pss = float(sys.argv[7]), float(sys.argv[8])
 try:
     rows = list(csv.DictReader(open(path), delimiter=";"))
 except OSError:
@@ -127,7 +147,7 @@ sent = 2 * (ok + failed)  # INVITE and BYE, the requests SIPp retransmits
 rpct = 100.0 * retrans / sent if sent else 100.0
 passed = (ok + failed > 0 and failed / (ok + failed) < 0.001 and achieved >= 0.97 * rate
           and rpct <= 5.0 and rc in ("0", "1"))  # 1: some call failed, judged by the rate above
-print(f"{rate:8d} {calls:8d} {achieved:9.0f} {ok:8.0f} {failed:8.0f} {retrans:8.0f} {rpct:8.2f}% {cpu_us:12.1f}"
+print(f"{rate:8d} {calls:8d} {achieved:9.0f} {ok:8.0f} {failed:8.0f} {retrans:8.0f} {rpct:8.2f}% {cpu_us:12.1f} {rss:8.1f} {pss:8.1f}"
       + ("  pass" if passed else "  FAIL") + ("" if rc in ("0", "1") else f" (sipp exit {rc})")
       + f"|{'PASS' if passed else 'FAIL'}|{cpu_us:.1f}")
 PY
@@ -146,6 +166,7 @@ PY
   echo
   echo "cpu_us/call: the server's utime+stime (all its processes, ${TCK} Hz ticks) over the step / successful calls;"
   echo "retrans%: SIPp UAC's retransmissions / (2 x calls), INVITE and BYE being the requests it retransmits."
+  echo "rss_mb / pss_mb: the server's memory at the end of the step (VmRSS and Pss summed over its processes)."
   echo
   echo "summary ($TARGET, $TRANSPORT, server on cpu $SERVER_CPU, sipp on cpu $SIPP_CPU)"
   printf '  %-40s %s\n' "highest passing rate" "$BEST calls/s"
@@ -171,11 +192,11 @@ if [ "$TARGET" = both ]; then
     for server in "${this[@]}"; do
       echo "===== round $r: $server"
       case $server in
-        softswitch) TARGET=softswitch "$0" | tee "$OUT/softswitch.$r" ;;
+        softswitch) TARGET=softswitch RATES=${RATES_SOFTSWITCH:-$RATES} "$0" | tee "$OUT/softswitch.$r" ;;
         # One Kamailio worker: with several, its UDP workers reorder back-to-back
         # messages and calls fail on an unexpected message (bench/README.md); with
         # auth, like the switch.
-        kamailio) TARGET=kamailio AUTH=1 CHILDREN=${CHILDREN_BOTH:-1} "$0" | tee "$OUT/kamailio.$r" ;;
+        kamailio) TARGET=kamailio AUTH=1 CHILDREN=${CHILDREN_BOTH:-1} RATES=${RATES_KAMAILIO:-$RATES} "$0" | tee "$OUT/kamailio.$r" ;;
         *) die "ORDER: softswitch and kamailio, in some order" ;;
       esac
       echo
@@ -219,7 +240,8 @@ fi
 # ---- driver ----
 command -v sipp >/dev/null || die "sipp missing (apt-get install sip-tester)"
 command -v python3 >/dev/null || die "python3 missing"
-[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 30 ] || die "DURATION must be 1..30 seconds"
+[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 300 ] || die "DURATION must be 1..300 seconds"
+[ "$DURATION" -gt 32 ] || echo "call-load: note: ${DURATION}s steps are shorter than 64*T1 = 32 s: not a steady-state figure" >&2
 PIN_SERVER=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN_SERVER=(-c "$SERVER_CPU"); fi
 
@@ -246,9 +268,8 @@ case $TARGET in
     fi
     read -r PORT HPORT < <(python3 "$BENCH/free-ports.py" 10000 20000 0,1 0,1)
     [ -n "$HPORT" ] || die "no free port for the switch"
-    # max_transactions: transactions linger after a call (Timer L/H/J/K, 32 s over UDP):
-    # at 4,000 CPS that is several hundred thousand; the default 100,000 would refuse.
-    "$BENCH/softswitch-toml.sh" "$WORK" "$PORT" "$HPORT" 3000000 >"$WORK/softswitch.toml"
+    # max_transactions: the default (derived from memory), as a user runs it.
+    "$BENCH/softswitch-toml.sh" "$WORK" "$PORT" "$HPORT" >"$WORK/softswitch.toml"
     PIN_SW=(); [ ${#PIN_SERVER[@]} -gt 0 ] && PIN_SW=(taskset -c "$SERVER_CPU")
     setsid env -i PATH="$PATH" "${PIN_SW[@]}" "$SOFTSWITCH_BIN" --config "$WORK/softswitch.toml" >"$WORK/switch.out" 2>"$WORK/switch.err" &
     SW=$!

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The switch's configuration for the bench scripts, on standard output:
 #
-#   bench/softswitch-toml.sh WORK PORT HPORT MAX_TRANSACTIONS > WORK/softswitch.toml
+#   bench/softswitch-toml.sh WORK PORT HPORT [MAX_TRANSACTIONS] > WORK/softswitch.toml
 #
+# Without MAX_TRANSACTIONS the switch's default bound applies (derived from memory).
 # SIP on udp+tcp 127.0.0.1:PORT, HTTP on 127.0.0.1:HPORT, CDRs and bindings under WORK,
 # domain example.test, MD5 only (SIPp answers nothing else), the callers u0001 and u0002
 # of the SIPp injection files (password p<digits>), warnings only in the log.
 set -euo pipefail
-[ $# -eq 4 ] || { echo "usage: $0 WORK PORT HPORT MAX_TRANSACTIONS" >&2; exit 2; }
+[ $# -eq 3 ] || [ $# -eq 4 ] || { echo "usage: $0 WORK PORT HPORT [MAX_TRANSACTIONS]" >&2; exit 2; }
+LIMITS=""
+[ $# -eq 4 ] && LIMITS="[limits]
+max_transactions = $4"
 cat <<TOML
 [sip]
 listen = ["udp:127.0.0.1:$2", "tcp:127.0.0.1:$2"]
@@ -20,8 +24,7 @@ cdr_path = "$1/cdr.jsonl"
 store_path = "$1/registrations.journal"
 [auth]
 algorithms = ["MD5"]
-[limits]
-max_transactions = $4
+$LIMITS
 [log]
 level = "warn"
 [[users]]
