@@ -271,14 +271,20 @@ impl CallRouter {
             now,
             Some(attempt),
         );
-        match verdict {
+        let failed = match verdict {
             Verdict::Ok {
                 retransmission: true,
                 ..
-            } => Bill::Again,
-            Verdict::Ok { user, .. } => Bill::Caller(user),
-            _ => Bill::Nobody,
+            } => return Bill::Again,
+            Verdict::Ok { user, .. } => return Bill::Caller(user),
+            Verdict::Challenge { reason, .. }
+            | Verdict::Forbidden { reason }
+            | Verdict::Malformed { reason } => reason,
+        };
+        if failed != crate::auth::FailReason::Missing {
+            metrics::auth_failure(failed.as_str());
         }
+        Bill::Nobody
     }
 
     /// The callee of an INVITE as dialled, in the form a call's CDR gives it: a user at

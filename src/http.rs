@@ -17,6 +17,9 @@
 //!   waits for a permit before accepting, so excess clients queue in the kernel backlog
 //!   (MR `src/server.rs`).
 //! - Unknown paths get 404; methods other than GET and HEAD get 405 with `Allow`.
+//! - `/readyz` is 503 while starting, draining, or while CDR writes fail and CDRs wait
+//!   for a retry, its body saying which ([`HttpState::not_ready`]); `/metrics` reads the
+//!   CDR writer's counters at each scrape.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -6,7 +6,9 @@
 //! delivers each leg's SIP to that leg ([`CallInput`]); the leg reports machine events to
 //! its controller, which runs the machine and hands its commands back to the legs; the
 //! legs turn them into SIP ([`CallOutput`]), with [`crate::dialog`] building every request.
-//! The driver routes transaction events to legs by the maps of [`Table`].
+//! The driver routes transaction events to legs by the maps of [`Table`]. An INVITE
+//! refused before any call exists is billed here ([`CallHub::refused`]): its CDR is on
+//! disk before its stateless answer goes.
 //!
 //! Why these actors live in the root crate and not in `softswitch-actors`: they handle
 //! typed SIP (`Request`, `Response`, `Dialog`), which lives here, and the root crate
