@@ -416,6 +416,128 @@ fn a_cdr_write_failure_is_retried_the_answer_waits_and_nothing_is_lost() {
     assert_eq!(cdrs(&sw).len(), 1);
 }
 
+/// The headers a response copies from its request (§8.2.6.2), with To tag `to_tag`.
+fn response_to(req: &str, status: u16, to_tag: &str, extra: &str, body: &str) -> String {
+    let mut out = format!("SIP/2.0 {status} Whatever\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        for v in header_values(req, name, None) {
+            out.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    let to = header(req, "To").expect("To");
+    if to.contains(";tag=") {
+        out.push_str(&format!("To: {to}\r\n"));
+    } else {
+        out.push_str(&format!("To: {to};tag={to_tag}\r\n"));
+    }
+    out.push_str(extra);
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
+}
+
+const SDP: &str = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+
+/// A call's end while CDRs cannot be written: the callee answered the BYE, but the
+/// caller's 200 for it waits until the call's CDR is on disk, and the call counts as
+/// ended only then; once the disk takes writes again the 200 comes and the CDR is there
+/// once.
+#[test]
+fn a_calls_end_waits_for_its_cdr_while_writes_fail() {
+    let sw = Switch::start_wrapped("trap '' XFSZ;", &[]);
+    let mut bob = RegClient::udp(sw.udp_addr(), "bob", "bob-demo");
+    let contact = bob.contact();
+    assert_eq!(status_of(&bob.register(&[&contact], &[])), Some(200));
+    let bs = match &bob.conn {
+        common::digest::Conn::Udp(s) => s,
+        common::digest::Conn::Tcp(..) => unreachable!("a UDP client"),
+    };
+    let a = Caller::new(sw.udp_addr());
+    let creds = a.credentials("bob", "alice-demo");
+    let inv = a.invite("bob", 2, "a2", &creds).replacen(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        ),
+        1,
+    );
+    a.send(&inv);
+    let b_inv = wait_for(bs, "the B-leg INVITE", |m| m.starts_with("INVITE "));
+    let ok = response_to(
+        &b_inv,
+        200,
+        "b1",
+        &format!(
+            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
+            host_port(bob.local)
+        ),
+        SDP,
+    );
+    bs.send_to(ok.as_bytes(), sw.udp_addr()).unwrap();
+    let a200 = wait_for(&a.sock, "the 200", |m| is_final_for(m, 2));
+    assert_eq!(status_of(&a200), Some(200), "{a200}");
+    let in_dialog = |method: &str, cseq: u32| {
+        let target = header(&a200, "Contact")
+            .and_then(|c| c.trim_start_matches('<').split('>').next())
+            .expect("Contact in the 2xx")
+            .to_string();
+        format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK{method}{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            l = host_port(a.local),
+            t = a.tag,
+            to = header(&a200, "To").unwrap(),
+            c = a.call_id,
+        )
+    };
+    a.send(&in_dialog("ACK", 2));
+    wait_for(bs, "the B-leg ACK", |m| m.starts_with("ACK "));
+    // The disk is full from now on; alice hangs up and bob answers the BYE.
+    let st = Command::new("prlimit")
+        .arg(format!("--pid={}", sw.pid()))
+        .arg("--fsize=64:")
+        .status()
+        .expect("prlimit(1) (util-linux) must be installed");
+    assert!(st.success(), "{st:?}");
+    a.send(&in_dialog("BYE", 3));
+    let b_bye = wait_for(bs, "the B-leg BYE", |m| m.starts_with("BYE "));
+    bs.send_to(
+        response_to(&b_bye, 200, "b1", "", "").as_bytes(),
+        sw.udp_addr(),
+    )
+    .unwrap();
+    wait_until("a failed CDR write", || {
+        metric_now(&sw, "softswitch_cdr_write_failures_total") >= 1.0
+    });
+    let tried = metric_now(&sw, "softswitch_cdr_write_failures_total");
+    wait_until("another failed retry", || {
+        metric_now(&sw, "softswitch_cdr_write_failures_total") > tried
+    });
+    let bye_ok = |m: &str| status_of(m) == Some(200) && m.contains("3 BYE");
+    assert_eq!(
+        try_wait_for(&a.sock, Duration::from_millis(50), bye_ok),
+        None,
+        "the BYE answered before the call's CDR was on disk"
+    );
+    assert_eq!(http_get(sw.http, "/readyz").0, 503);
+    assert_eq!(metric_now(&sw, "softswitch_calls_active"), 1.0);
+    assert_eq!(calls_total(&sw, "answered"), 0.0);
+    let st = Command::new("prlimit")
+        .arg(format!("--pid={}", sw.pid()))
+        .arg("--fsize=unlimited:")
+        .status()
+        .expect("prlimit");
+    assert!(st.success(), "{st:?}");
+    wait_for(&a.sock, "the 200 for the BYE", bye_ok);
+    assert_eq!(calls_total(&sw, "answered"), 1.0);
+    let all = cdrs_of(&sw, &a.call_id);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["disposition"], "answered");
+    assert_eq!(all[0]["hangup_by"], "caller");
+    wait_until("/readyz ready again", || {
+        http_get(sw.http, "/readyz").0 == 200
+    });
+}
+
 /// Runs a second switch in `dir` with `env` and returns its exit status and stderr; it
 /// must exit on its own within the start deadline.
 fn second_switch(
