@@ -343,6 +343,28 @@ fn every_refused_attempt_gets_one_cdr_field_by_field() {
     assert_eq!(metric_now(&sw, "softswitch_cdrs_written_total"), 5.0);
 }
 
+/// 503 for overload (`limits.max_transactions`: a ringing call's two transactions fill
+/// a table of two) is billed as the draining 503 is: its credentials verified, one CDR,
+/// `failed`, counted.
+#[test]
+fn an_overload_503_is_billed_too() {
+    let sw = Switch::start(&[("SOFTSWITCH_LIMITS_MAX_TRANSACTIONS", "2")]);
+    let mut bob = RegClient::udp(sw.udp_addr(), "bob", "bob-demo");
+    let contact = bob.contact();
+    assert_eq!(status_of(&bob.register(&[&contact], &[])), Some(200));
+    let b = Caller::new(sw.udp_addr());
+    let creds_b = b.credentials("bob", "alice-demo");
+    let a = Caller::new(sw.udp_addr());
+    let creds = a.credentials("nobody", "alice-demo");
+    b.send(&b.invite("bob", 2, "r2", &creds_b));
+    wait_for(&b.sock, "100 Trying", |m| status_of(m) == Some(100));
+    let r = a.refused(&a.invite("nobody", 2, "a2", &creds));
+    assert_eq!(status_of(&r), Some(503), "{r}");
+    assert!(reason_of(&r).contains("overloaded"), "{r}");
+    assert_refusal_cdr(&sw, &a.call_id, "nobody", 503, "failed");
+    assert_eq!(calls_total(&sw, "failed"), 1.0);
+}
+
 /// A CDR that cannot be written: a real EFBIG (the CDR file's size limit lowered under
 /// the running switch with `prlimit(1)`, SIGXFSZ ignored: what a full disk looks like to
 /// a `write`). The refused attempt's answer waits, a retransmission is absorbed, the
