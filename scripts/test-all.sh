@@ -36,6 +36,16 @@ if ! command -v baresip >/dev/null 2>&1; then
 fi
 command -v baresip >/dev/null 2>&1 || die "baresip (Debian package baresip-core) is required and could not be installed"
 echo "baresip: $(dpkg-query -W -f='${Version}' baresip-core 2>/dev/null || echo present)"
+# tests/e2e_cdr.rs and actors/tests/billing.rs make CDR writes fail for real (EFBIG) by
+# setting and lifting a running process's file size limit with prlimit (util-linux).
+if ! command -v prlimit >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "prlimit missing: apt-get install util-linux"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux >/dev/null
+  fi
+fi
+command -v prlimit >/dev/null 2>&1 || die "prlimit (Debian package util-linux) is required and could not be installed"
 cargo --version
 cargo fmt --version >/dev/null || die "rustfmt missing"
 cargo clippy --version >/dev/null || die "clippy missing"

@@ -14,6 +14,12 @@
 //!
 //! The caller's identity is the authenticated user, whatever the From says: it is what
 //! the CDR bills. Max-Forwards 0 (483) is refused earlier, by the endpoint.
+//!
+//! Every refusal says whom it bills ([`Bill`]): an authenticated caller's attempt gets
+//! one CDR (`CallHub::refused` writes it before the answer goes), a challenge or failed
+//! credentials get none, and a refusal decided before step 3 leaves the credentials
+//! unread ([`Bill::Unverified`]): [`CallRouter::caller`] verifies them only then, so an
+//! INVITE without credentials (nearly every call's first) costs nothing more.
 
 use crate::auth::{Authenticated, Authenticator, Verdict};
 use crate::directory::Directory;
@@ -37,6 +43,43 @@ pub struct Routed {
     pub aor: String,
     /// The callee's bindings, to ring in parallel.
     pub targets: Arc<Vec<Binding>>,
+    /// The credentials were this request's again: a retransmission of an attempt the
+    /// switch already answered.
+    pub retransmission: bool,
+}
+
+/// Whom a refused INVITE bills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bill {
+    /// A new attempt by this authenticated caller: its CDR is written before the answer.
+    Caller(Authenticated),
+    /// A retransmission of an attempt already answered: its CDR exists, none more.
+    Again,
+    /// Refused before authentication: the request's credentials, if it carries any, are
+    /// still to be verified ([`CallRouter::caller`]) to bill the attempt.
+    Unverified,
+    /// Nobody: no verified caller (a challenge, failed credentials), or the attempt is
+    /// another request's (a merged copy, billed by its call).
+    Nobody,
+}
+
+/// A refused INVITE: what to answer, and whom the attempt bills.
+#[derive(Debug)]
+pub struct Refused {
+    /// The answer (sent statelessly).
+    pub response: Box<Response>,
+    /// Whom it bills.
+    pub bill: Bill,
+}
+
+impl Refused {
+    /// `response`, billing `bill`.
+    pub fn new(response: Response, bill: Bill) -> Refused {
+        Refused {
+            response: Box::new(response),
+            bill,
+        }
+    }
 }
 
 /// Why an INVITE is not set up.
@@ -114,19 +157,28 @@ impl CallRouter {
         }
     }
 
-    /// Routes an initial INVITE from `from` (see the module doc for the order).
-    pub fn route(&self, req: &Request, from: &Peer, now: SystemTime) -> Result<Routed, Rejection> {
+    /// Routes an initial INVITE from `from` (see the module doc for the order);
+    /// `attempt` identifies the request (a hash of its Call-ID, From tag, CSeq and
+    /// branch), so its retransmission's credentials verify again as a retransmission.
+    pub fn route(
+        &self,
+        req: &Request,
+        from: &Peer,
+        now: SystemTime,
+        attempt: u64,
+    ) -> Result<Routed, (Rejection, Bill)> {
         let domain = &self.endpoint.domain;
+        let before_auth = |r: Refusal| (Rejection::Refused(r), Bill::Unverified);
         // 1. Our domain, and a callee.
         let callee = match &req.uri {
             Uri::Sip(u) if self.endpoint.is_local_host(&u.host.host) => u.user.clone(),
-            Uri::Sip(_) => return Err(Rejection::Refused(Refusal::NotOurDomain)),
+            Uri::Sip(_) => return Err(before_auth(Refusal::NotOurDomain)),
             Uri::Tel(t) => Some(t.digits()),
-            Uri::Other { .. } => return Err(Rejection::Refused(Refusal::UnsupportedUriScheme)),
+            Uri::Other { .. } => return Err(before_auth(Refusal::UnsupportedUriScheme)),
         };
         // 2. Loops.
         if self.ours.iter().any(|o| crate::dialog::is_loop(req, o)) {
-            return Err(Rejection::Refused(Refusal::LoopDetected));
+            return Err(before_auth(Refusal::LoopDetected));
         }
         // 3. The caller.
         let from_user = match &req.common.from.uri {
@@ -140,10 +192,14 @@ impl CallRouter {
             |user| self.directory.get(user).map(|s| s.credentials.clone()),
             from.addr.ip(),
             now,
-            None,
+            Some(attempt),
         );
-        let caller = match verdict {
-            Verdict::Ok { user, .. } => user,
+        let (caller, retransmission) = match verdict {
+            Verdict::Ok {
+                user,
+                retransmission,
+                ..
+            } => (user, retransmission),
             Verdict::Challenge { stale, reason } => {
                 if reason != crate::auth::FailReason::Missing {
                     metrics::auth_failure(reason.as_str());
@@ -152,37 +208,102 @@ impl CallRouter {
                     .as_deref()
                     .and_then(|u| self.directory.get(u))
                     .map(|s| &s.credentials);
-                return Err(Rejection::Challenge(self.auth.challenge_for(
-                    domain,
-                    creds,
-                    stale,
-                    now,
-                    req.common.header("User-Agent"),
-                )));
+                return Err((
+                    Rejection::Challenge(self.auth.challenge_for(
+                        domain,
+                        creds,
+                        stale,
+                        now,
+                        req.common.header("User-Agent"),
+                    )),
+                    Bill::Nobody,
+                ));
             }
             Verdict::Forbidden { reason } => {
                 metrics::auth_failure(reason.as_str());
-                return Err(Rejection::Forbidden);
+                return Err((Rejection::Forbidden, Bill::Nobody));
             }
             Verdict::Malformed { reason } => {
                 metrics::auth_failure(reason.as_str());
-                return Err(Rejection::BadCredentials);
+                return Err((Rejection::BadCredentials, Bill::Nobody));
             }
+        };
+        let after_auth = |r: Refusal| {
+            let bill = if retransmission {
+                Bill::Again
+            } else {
+                Bill::Caller(caller.clone())
+            };
+            (Rejection::Refused(r), bill)
         };
         // 4. The callee.
         let Some(callee) = callee.filter(|c| self.directory.contains(c)) else {
-            return Err(Rejection::Refused(Refusal::NotFound));
+            return Err(after_auth(Refusal::NotFound));
         };
         let aor = format!("{callee}@{domain}");
         let Some(targets) = self.location.lookup(&aor) else {
-            return Err(Rejection::Refused(Refusal::TemporarilyUnavailable));
+            return Err(after_auth(Refusal::TemporarilyUnavailable));
         };
         Ok(Routed {
             caller,
             callee,
             aor,
             targets,
+            retransmission,
         })
+    }
+
+    /// Whom an INVITE refused before authentication ([`Bill::Unverified`]) bills: its
+    /// credentials verified as in step 3, when it carries any (`None` without, so a
+    /// request without credentials costs no hashing). A retransmission of an attempt
+    /// already billed is [`Bill::Again`]; credentials that do not verify bill nobody (the
+    /// refusal stands: no challenge is sent instead of it).
+    pub fn caller(&self, req: &Request, from: &Peer, now: SystemTime, attempt: u64) -> Bill {
+        if req.common.header("Proxy-Authorization").is_none() {
+            return Bill::Nobody;
+        }
+        let verdict = self.auth.verify_request(
+            "INVITE",
+            req.common.header_values("Proxy-Authorization"),
+            &self.endpoint.domain,
+            |user| self.directory.get(user).map(|s| s.credentials.clone()),
+            from.addr.ip(),
+            now,
+            Some(attempt),
+        );
+        let failed = match verdict {
+            Verdict::Ok {
+                retransmission: true,
+                ..
+            } => return Bill::Again,
+            Verdict::Ok { user, .. } => return Bill::Caller(user),
+            Verdict::Challenge { reason, .. }
+            | Verdict::Forbidden { reason }
+            | Verdict::Malformed { reason } => reason,
+        };
+        if failed != crate::auth::FailReason::Missing {
+            metrics::auth_failure(failed.as_str());
+        }
+        Bill::Nobody
+    }
+
+    /// The callee of an INVITE as dialled, in the form a call's CDR gives it: a user at
+    /// one of our hosts (or a `tel:` number) as `sip:user@domain`, any other
+    /// Request-URI as written.
+    pub fn dialled(&self, req: &Request) -> String {
+        let domain = &self.endpoint.domain;
+        match &req.uri {
+            Uri::Sip(u) if self.endpoint.is_local_host(&u.host.host) && u.user.is_some() => {
+                format!("sip:{}@{domain}", u.user.as_deref().unwrap_or_default())
+            }
+            Uri::Tel(t) => format!("sip:{}@{domain}", t.digits()),
+            other => other.to_string(),
+        }
+    }
+
+    /// The served domain (the CDR's parties are `sip:user@domain`).
+    pub fn domain(&self) -> &str {
+        &self.endpoint.domain
     }
 }
 
@@ -276,9 +397,11 @@ mod tests {
         )
     }
 
-    fn authorised(r: &CallRouter, ruri: &str) -> Result<Routed, Rejection> {
+    fn authorised(r: &CallRouter, ruri: &str) -> Result<Routed, (Rejection, Bill)> {
         let now = SystemTime::now();
-        let Err(Rejection::Challenge(ch)) = r.route(&invite(ruri, ""), &peer(), now) else {
+        let Err((Rejection::Challenge(ch), Bill::Nobody)) =
+            r.route(&invite(ruri, ""), &peer(), now, 1)
+        else {
             panic!("no 407 first")
         };
         let md5 = ch.iter().find(|c| c.contains("algorithm=MD5")).unwrap();
@@ -286,6 +409,7 @@ mod tests {
             &invite(ruri, &credentials(md5, ruri, "alice-pw")),
             &peer(),
             now,
+            2,
         )
     }
 
@@ -293,7 +417,8 @@ mod tests {
     fn unauthenticated_invite_gets_407_with_proxy_authenticate() {
         let r = router();
         let req = invite("sip:bob@example.test", "");
-        let rej = r.route(&req, &peer(), SystemTime::now()).unwrap_err();
+        let (rej, bill) = r.route(&req, &peer(), SystemTime::now(), 1).unwrap_err();
+        assert_eq!(bill, Bill::Nobody, "a challenge bills nobody");
         let resp = rej.response(&req, "t");
         assert_eq!(resp.status, 407);
         let values: Vec<&str> = resp.common.header_values("Proxy-Authenticate").collect();
@@ -308,19 +433,65 @@ mod tests {
         assert_eq!(routed.caller.user(), "alice");
         assert_eq!(routed.callee, "bob");
         assert_eq!(routed.targets.len(), 1);
+        assert!(!routed.retransmission);
     }
 
+    /// Refused after authentication: billed to the authenticated caller, once; the same
+    /// request again (a retransmission: same credentials, same attempt) bills nobody new.
     #[test]
-    fn unknown_404_unregistered_480() {
+    fn unknown_404_unregistered_480_billed_to_the_caller_once() {
         let r = router();
+        for (ruri, refusal) in [
+            ("sip:nobody@example.test", Refusal::NotFound),
+            ("sip:carol@example.test", Refusal::TemporarilyUnavailable),
+        ] {
+            let now = SystemTime::now();
+            let Err((Rejection::Challenge(ch), _)) = r.route(&invite(ruri, ""), &peer(), now, 1)
+            else {
+                panic!("no 407 first")
+            };
+            let md5 = ch.iter().find(|c| c.contains("algorithm=MD5")).unwrap();
+            let req = invite(ruri, &credentials(md5, ruri, "alice-pw"));
+            let (rej, bill) = r.route(&req, &peer(), now, 2).unwrap_err();
+            assert_eq!(rej, Rejection::Refused(refusal));
+            assert!(matches!(bill, Bill::Caller(c) if c.user() == "alice"));
+            let (rej_again, again) = r.route(&req, &peer(), now, 2).unwrap_err();
+            assert_eq!((rej_again, again), (rej, Bill::Again), "{ruri}");
+        }
+    }
+
+    /// A refusal before authentication (403, 416, 482) leaves the credentials unread;
+    /// [`CallRouter::caller`] verifies them then: the caller once, `Again` for the same
+    /// attempt, nobody without credentials or with wrong ones.
+    #[test]
+    fn a_refusal_before_authentication_is_billed_by_verifying_then() {
+        let r = router();
+        let now = SystemTime::now();
+        let ruri = "sip:bob@example.test";
+        let loop_via = "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKus\r\n";
+        let bare = invite(ruri, loop_via);
         assert_eq!(
-            authorised(&r, "sip:nobody@example.test").unwrap_err(),
-            Rejection::Refused(Refusal::NotFound)
+            r.route(&bare, &peer(), now, 1).unwrap_err().1,
+            Bill::Unverified
         );
-        assert_eq!(
-            authorised(&r, "sip:carol@example.test").unwrap_err(),
-            Rejection::Refused(Refusal::TemporarilyUnavailable)
+        assert_eq!(r.caller(&bare, &peer(), now, 1), Bill::Nobody);
+        let Err((Rejection::Challenge(ch), _)) = r.route(&invite(ruri, ""), &peer(), now, 2) else {
+            panic!("no 407")
+        };
+        let md5 = ch.iter().find(|c| c.contains("algorithm=MD5")).unwrap();
+        let creds = credentials(md5, ruri, "alice-pw");
+        let looped = invite(ruri, &format!("{creds}{loop_via}"));
+        let (rej, bill) = r.route(&looped, &peer(), now, 3).unwrap_err();
+        assert_eq!((rej.status(), bill), (482, Bill::Unverified));
+        assert!(
+            matches!(r.caller(&looped, &peer(), now, 3), Bill::Caller(c) if c.user() == "alice")
         );
+        assert_eq!(r.caller(&looped, &peer(), now, 3), Bill::Again);
+        let wrong = invite(
+            ruri,
+            &format!("{}{loop_via}", credentials(md5, ruri, "wrong")),
+        );
+        assert_eq!(r.caller(&wrong, &peer(), now, 4), Bill::Nobody);
     }
 
     #[test]
@@ -331,8 +502,10 @@ mod tests {
                 &invite("sip:bob@elsewhere.example", ""),
                 &peer(),
                 SystemTime::now(),
+                1,
             )
-            .unwrap_err();
+            .unwrap_err()
+            .0;
         assert_eq!(rej, Rejection::Refused(Refusal::NotOurDomain));
         assert_eq!(rej.status(), 403);
     }
@@ -344,7 +517,7 @@ mod tests {
             "sip:bob@example.test",
             "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKus\r\n",
         );
-        let rej = r.route(&req, &peer(), SystemTime::now()).unwrap_err();
+        let rej = r.route(&req, &peer(), SystemTime::now(), 1).unwrap_err().0;
         assert_eq!(rej.status(), 482);
     }
 
@@ -353,14 +526,14 @@ mod tests {
         let r = router();
         let now = SystemTime::now();
         let ruri = "sip:bob@example.test";
-        let Err(Rejection::Challenge(ch)) = r.route(&invite(ruri, ""), &peer(), now) else {
+        let Err((Rejection::Challenge(ch), _)) = r.route(&invite(ruri, ""), &peer(), now, 1) else {
             panic!()
         };
         let md5 = ch.iter().find(|c| c.contains("algorithm=MD5")).unwrap();
         let bad = invite(ruri, &credentials(md5, ruri, "wrong"));
         assert!(matches!(
-            r.route(&bad, &peer(), now),
-            Err(Rejection::Challenge(_))
+            r.route(&bad, &peer(), now, 2),
+            Err((Rejection::Challenge(_), Bill::Nobody))
         ));
     }
 }

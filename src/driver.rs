@@ -131,7 +131,9 @@ impl Driver {
             if self.endpoint.draining.load(Ordering::Relaxed) {
                 let deadline = *drain_deadline
                     .get_or_insert_with(|| Instant::now() + self.settings.drain_timeout);
-                if self.layer.is_settled() || Instant::now() >= deadline {
+                // Settled: no transaction left, no refusal waiting for its CDR.
+                let settled = self.layer.is_settled() && self.calls.held_refusals() == 0;
+                if settled || Instant::now() >= deadline {
                     tracing::info!(left = self.layer.len(), "transaction layer drained");
                     return;
                 }
@@ -262,9 +264,17 @@ impl Driver {
 
     /// A new INVITE (no To tag, no transaction yet). Refused outright (admission, no
     /// room, the router: 403/404/407/480/482/483, ...) it is answered statelessly
-    /// (§8.2.7: its retransmissions get the same answer and To tag, its ACK is dropped);
-    /// routed, it gets its server transaction (with a 100 Trying at once) and a call.
+    /// (§8.2.7: its retransmissions get the same answer and To tag, its ACK is dropped),
+    /// once its CDR is on disk when it bills an authenticated caller
+    /// ([`CallHub::refused`]); routed, it gets its server transaction (with a 100 Trying
+    /// at once) and a call.
     fn new_invite(&mut self, now: Instant, reply_to: Peer, req: Request) {
+        if self.calls.refusals_full() {
+            // CDR writes are failing and the refusals waiting for theirs are at their
+            // bound: take nothing new (the phone retransmits), bill nothing unrecorded.
+            metrics::sip_message_rejected("cdr_backlog");
+            return;
+        }
         let tag = self.endpoint.stateless_tag(&req);
         let refusal = if let Err(refusal) = self.endpoint.admit(&req) {
             Err(refusal)
@@ -278,15 +288,21 @@ impl Driver {
         let routed = match refusal {
             Err(refusal) => {
                 metrics::sip_message_rejected(refusal.metric_reason());
-                Err(Box::new(refusal.response(&req, &tag)))
+                let resp = refusal.response(&req, &tag);
+                Err(crate::calls::Refused::new(
+                    resp,
+                    crate::calls::Bill::Unverified,
+                ))
             }
             Ok(()) => self.calls.route(&reply_to, &req, &tag),
         };
         match routed {
-            Err(resp) => {
-                self.counters.response_sent(resp.status);
-                self.layer
-                    .send_stateless(reply_to, &Message::Response(*resp));
+            Err(refused) => {
+                if let Some(resp) = self.calls.refused(reply_to, &req, refused) {
+                    self.counters.response_sent(resp.status);
+                    self.layer
+                        .send_stateless(reply_to, &Message::Response(*resp));
+                }
             }
             Ok(routed) => match self.layer.open_invite(now, reply_to, &req) {
                 Some(tx) => self.calls.start(tx, reply_to, req, routed),
@@ -367,8 +383,13 @@ impl Driver {
     }
 
     fn call_output(&mut self, now: Instant, out: CallOutput) {
-        if let Todo::Respond(tx, response) = self.calls.output(out, &mut self.layer, now) {
-            self.respond(now, tx, *response);
+        match self.calls.output(out, &mut self.layer, now) {
+            Todo::Respond(tx, response) => self.respond(now, tx, *response),
+            Todo::Stateless(to, response) => {
+                self.counters.response_sent(response.status);
+                self.layer.send_stateless(to, &Message::Response(*response));
+            }
+            Todo::Nothing => {}
         }
     }
 

@@ -17,6 +17,9 @@
 //!   waits for a permit before accepting, so excess clients queue in the kernel backlog
 //!   (MR `src/server.rs`).
 //! - Unknown paths get 404; methods other than GET and HEAD get 405 with `Allow`.
+//! - `/readyz` is 503 while starting, draining, or while CDR writes fail and CDRs wait
+//!   for a retry, its body saying which ([`HttpState::not_ready`]); `/metrics` reads the
+//!   CDR writer's counters at each scrape.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -72,6 +75,9 @@ pub struct HttpState {
     pub draining: AtomicBool,
     /// Answers `/api/registrations` and `/api/calls`.
     pub api: Arc<dyn ApiSource + Send + Sync>,
+    /// The CDR writer's counters: exported with `/metrics`, and `/readyz` is 503 while
+    /// CDRs wait for a retry after a failed write.
+    pub billing: Option<Arc<softswitch_actors::billing::BillingCounters>>,
 }
 
 impl HttpState {
@@ -82,7 +88,17 @@ impl HttpState {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             api,
+            billing: None,
         }
+    }
+
+    /// The same state, reporting the CDR writer with these counters.
+    pub fn with_billing(
+        mut self,
+        counters: Arc<softswitch_actors::billing::BillingCounters>,
+    ) -> Self {
+        self.billing = Some(counters);
+        self
     }
 
     /// Marks every listener bound: `/readyz` turns 200 (unless draining).
@@ -97,7 +113,28 @@ impl HttpState {
 
     /// True when `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+        self.not_ready().is_none()
+    }
+
+    /// Why `/readyz` answers 503, as its body says it; `None` when ready. CDRs that
+    /// could not be written (a full disk) make the switch unready until they are on disk:
+    /// every call attempt's end waits for its CDR meanwhile, so a load balancer should
+    /// send new calls elsewhere.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.draining.load(Ordering::Acquire) {
+            return Some("draining\n".into());
+        }
+        if !self.ready.load(Ordering::Acquire) {
+            return Some("starting\n".into());
+        }
+        let b = self.billing.as_ref()?;
+        b.failing.load(Ordering::Relaxed).then(|| {
+            format!(
+                "cdr write failing: {} CDRs not on disk yet, retrying (last error: {})\n",
+                b.pending.load(Ordering::Relaxed),
+                b.last_error().unwrap_or_default()
+            )
+        })
     }
 }
 
@@ -336,21 +373,21 @@ fn route(head: &Head, state: &HttpState, keep_alive: bool) -> Vec<u8> {
     }
     let r = match head.path.as_str() {
         "/healthz" => response(200, "text/plain", b"ok\n".to_vec(), keep_alive),
-        "/readyz" => {
-            if state.is_ready() {
-                response(200, "text/plain", b"ready\n".to_vec(), keep_alive)
-            } else if state.draining.load(Ordering::Acquire) {
-                response(503, "text/plain", b"draining\n".to_vec(), keep_alive)
-            } else {
-                response(503, "text/plain", b"starting\n".to_vec(), keep_alive)
+        "/readyz" => match state.not_ready() {
+            None => response(200, "text/plain", b"ready\n".to_vec(), keep_alive),
+            Some(why) => response(503, "text/plain", why.into_bytes(), keep_alive),
+        },
+        "/metrics" => {
+            if let Some(b) = &state.billing {
+                crate::metrics::cdr_writer(b);
             }
+            response(
+                200,
+                METRICS_CONTENT_TYPE,
+                state.metrics.render().into_bytes(),
+                keep_alive,
+            )
         }
-        "/metrics" => response(
-            200,
-            METRICS_CONTENT_TYPE,
-            state.metrics.render().into_bytes(),
-            keep_alive,
-        ),
         "/api/registrations" => json(&state.api.registrations(), keep_alive),
         _ => json_body(state.api.calls(), keep_alive),
     };

@@ -36,6 +36,12 @@ pub const SIP_RESPONSES_SENT_TOTAL: &str = "softswitch_sip_responses_sent_total"
 pub const CALL_SETUP_DURATION_SECONDS: &str = "softswitch_call_setup_duration_seconds";
 /// Counter: CDRs written and synced to disk.
 pub const CDRS_WRITTEN_TOTAL: &str = "softswitch_cdrs_written_total";
+/// Counter: attempts to write and sync a batch of CDRs that failed (each failed retry
+/// counts); the batch is kept and retried, nothing is answered as stored.
+pub const CDR_WRITE_FAILURES_TOTAL: &str = "softswitch_cdr_write_failures_total";
+/// Gauge: CDRs handed to the writer and not yet on disk (a few, for a few ms, under load;
+/// growing while writes fail).
+pub const CDRS_PENDING: &str = "softswitch_cdrs_pending";
 /// Gauge `{version}`: always 1; carries the build's version as a label.
 pub const BUILD_INFO: &str = "softswitch_build_info";
 /// Counter `{reason}`: inbound messages refused by the wire layer (400/413/… or dropped).
@@ -102,7 +108,7 @@ pub const DISPOSITIONS: [&str; 6] = [
     "failed",
 ];
 /// `reason` label values of [`SIP_MESSAGES_REJECTED_TOTAL`].
-pub const REJECT_REASONS: [&str; 14] = [
+pub const REJECT_REASONS: [&str; 15] = [
     "parse",
     "too_large",
     "body_too_large",
@@ -117,6 +123,7 @@ pub const REJECT_REASONS: [&str; 14] = [
     "loop",
     "routing",
     "overload",
+    "cdr_backlog",
 ];
 /// `reason` label values of [`SIP_RESPONSES_DROPPED_TOTAL`].
 pub const DROP_REASONS: [&str; 3] = ["parse", "no_transaction", "via"];
@@ -221,6 +228,8 @@ pub fn register_all(version: &str) {
     gauge!(CALLS_ACTIVE).set(0.0);
     gauge!(TCP_CONNECTIONS_ACTIVE).set(0.0);
     counter!(CDRS_WRITTEN_TOTAL).absolute(0);
+    counter!(CDR_WRITE_FAILURES_TOTAL).absolute(0);
+    gauge!(CDRS_PENDING).set(0.0);
     counter!(TCP_CONNECTIONS_REJECTED_TOTAL).absolute(0);
     let _ = histogram!(CALL_SETUP_DURATION_SECONDS);
     gauge!(BUILD_INFO, "version" => version.to_string()).set(1.0);
@@ -449,6 +458,14 @@ pub fn cdr_written() {
     counter!(CDRS_WRITTEN_TOTAL).increment(1);
 }
 
+/// Exports the CDR writer's failure count and backlog (read at each scrape: the writer
+/// thread only keeps atomics).
+pub fn cdr_writer(c: &softswitch_actors::billing::BillingCounters) {
+    use std::sync::atomic::Ordering::Relaxed;
+    counter!(CDR_WRITE_FAILURES_TOTAL).absolute(c.failed_batches.load(Relaxed));
+    gauge!(CDRS_PENDING).set(c.pending.load(Relaxed) as f64);
+}
+
 /// A call's handler panicked and the call was ended.
 pub fn call_panicked() {
     counter!(CALL_PANICS_TOTAL).increment(1);
@@ -528,6 +545,16 @@ fn describe_all() {
         CDRS_WRITTEN_TOTAL,
         Unit::Count,
         "CDRs written and synced to disk."
+    );
+    describe_counter!(
+        CDR_WRITE_FAILURES_TOTAL,
+        Unit::Count,
+        "Failed attempts to write and sync a batch of CDRs (kept and retried)."
+    );
+    describe_gauge!(
+        CDRS_PENDING,
+        Unit::Count,
+        "CDRs handed to the writer and not yet on disk."
     );
     describe_gauge!(
         BUILD_INFO,
@@ -682,6 +709,8 @@ mod tests {
         assert_eq!(value(&text, TRANSACTIONS_LINGERING), Some(0.0));
         assert_eq!(value(&text, TRANSACTIONS_RETIRED_TOTAL), Some(0.0));
         assert_eq!(value(&text, TCP_CONNECTIONS_REJECTED_TOTAL), Some(0.0));
+        assert_eq!(value(&text, CDR_WRITE_FAILURES_TOTAL), Some(0.0));
+        assert_eq!(value(&text, CDRS_PENDING), Some(0.0));
         assert!(
             text.contains(&format!("# HELP {CALLS_TOTAL} ")),
             "described"
@@ -789,6 +818,7 @@ mod tests {
             TRANSACTION_TIMEOUTS_TOTAL,
             TCP_CONNECTIONS_REJECTED_TOTAL,
             MAILBOX_REJECTED_TOTAL,
+            CDR_WRITE_FAILURES_TOTAL,
         ];
         let others = [
             REGISTRATIONS_ACTIVE,
@@ -797,6 +827,7 @@ mod tests {
             BUILD_INFO,
             TRANSACTIONS_ACTIVE,
             TCP_CONNECTIONS_ACTIVE,
+            CDRS_PENDING,
         ];
         for n in counters.iter().chain(&others) {
             assert!(n.starts_with("softswitch_"), "{n}");

@@ -150,6 +150,8 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
     );
     let t1 = config.sip.t1();
     let calls_registry = Arc::new(dashmap::DashMap::new());
+    let billing = open_billing(config)?;
+    let billing_counters = billing.counters();
     let (call_out, call_outputs) = tokio::sync::mpsc::unbounded_channel();
     let calls = CallHub::new(
         router,
@@ -163,7 +165,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             }),
             t1,
             t2: config.sip.t2(),
-            billing: open_billing(config)?,
+            billing,
             domain: config.sip.domain.clone(),
             registry: calls_registry.clone(),
             out: call_out,
@@ -195,13 +197,16 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         .await
         .map_err(|e| bind_error(config.http.listen, e))?;
     let http_addr = http_listener.local_addr()?;
-    let http_state = Arc::new(HttpState::new(
-        metrics,
-        Arc::new(Api {
-            location,
-            calls: calls_registry,
-        }),
-    ));
+    let http_state = Arc::new(
+        HttpState::new(
+            metrics,
+            Arc::new(Api {
+                location,
+                calls: calls_registry,
+            }),
+        )
+        .with_billing(billing_counters),
+    );
     tokio::spawn(http::serve(http_listener, http_state.clone()));
     http_state.set_ready();
     Ok(Running {
@@ -243,21 +248,24 @@ fn our_address(config: &Config, listener: Option<SocketAddr>) -> crate::wire::Ho
     }
 }
 
-/// Opens the CDR file (recovering a torn last line) and starts its writer thread.
+/// Opens the CDR file (locking it, recovering a torn last line) and starts its writer
+/// thread. A file another process holds (a second switch on the same files) is an error
+/// that names the file: `main` prints it and exits non-zero.
 fn open_billing(config: &Config) -> io::Result<softswitch_actors::billing::BillingHandle> {
     let path = &config.billing.cdr_path;
-    let (billing, recovered) = softswitch_actors::billing::Billing::open(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("billing.cdr_path {}: {e}", path.display()),
-        )
-    })?;
+    let (billing, recovered) =
+        softswitch_actors::billing::BillingHandle::open(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("billing.cdr_path {}: {e}", path.display()),
+            )
+        })?;
     tracing::info!(
         records = recovered.records,
         torn_bytes = recovered.torn_bytes,
         "CDR file opened"
     );
-    Ok(billing.handle())
+    Ok(billing)
 }
 
 /// Opens the binding journal and rebuilds every AOR that has not expired.

@@ -1,52 +1,71 @@
-//! Billing: one call detail record (CDR) per call, appended to a JSON-lines file and on
-//! disk before the call counts as ended.
+//! Billing: one call detail record (CDR) per call attempt, appended to a JSON-lines file
+//! and on disk before the attempt counts as ended.
 //!
-//! The call controller builds a [`Cdr`] with [`Cdr::builder`] from the call's
-//! `SystemTime`s (it never formats a time itself) and sends it as [`WriteCdr`] to the
-//! [`Billing`] actor, or through a [`BillingHandle`] from plain async code. The answer
-//! comes once the CDR's line is written **and** `fdatasync`ed; only then does the call
-//! count as ended (gauges and counters move). The file format is interface.md's "CDRs":
-//! one JSON object per line, every field present on every line (`null` when absent),
-//! times in RFC 3339 UTC with milliseconds.
+//! The call controller (and the hub, for an attempt refused before any call exists)
+//! builds a [`Cdr`] with [`Cdr::builder`] from the attempt's `SystemTime`s (it never
+//! formats a time itself) and hands it to [`BillingHandle::write`]. The [`CdrAck`] resolves
+//! once the CDR's line is written **and** `fdatasync`ed; only then does the attempt count
+//! as ended (gauges and counters move, the held response goes out). The file format is
+//! interface.md's "CDRs": one JSON object per line, every field present on every line
+//! (`null` when absent), times in RFC 3339 UTC with milliseconds.
 //!
 //! # Threads and queues
 //!
-//! One writer thread (named `billing`) owns the file. The [`Billing`] actor runs on the
-//! caller's arbiter but only hands the CDR to that thread over a channel and returns a
-//! future ([`ResponseFuture`]), so it never blocks the arbiter the call actors run on:
+//! One writer thread (named `billing`) owns the file; [`BillingHandle::write`] only sends
+//! the CDR to it over a channel, so it never blocks the arbiter the call actors run on:
 //! serialising, writing and syncing all happen on the writer thread. The writer takes
 //! every queued CDR (up to [`MAX_BATCH`] and about 8 MiB), serialises them into one
 //! buffer, writes it with one `write`, calls `fdatasync` once and answers them all
 //! (group commit). Under load it gathers for up to [`COMMIT_WINDOW`] first: when the
 //! previous batch shared its sync or ended less than that ago, it waits that long for
 //! more CDRs before syncing, so thousands of calls a second cost hundreds of syncs, not
-//! thousands; an idle switch syncs a lone CDR at once. The channel is unbounded, as the registrar journal's: every producer
-//! awaits its answer before the call ends, so the CDRs in flight are bounded by the calls
-//! in progress, which call admission bounds.
+//! thousands; an idle switch syncs a lone CDR at once. The channel is unbounded, as the
+//! registrar journal's: every producer awaits its answer before the attempt ends, so the
+//! CDRs in flight are bounded by the calls in progress (call admission bounds those) and
+//! the refusals whose answer waits for its CDR (the hub bounds those).
+//!
+//! # A write that fails
+//!
+//! A batch whose `write` or `fdatasync` fails (a full disk, an I/O error, a file size
+//! limit) is not answered: the writer cuts the file back to the end of the last good batch
+//! and keeps the batch, already serialised, and retries it with a backoff from
+//! [`RETRY_MIN`] doubling to [`RETRY_MAX`], adding the CDRs that arrive meanwhile behind it
+//! (up to the batch limits). Nothing is acknowledged before it is on disk, so every
+//! caller keeps waiting: a call's end stays held, a refusal stays unanswered. The
+//! counters say so ([`BillingCounters::failed_batches`] counts every failed attempt,
+//! [`BillingCounters::failing`] is set until a retry succeeds, `pending` counts the CDRs
+//! handed over and not yet answered), and the switch's `/readyz` is 503 while it lasts.
+//! Only once every handle is gone (shutdown) does the writer give up, after retrying for
+//! [`SHUTDOWN_RETRY`]: it logs each CDR it could not store, whole, at error level and
+//! answers it `Err`, so even then no record disappears without a trace.
 //!
 //! # Invariants
 //!
-//! 1. An answer is `Ok` only after the CDR's line was written and `fdatasync`ed. `Err`
-//!    means "not stored": the writer truncates the file back to the end of the last good
-//!    batch (and syncs the truncation). A crash between a failed write and that
-//!    truncation can leave such a CDR whole in the file; a caller that retries after
-//!    `Err` may therefore produce a second line with the same `call_id`, and readers
-//!    should treat `call_id` as the key.
+//! 1. An answer is `Ok` only after the CDR's line was written and `fdatasync`ed. A
+//!    failed write is retried, not answered; `Err` means "not stored" and comes only for a
+//!    CDR that cannot be serialised or at shutdown after [`SHUTDOWN_RETRY`]. The writer
+//!    truncates the file back to the end of the last good batch after each failure (and
+//!    syncs the truncation). A crash between a failed write and that truncation can leave
+//!    such a CDR whole in the file, and the retry writes it again; readers should treat
+//!    `call_id` (with `start_time`) as the key.
 //! 2. The file is always whole lines: every byte is part of a line that ends in `\n`
-//!    and holds one JSON object. [`Billing::open`] restores this after a crash (the torn
-//!    bytes go to `<path>.torn`; a bad tail longer than a torn write can be,
+//!    and holds one JSON object. [`BillingHandle::open`] restores this after a crash (the
+//!    torn bytes go to `<path>.torn`; a bad tail longer than a torn write can be,
 //!    [`MAX_TORN_BYTES`], is refused, not cut); the writer restores it after a failed
 //!    write and never appends after bytes it could not remove. A torn line therefore
 //!    never glues onto the next record. Lines never contain a raw `\n`: JSON escapes it
 //!    inside strings.
-//! 3. Lines are written in the order CDRs reached the writer (one FIFO channel).
-//! 4. A failed batch does not stop the writer: the next batch is tried normally.
-//! 5. Dropping the last handle (the actor and every [`BillingHandle`]) lets the writer
-//!    finish what is queued and joins it, so the file is closed once the drop returns.
+//! 3. Lines are written in the order CDRs reached the writer (one FIFO channel; a retried
+//!    batch keeps its place ahead of everything that came after it).
+//! 4. A failed batch does not stop the writer: it is retried until it is stored.
+//! 5. Dropping the last handle lets the writer finish what is queued and joins it, so
+//!    the file is closed once the drop returns.
+//! 6. One process at a time: [`BillingHandle::open`] takes an exclusive advisory lock
+//!    (`flock`) on the CDR file, held by the writer for as long as it runs; a second
+//!    opener (another switch on the same file) gets an error naming the file.
 //!
-//! Two processes (or two `Billing`s) must not open the same path at once; nothing locks
-//! the file today. Rotation, when it comes, must be rename-and-reopen, not
-//! copy-and-truncate (the writer tracks the file's length). Unix only.
+//! Rotation, when it comes, must be rename-and-reopen, not copy-and-truncate (the writer
+//! tracks the file's length). Unix only.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -54,19 +73,26 @@ use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::oneshot;
 
 /// How long a loaded writer gathers CDRs before it syncs (see the module doc): a bound
 /// on what group commit adds to the end of a call (the 200 for a BYE waits for the sync).
 pub const COMMIT_WINDOW: Duration = Duration::from_millis(2);
+
+/// The first wait before a failed batch is retried; it doubles after every failure.
+pub const RETRY_MIN: Duration = Duration::from_millis(10);
+/// The longest wait between two retries of a failed batch.
+pub const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long the writer keeps retrying a failed batch once every handle is gone
+/// (shutdown) before it logs the CDRs it could not store and gives up.
+pub const SHUTDOWN_RETRY: Duration = Duration::from_secs(5);
 
 /// The most CDRs one batch (one write, one `fdatasync`) takes.
 pub const MAX_BATCH: usize = 4096;
@@ -461,7 +487,8 @@ impl CdrBuilder {
 /// Why a CDR was not stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BillingError {
-    /// Writing or syncing failed (a full disk); the batch was rolled back.
+    /// Writing or syncing failed and kept failing until shutdown ([`SHUTDOWN_RETRY`]);
+    /// the CDR was logged whole at error level instead.
     Io {
         /// The error's kind.
         kind: io::ErrorKind,
@@ -495,20 +522,44 @@ impl fmt::Display for BillingError {
 
 impl std::error::Error for BillingError {}
 
-/// The writer's counters, for the metrics layer (`softswitch_cdrs_written_total`, …).
-/// Updated by the writer thread after each batch; read them with `Ordering::Relaxed`.
+/// The writer's counters, for the metrics layer (`softswitch_cdrs_written_total`,
+/// `softswitch_cdr_write_failures_total`, `softswitch_cdrs_pending`) and the readiness
+/// probe. Updated by the writer thread after each attempt; read them with
+/// `Ordering::Relaxed`.
 #[derive(Debug, Default)]
 pub struct BillingCounters {
     /// CDRs written and synced (answered `Ok`).
     pub written: AtomicU64,
-    /// CDRs answered `Err`.
+    /// CDRs answered `Err` (not serialisable, or given up at shutdown).
     pub errors: AtomicU64,
     /// Batches written and synced: one `write` and one `fdatasync` each.
     pub batches: AtomicU64,
-    /// Batches that failed and were rolled back.
+    /// Attempts to store a batch that failed (each failed retry counts again); the
+    /// batch was cut off the file and is retried.
     pub failed_batches: AtomicU64,
+    /// CDRs handed to the writer and not answered yet.
+    pub pending: AtomicU64,
+    /// Set by a failed attempt, cleared by the next one that succeeds: CDRs are waiting
+    /// for a retry.
+    pub failing: AtomicBool,
     /// Length of the file after the last good batch.
     pub bytes: AtomicU64,
+    /// The last write error's text (kept after recovery, for the log and `/readyz`).
+    last_error: Mutex<Option<String>>,
+}
+
+impl BillingCounters {
+    /// The text of the last write error, if any write failed yet.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_last_error(&self, text: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    }
 }
 
 /// Resolves once the CDR is on disk (see the module's invariant 1). Dropping it does not
@@ -543,10 +594,10 @@ impl Future for CdrAck {
 type AckTx = oneshot::Sender<Result<(), BillingError>>;
 
 // ---------------------------------------------------------------------------------------
-// Handle and actor
+// Handle
 // ---------------------------------------------------------------------------------------
 
-/// What [`Billing::open`] found in the file.
+/// What [`BillingHandle::open`] found in the file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
     /// Complete lines (CDRs) kept in the file.
@@ -582,49 +633,15 @@ impl Drop for Inner {
 }
 
 impl BillingHandle {
-    /// Queues `cdr`; the [`CdrAck`] resolves once its line is written and synced. Never
-    /// blocks: the work happens on the writer thread.
-    pub fn write(&self, cdr: Cdr) -> CdrAck {
-        let (tx, rx) = oneshot::channel();
-        match &self.inner.tx {
-            Some(sender) if sender.send((cdr, tx)).is_ok() => CdrAck(rx),
-            _ => CdrAck::ready(Err(BillingError::Closed)),
-        }
-    }
-
-    /// The writer's counters (shared, live).
-    pub fn counters(&self) -> Arc<BillingCounters> {
-        Arc::clone(&self.inner.counters)
-    }
-
-    /// The CDR file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-}
-
-/// Asks the [`Billing`] actor to store a CDR; answered once it is on disk.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), BillingError>")]
-pub struct WriteCdr(pub Cdr);
-
-/// The billing actor: stores each [`WriteCdr`] through the writer thread and answers once
-/// the line is synced. Start it on any arbiter; its handler only queues (see the module
-/// doc), and it handles any number of CDRs concurrently.
-pub struct Billing {
-    handle: BillingHandle,
-}
-
-impl Billing {
-    /// Opens (or creates) the CDR file at `path`: creates the parent directories,
-    /// recovers a torn tail (see [`Recovered`]), syncs the directory, and starts the
-    /// writer thread. The actor is not started yet: call [`Actor::start`] (and keep
-    /// [`Billing::handle`] for plain async callers).
+    /// Opens (or creates) the CDR file at `path`: creates the parent directories, locks
+    /// the file (invariant 6), recovers a torn tail (see [`Recovered`]), syncs the
+    /// directory, and starts the writer thread.
     ///
     /// Recovery reads the whole file once (it counts the lines). It fails, leaving the
     /// file untouched, when more than [`MAX_TORN_BYTES`] at its end are not whole CDR
-    /// lines: that is not a torn write but a file that is not ours.
-    pub fn open(path: impl AsRef<Path>) -> io::Result<(Billing, Recovered)> {
+    /// lines: that is not a torn write but a file that is not ours. It fails with
+    /// [`io::ErrorKind::ResourceBusy`] when another process holds the file's lock.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<(BillingHandle, Recovered)> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
@@ -634,6 +651,7 @@ impl Billing {
             .append(true)
             .create(true)
             .open(&path)?;
+        crate::lock::exclusive(&file)?;
         let recovered = recover(&mut file, &path)?;
         // The file (and `.torn`) may be new: make their names durable too, or a power
         // loss could lose a file whose CDRs were all synced.
@@ -662,29 +680,32 @@ impl Billing {
                 path,
             }),
         };
-        Ok((Billing { handle }, recovered))
+        Ok((handle, recovered))
     }
 
-    /// An actor over an existing writer (several actors may share one).
-    pub fn from_handle(handle: BillingHandle) -> Billing {
-        Billing { handle }
+    /// Queues `cdr`; the [`CdrAck`] resolves once its line is written and synced. Never
+    /// blocks: the work happens on the writer thread.
+    pub fn write(&self, cdr: Cdr) -> CdrAck {
+        let (tx, rx) = oneshot::channel();
+        let counters = &self.inner.counters;
+        counters.pending.fetch_add(1, Ordering::Relaxed);
+        match &self.inner.tx {
+            Some(sender) if sender.send((cdr, tx)).is_ok() => CdrAck(rx),
+            _ => {
+                counters.pending.fetch_sub(1, Ordering::Relaxed);
+                CdrAck::ready(Err(BillingError::Closed))
+            }
+        }
     }
 
-    /// A handle on the same writer, for callers outside actix.
-    pub fn handle(&self) -> BillingHandle {
-        self.handle.clone()
+    /// The writer's counters (shared, live).
+    pub fn counters(&self) -> Arc<BillingCounters> {
+        Arc::clone(&self.inner.counters)
     }
-}
 
-impl Actor for Billing {
-    type Context = Context<Self>;
-}
-
-impl Handler<WriteCdr> for Billing {
-    type Result = ResponseFuture<Result<(), BillingError>>;
-
-    fn handle(&mut self, msg: WriteCdr, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.handle.write(msg.0))
+    /// The CDR file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
     }
 }
 
@@ -863,59 +884,138 @@ impl Writer {
         let mut buf: Vec<u8> = Vec::new();
         let mut acks: Vec<AckTx> = Vec::new();
         let mut last_batch = 0usize;
-        let mut last_end: Option<std::time::Instant> = None;
-        while let Ok(first) = rx.recv() {
-            let loaded = last_batch > 1 || last_end.is_some_and(|t| t.elapsed() < COMMIT_WINDOW);
-            let gather_until = loaded.then(|| std::time::Instant::now() + COMMIT_WINDOW);
-            let mut next = Some(first);
-            let mut taken = 0;
-            while let Some((cdr, ack)) = next.take() {
-                taken += 1;
-                let start = buf.len();
-                match serde_json::to_writer(&mut buf, &cdr) {
-                    Ok(()) => {
-                        buf.push(b'\n');
-                        acks.push(ack);
-                    }
-                    Err(e) => {
-                        buf.truncate(start);
-                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                        let _ = ack.send(Err(BillingError::Encode(e.to_string())));
-                    }
+        let mut last_end: Option<Instant> = None;
+        let mut backoff = RETRY_MIN;
+        // Set once every handle is gone while a failed batch is held: the retry deadline.
+        let mut give_up_at: Option<Instant> = None;
+        loop {
+            if acks.is_empty() {
+                let Ok(first) = rx.recv() else { return };
+                let loaded =
+                    last_batch > 1 || last_end.is_some_and(|t| t.elapsed() < COMMIT_WINDOW);
+                let gather_until = loaded.then(|| Instant::now() + COMMIT_WINDOW);
+                last_batch = self
+                    .take(&rx, Some(first), gather_until, &mut buf, &mut acks)
+                    .0;
+            } else if give_up_at.is_none() {
+                // A failed batch is held: wait out the backoff, taking what arrives behind
+                // it meanwhile (up to the batch limits).
+                let until = Instant::now() + backoff;
+                let (_, closed) = self.take(&rx, None, Some(until), &mut buf, &mut acks);
+                if closed {
+                    give_up_at = Some(Instant::now() + SHUTDOWN_RETRY);
                 }
-                if taken < MAX_BATCH && buf.len() < MAX_BATCH_BYTES {
-                    next = rx.try_recv().ok();
-                    if let (None, Some(until)) = (&next, gather_until) {
-                        let left = until.saturating_duration_since(std::time::Instant::now());
-                        if !left.is_zero() {
-                            next = rx.recv_timeout(left).ok();
-                        }
-                    }
+                if let Some(wait) = until.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
                 }
+            } else {
+                std::thread::sleep(backoff);
             }
-            last_batch = taken;
             if acks.is_empty() {
                 continue;
             }
             let result = self.commit(&buf);
-            last_end = Some(std::time::Instant::now());
+            last_end = Some(Instant::now());
             let c = &self.counters;
             let n = acks.len() as u64;
-            if result.is_ok() {
-                c.written.fetch_add(n, Ordering::Relaxed);
-                c.batches.fetch_add(1, Ordering::Relaxed);
-            } else {
-                c.errors.fetch_add(n, Ordering::Relaxed);
-                c.failed_batches.fetch_add(1, Ordering::Relaxed);
-            }
             c.bytes.store(self.good_len, Ordering::Relaxed);
-            for ack in acks.drain(..) {
-                let _ = ack.send(result.clone());
+            match result {
+                Ok(()) => {
+                    c.written.fetch_add(n, Ordering::Relaxed);
+                    c.batches.fetch_add(1, Ordering::Relaxed);
+                    if c.failing.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(cdrs = n, "CDR writes recovered: the held CDRs are on disk");
+                    }
+                    backoff = RETRY_MIN;
+                    self.answer(&mut acks, Ok(()));
+                    buf.clear();
+                    if buf.capacity() > 2 * MAX_BATCH_BYTES {
+                        buf.shrink_to(MAX_BATCH_BYTES);
+                    }
+                }
+                Err(e) => {
+                    c.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    c.failing.store(true, Ordering::Relaxed);
+                    c.set_last_error(e.to_string());
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    if give_up_at.is_some_and(|t| Instant::now() >= t) {
+                        // Shutting down and the disk still refuses: the log keeps them.
+                        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                            tracing::error!(
+                                cdr = %String::from_utf8_lossy(line),
+                                "CDR not stored at shutdown: {e}"
+                            );
+                        }
+                        c.errors.fetch_add(n, Ordering::Relaxed);
+                        self.answer(&mut acks, Err(e));
+                        buf.clear();
+                    }
+                }
             }
-            buf.clear();
-            if buf.capacity() > 2 * MAX_BATCH_BYTES {
-                buf.shrink_to(MAX_BATCH_BYTES);
+        }
+    }
+
+    /// Serialises `first` and then whatever the channel holds, into `buf` (up to the
+    /// batch limits); waits for more until `until` when it is given. Returns how many
+    /// CDRs it took, and whether the channel is closed (every handle gone).
+    fn take(
+        &mut self,
+        rx: &mpsc::Receiver<(Cdr, AckTx)>,
+        first: Option<(Cdr, AckTx)>,
+        until: Option<Instant>,
+        buf: &mut Vec<u8>,
+        acks: &mut Vec<AckTx>,
+    ) -> (usize, bool) {
+        let mut next = first;
+        let mut taken = 0;
+        let mut closed = false;
+        loop {
+            if next.is_none() && !closed && acks.len() < MAX_BATCH && buf.len() < MAX_BATCH_BYTES {
+                next = match rx.try_recv() {
+                    Ok(x) => Some(x),
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        closed = true;
+                        None
+                    }
+                    Err(mpsc::TryRecvError::Empty) => {
+                        let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+                        match left.filter(|l| !l.is_zero()).map(|l| rx.recv_timeout(l)) {
+                            Some(Ok(x)) => Some(x),
+                            Some(Err(mpsc::RecvTimeoutError::Disconnected)) => {
+                                closed = true;
+                                None
+                            }
+                            _ => None,
+                        }
+                    }
+                };
             }
+            let Some((cdr, ack)) = next.take() else {
+                return (taken, closed);
+            };
+            taken += 1;
+            let start = buf.len();
+            match serde_json::to_writer(&mut *buf, &cdr) {
+                Ok(()) => {
+                    buf.push(b'\n');
+                    acks.push(ack);
+                }
+                Err(e) => {
+                    buf.truncate(start);
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    self.counters.pending.fetch_sub(1, Ordering::Relaxed);
+                    let _ = ack.send(Err(BillingError::Encode(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn answer(&self, acks: &mut Vec<AckTx>, result: Result<(), BillingError>) {
+        self.counters
+            .pending
+            .fetch_sub(acks.len() as u64, Ordering::Relaxed);
+        for ack in acks.drain(..) {
+            let _ = ack.send(result.clone());
         }
     }
 
@@ -936,7 +1036,7 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, path_bytes = self.good_len, "CDR batch not stored");
+                tracing::error!(error = %e, path_bytes = self.good_len, "CDR batch not stored: kept, retried with backoff");
                 if let Err(e) = self.rollback() {
                     tracing::error!(error = %e, "CDR file could not be cut back; retrying before the next write");
                 }

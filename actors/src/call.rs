@@ -201,6 +201,21 @@ pub enum Disposition {
     Failed,
 }
 
+impl Disposition {
+    /// The disposition of an attempt that ended with final status `status` and no answer:
+    /// 486/600 busy, 408/480 no answer, another 5xx failed, any other 4xx or 6xx
+    /// rejected. One mapping for the best failure of the B-legs and for the refusals the
+    /// switch sends itself (404, 480, 482, 483, 503, ...).
+    pub fn of_status(status: u16) -> Disposition {
+        match status {
+            486 | 600 => Disposition::Busy,
+            408 | 480 => Disposition::NoAnswer,
+            500..=599 => Disposition::Failed,
+            _ => Disposition::Rejected,
+        }
+    }
+}
+
 /// CDR `hangup_by` (interface.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HangupBy {
@@ -691,13 +706,10 @@ impl CallMachine {
 
 /// The CDR disposition and the status A gets for the best failure of the B-legs.
 fn classify(status: u16) -> (Disposition, u16) {
-    match status {
-        486 | 600 => (Disposition::Busy, status),
-        408 | 480 => (Disposition::NoAnswer, status),
-        503 => (Disposition::Failed, 480),
-        500..=599 => (Disposition::Failed, status),
-        _ => (Disposition::Rejected, status),
-    }
+    // A callee's 503 is not the switch's: A gets 480 (RFC 3261 §16.7 step 6 says a proxy
+    // should not forward a 503 either).
+    let to_a = if status == 503 { 480 } else { status };
+    (Disposition::of_status(status), to_a)
 }
 
 #[cfg(test)]

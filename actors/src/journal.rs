@@ -58,8 +58,11 @@
 //! 6. Dropping the last `Journal` handle drains the queue, syncs, and joins the writer, so
 //!    once the drop returns the file is closed and may be reopened.
 //!
-//! Two processes (or two `Journal`s) must not open the same path at once; nothing locks
-//! the file today.
+//! 7. One process at a time: [`Journal::open`] first takes an exclusive advisory lock
+//!    ([`crate::lock`]) on `<path>.lock`, held by the writer for as long as it runs; a
+//!    second opener (another switch on the same journal) gets an error naming that file.
+//!    The lock is on a file of its own because compaction renames a new file over
+//!    `<path>`: a lock on the journal's own file would stay on the unlinked old one.
 //!
 //! Unix only: it uses positioned writes and `fsync` on the directory.
 
@@ -344,6 +347,15 @@ impl Journal {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
+        // Invariant 7: first of all, before anything is read, removed or renamed.
+        let lock_path = side_path(&path, "lock");
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)?;
+        crate::lock::exclusive(&lock)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", lock_path.display())))?;
         match fs::remove_file(side_path(&path, "compact")) {
             Ok(()) => tracing::warn!(path = %path.display(), "removed an unfinished compaction"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -433,6 +445,7 @@ impl Journal {
 
         let writer = Writer {
             config,
+            _lock: lock,
             file,
             good_len: file_len,
             dirty: false,
@@ -537,6 +550,8 @@ impl Hasher for IdentityHasher {
 /// The writer thread's state: the file, the end of its last good batch, the live index.
 struct Writer {
     config: JournalConfig,
+    /// `<path>.lock`, locked (invariant 7): held for as long as the writer runs.
+    _lock: File,
     file: File,
     /// Everything before this offset is whole records that were acked.
     good_len: u64,

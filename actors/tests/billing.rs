@@ -1,7 +1,7 @@
 //! The billing writer's contract, tested through its public API against real files: the
 //! CDR line format and RFC 3339 times, torn tails at every cut, `kill -9` mid-stream,
-//! group commit, write errors rolled back, and that the actor never blocks the arbiter
-//! of its callers.
+//! group commit, write errors rolled back and retried until stored, the file lock, and
+//! that writing never blocks the arbiter of its callers.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashSet};
@@ -18,8 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use softswitch_actors::billing::{
-    Billing, BillingError, BillingHandle, Cdr, Disposition, ForwardReason, HangupBy, Recovered,
-    Timestamp, WriteCdr,
+    BillingHandle, Cdr, Disposition, ForwardReason, HangupBy, Recovered, Timestamp,
 };
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -89,8 +88,8 @@ fn cdr(i: u64) -> Cdr {
     )
 }
 
-fn open(path: &Path) -> (Billing, Recovered) {
-    Billing::open(path).expect("open the CDR file")
+fn open(path: &Path) -> (BillingHandle, Recovered) {
+    BillingHandle::open(path).expect("open the CDR file")
 }
 
 /// The file's lines, each parsed; panics on a line that is not a whole CDR.
@@ -110,10 +109,8 @@ fn read_cdrs(path: &Path) -> Vec<Cdr> {
 async fn round_trip_every_field_on_every_line() {
     let dir = TempDir::new("roundtrip");
     let path = dir.file();
-    let (billing, rec) = open(&path);
+    let (handle, rec) = open(&path);
     assert_eq!(rec, Recovered::default());
-    let handle = billing.handle();
-    let addr = billing.start();
 
     let full = Cdr::builder(
         "a84b4c76e66710@pc33.example.test",
@@ -163,10 +160,9 @@ async fn round_trip_every_field_on_every_line() {
     let rejected = cdr(5);
     let mut sent = Vec::new();
     for c in [&full, &unanswered, &busy_forward, &unconditional] {
-        addr.send(WriteCdr(c.clone())).await.unwrap().unwrap();
+        handle.write(c.clone()).await.unwrap();
         sent.push(c.clone());
     }
-    // And from plain async code.
     handle.write(rejected.clone()).await.unwrap();
     sent.push(rejected);
     let counters = handle.counters();
@@ -331,9 +327,7 @@ fn durations_and_billable_seconds() {
 
 /// Writes `n` CDRs (numbered from `from`) through a fresh writer and closes it.
 fn write_file(path: &Path, from: u64, n: u64) -> Recovered {
-    let (billing, rec) = open(path);
-    let h = billing.handle();
-    drop(billing);
+    let (h, rec) = open(path);
     for i in from..from + n {
         h.write(cdr(i)).wait().unwrap();
     }
@@ -381,7 +375,7 @@ fn torn_tail_at_every_cut_of_the_last_line() {
             "cut at {cut}"
         );
         // A new CDR after the reopen is a clean line of its own.
-        billing.handle().write(cdr(100)).wait().unwrap();
+        billing.write(cdr(100)).wait().unwrap();
         drop(billing);
         let cdrs = read_cdrs(&path);
         assert_eq!(cdrs, vec![cdr(0), cdr(1), cdr(100)], "cut at {cut}");
@@ -436,29 +430,27 @@ fn trailing_lines_that_are_not_json_are_cut_and_torn_bytes_accumulate() {
 async fn group_commit_batches_concurrent_cdrs() {
     const N: u64 = 10_000;
     let dir = TempDir::new("group");
-    let (billing, _) = open(&dir.file());
-    let handle = billing.handle();
+    let (handle, _) = open(&dir.file());
     let counters = handle.counters();
-    let addr = billing.start();
 
-    // 10,000 CDRs submitted at once through the actor, each awaited by its own task (a
-    // call controller per call).
+    // 10,000 CDRs submitted at once, each awaited by its own task (a call controller per
+    // call).
     let start = Instant::now();
     let tasks: Vec<_> = (0..N)
         .map(|i| {
-            let addr = addr.clone();
-            actix_rt::spawn(async move { addr.send(WriteCdr(cdr(i))).await })
+            let h = handle.clone();
+            actix_rt::spawn(async move { h.write(cdr(i)).await })
         })
         .collect();
     for t in tasks {
-        t.await.unwrap().unwrap().unwrap();
+        t.await.unwrap().unwrap();
     }
     let elapsed = start.elapsed();
     let batches = counters.batches.load(Ordering::Relaxed);
     assert_eq!(counters.written.load(Ordering::Relaxed), N);
     assert!(batches < N / 10, "{batches} fsyncs for {N} CDRs");
     println!(
-        "billing group commit (fdatasync on), {N} CDRs at once via the actor: {batches} fsyncs, {:.0} CDRs/s",
+        "billing group commit (fdatasync on), {N} CDRs at once: {batches} fsyncs, {:.0} CDRs/s",
         N as f64 / elapsed.as_secs_f64()
     );
 
@@ -500,7 +492,6 @@ async fn group_commit_batches_concurrent_cdrs() {
         200.0 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e6 / 200.0
     );
-    drop(addr);
     drop(handle);
 }
 
@@ -595,17 +586,16 @@ fn big_cdr(id: &str, mib: usize) -> Cdr {
 }
 
 #[actix_rt::test]
-async fn the_actor_never_blocks_its_callers_arbiter() {
+async fn writing_never_blocks_the_callers_arbiter() {
     let dir = TempDir::new("arbiter");
     let (billing, _) = open(&dir.file());
-    let counters = billing.handle().counters();
-    let billing = billing.start();
+    let counters = billing.counters();
 
-    // The billing actor and the pinger share this arbiter (one thread); the big CDR's
+    // The writing task and the pinger share this arbiter (one thread); the big CDR's
     // serialisation, write and fdatasync happen on the writer thread.
     let big = big_cdr("big", 16);
     let (took, answered) = pings_during(async {
-        billing.send(WriteCdr(big)).await.unwrap().unwrap();
+        billing.write(big).await.unwrap();
     })
     .await;
     assert_eq!(counters.written.load(Ordering::Relaxed), 1);
@@ -717,9 +707,7 @@ async fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
-    let (billing, _) = open(&Path::new(&dir).join("cdr.jsonl"));
-    let handle = billing.handle();
-    drop(billing);
+    let (handle, _) = open(&Path::new(&dir).join("cdr.jsonl"));
     let start = Instant::now();
     let tasks: Vec<_> = (0..64u64)
         .map(|t| {
@@ -800,9 +788,9 @@ fn file_size_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// Child mode of `write_errors_roll_back_and_the_writer_carries_on`: runs under a file
-/// size limit with SIGXFSZ ignored, so writes past it fail with EFBIG (as on a full
-/// disk).
+/// Child mode of `write_errors_are_retried_until_stored_and_nothing_is_lost`: runs
+/// under a soft file size limit with SIGXFSZ ignored, so writes past it fail with EFBIG
+/// (as on a full disk), until it lifts its own limit with `prlimit(1)`.
 #[test]
 fn io_error_child() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
@@ -810,9 +798,7 @@ fn io_error_child() {
     };
     let limit = file_size_limit().expect("a file size limit");
     let path = PathBuf::from(dir).join("cdr.jsonl");
-    let (billing, _) = open(&path);
-    let h: BillingHandle = billing.handle();
-    drop(billing);
+    let (h, _) = open(&path);
     let counters = h.counters();
     let len = || fs::metadata(&path).unwrap().len();
     let padded = |id: &str, pad: usize| {
@@ -821,45 +807,94 @@ fn io_error_child() {
         c.caller = "x".repeat(pad);
         c
     };
+    // Each ack awaited on a thread of its own, so this one can watch the counters.
+    let ack_of = |c: Cdr| {
+        let ack = h.write(c);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(ack.wait());
+        });
+        rx
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut i = 0;
-    let err = loop {
+    let held = loop {
         let id = format!("big-{i}");
-        match h.write(padded(&id, 1000)).wait() {
-            Ok(()) => say(&id),
-            Err(e) => break e,
+        let ack = ack_of(padded(&id, 1000));
+        let stored = loop {
+            match ack.recv_timeout(Duration::from_millis(5)) {
+                Ok(r) => break Some(r),
+                Err(_) if counters.failing.load(Ordering::Relaxed) => break None,
+                Err(_) => assert!(Instant::now() < deadline, "no answer, no failure"),
+            }
+        };
+        match stored {
+            Some(r) => {
+                r.unwrap();
+                say(&id);
+            }
+            None => break (id, ack),
         }
         i += 1;
         assert!(i < 1000, "the limit never hit");
     };
-    assert!(matches!(err, BillingError::Io { .. }), "{err:?}");
-    assert_eq!(counters.errors.load(Ordering::Relaxed), 1);
-    assert_eq!(counters.failed_batches.load(Ordering::Relaxed), 1);
-    assert_eq!(
-        len(),
-        counters.bytes.load(Ordering::Relaxed),
-        "the failed batch was cut off"
+    // The failed CDR is held, not answered; the file was cut back to its last good line.
+    assert!(counters.failed_batches.load(Ordering::Relaxed) >= 1);
+    assert_eq!(counters.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(len(), counters.bytes.load(Ordering::Relaxed));
+    assert!(len() <= limit);
+    // A CDR that comes while failing queues behind it, in order; still nothing answered.
+    let behind = ack_of(padded("behind", 0));
+    while counters.pending.load(Ordering::Relaxed) < 2
+        || counters.failed_batches.load(Ordering::Relaxed) < 2
+    {
+        assert!(Instant::now() < deadline, "the retry never came");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        held.1.try_recv().is_err() && behind.try_recv().is_err(),
+        "answered unwritten"
     );
-    // The writer carries on: a CDR that fits exactly is written at the last good end.
-    let room = (limit - len()) as usize;
-    let base = padded("small", 0).to_json().len() + 1;
-    assert!(room > base, "room {room}");
-    h.write(padded("small", room - base)).wait().unwrap();
-    say("small");
-    assert_eq!(len(), limit);
-    assert!(h.write(padded("over", 0)).wait().is_err());
-    assert_eq!(len(), limit);
-    assert_eq!(counters.written.load(Ordering::Relaxed), i + 1);
-    assert_eq!(counters.errors.load(Ordering::Relaxed), 2);
+    assert!(counters.failing.load(Ordering::Relaxed));
+    assert!(
+        counters
+            .last_error()
+            .is_some_and(|e| e.contains("large") || e.contains("27")),
+        "{:?}",
+        counters.last_error()
+    );
+    // The disk has room again: the retry stores both, in order, and answers them.
+    let lifted = Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg("--fsize=unlimited:")
+        .status()
+        .expect("prlimit(1) (util-linux) must be installed");
+    assert!(lifted.success(), "prlimit failed: {lifted:?}");
+    held.1
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    say(&held.0);
+    behind
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    say("behind");
+    assert!(!counters.failing.load(Ordering::Relaxed));
+    assert_eq!(counters.pending.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.written.load(Ordering::Relaxed), i + 2);
+    assert_eq!(len(), counters.bytes.load(Ordering::Relaxed));
     say("done");
 }
 
 #[test]
-fn write_errors_roll_back_and_the_writer_carries_on() {
+fn write_errors_are_retried_until_stored_and_nothing_is_lost() {
     let dir = TempDir::new("efbig");
-    // 64 blocks: 32 KiB or 64 KiB depending on the shell's block size; the child reads it.
+    // 64 blocks (soft limit only, so the child can lift it): 32 KiB or 64 KiB depending
+    // on the shell's block size; the child reads it.
     let (mut child, rx, reader) =
-        spawn_child("io_error_child", "trap '' XFSZ; ulimit -f 64;", &dir.0);
-    let deadline = Instant::now() + Duration::from_secs(10);
+        spawn_child("io_error_child", "trap '' XFSZ; ulimit -S -f 64;", &dir.0);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut written = Vec::new();
     rest(rx, reader, deadline, &mut written);
     let status = child.wait().unwrap();
@@ -875,7 +910,31 @@ fn write_errors_roll_back_and_the_writer_carries_on() {
     drop(billing);
     assert_eq!(rec.torn_bytes, 0);
     let ids: Vec<String> = read_cdrs(&path).into_iter().map(|c| c.call_id).collect();
-    assert_eq!(ids, written, "exactly the CDRs answered Ok, in order");
+    assert_eq!(
+        ids, written,
+        "exactly the CDRs answered Ok, each once, in order"
+    );
+}
+
+/// One writer per file: a second open of a CDR file in use is refused with an error
+/// (`ResourceBusy`) and leaves the file alone; once the first writer is gone it opens.
+#[test]
+fn a_cdr_file_in_use_is_locked() {
+    let dir = TempDir::new("lock");
+    let path = dir.file();
+    let (first, _) = open(&path);
+    first.write(cdr(1)).wait().unwrap();
+    let before = fs::read(&path).unwrap();
+    let err = BillingHandle::open(&path)
+        .err()
+        .expect("a second writer refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::ResourceBusy, "{err}");
+    assert!(err.to_string().contains("another process"), "{err}");
+    assert_eq!(fs::read(&path).unwrap(), before);
+    drop(first);
+    let (again, rec) = open(&path);
+    assert_eq!(rec.records, 1);
+    drop(again);
 }
 
 #[test]
@@ -893,7 +952,7 @@ fn a_file_that_is_not_ours_is_refused_untouched() {
     // lines that are not JSON.
     for body in [vec![b'x'; limit + 1], mib_line.repeat(limit >> 20 | 1)] {
         fs::write(&path, &body).unwrap();
-        let err = Billing::open(&path).err().expect("refused");
+        let err = BillingHandle::open(&path).err().expect("refused");
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
         assert_eq!(fs::metadata(&path).unwrap().len(), body.len() as u64);
         assert!(!torn_path(&path).exists());

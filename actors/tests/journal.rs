@@ -640,3 +640,35 @@ fn write_errors_roll_back_and_the_next_batch_retries() {
         assert!(map.contains_key(key), "acked {key} lost");
     }
 }
+
+/// One writer per journal (invariant 7): a second open while the first runs is refused
+/// with an error naming `<path>.lock` and touches nothing, the lock holds across a
+/// compaction (which renames a new file over the journal), and once the first writer
+/// is gone the journal opens again with everything in it.
+#[tokio::test]
+async fn a_journal_in_use_is_locked_across_compactions() {
+    let dir = TempDir::new("lock");
+    let path = dir.file();
+    let (j, _) = open(&path);
+    j.put("a".into(), b"1".to_vec()).await.unwrap();
+    j.put("a".into(), b"2".to_vec()).await.unwrap();
+    let refused = |what: &str| {
+        let err = Journal::open(JournalConfig::new(&path))
+            .err()
+            .unwrap_or_else(|| panic!("a second writer opened the journal {what}"));
+        assert_eq!(err.kind(), std::io::ErrorKind::ResourceBusy, "{err}");
+        assert!(err.to_string().contains("registrar.journal.lock"), "{err}");
+    };
+    let before = fs::read(&path).unwrap();
+    refused("in use");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        before,
+        "the refused open touched it"
+    );
+    j.compact().await.unwrap();
+    refused("after a compaction");
+    drop(j);
+    let (_j, rec) = open(&path);
+    assert_eq!(as_map(&rec).get("a").map(Vec::as_slice), Some(&b"2"[..]));
+}

@@ -446,7 +446,7 @@ impl CallController {
                 HangupBy::Switch => billing::HangupBy::Switch,
             },
         );
-        let label = disposition_label(&outcome);
+        let label = disposition_name(outcome.disposition);
         let write = self.settings.billing.write(cdr);
         // ctx.wait: nothing else of this call happens until the record is on disk.
         ctx.wait(write.into_actor(self).map(move |res, act, ctx| {
@@ -497,7 +497,8 @@ impl CallController {
     }
 }
 
-fn cdr_disposition(d: softswitch_actors::call::Disposition) -> billing::Disposition {
+/// The CDR's disposition for the machine's.
+pub(crate) fn cdr_disposition(d: softswitch_actors::call::Disposition) -> billing::Disposition {
     use softswitch_actors::call::Disposition as D;
     match d {
         D::Answered => billing::Disposition::Answered,
@@ -509,9 +510,10 @@ fn cdr_disposition(d: softswitch_actors::call::Disposition) -> billing::Disposit
     }
 }
 
-fn disposition_label(o: &Outcome) -> &'static str {
+/// The disposition's name in the CDR and the `calls_total` label.
+pub(crate) fn disposition_name(d: softswitch_actors::call::Disposition) -> &'static str {
     use softswitch_actors::call::Disposition::*;
-    match o.disposition {
+    match d {
         Answered => "answered",
         Busy => "busy",
         NoAnswer => "no_answer",
@@ -538,14 +540,24 @@ impl Actor for CallController {
     fn started(&mut self, ctx: &mut Self::Context) {
         let targets = self.legs.len().saturating_sub(1) as u32;
         if targets == 0 {
-            // No binding had a usable contact URI.
+            // No binding had a usable contact URI: refused as a callee without bindings
+            // is (480, `no_answer`), and billed like every attempt, its 480 held until
+            // the CDR is on disk. Nothing else of this call runs (`aborted`): the
+            // write's completion ends it.
+            self.aborted = true;
             let c = LegCommand::Final {
                 status: 480,
                 sdp: None,
             };
-            self.tell(LegId::A, c);
-            metrics::call_ended("failed");
-            self.done(ctx);
+            self.after_cdr.get_or_insert_default().push((LegId::A, c));
+            let outcome = Outcome {
+                disposition: softswitch_actors::call::Disposition::of_status(480),
+                sip_status: 480,
+                hangup_by: HangupBy::Switch,
+                answered_at: None,
+                connected_leg: None,
+            };
+            self.write_cdr(outcome, ctx);
             return;
         }
         let offer = self.offer.take();

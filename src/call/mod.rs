@@ -6,7 +6,9 @@
 //! delivers each leg's SIP to that leg ([`CallInput`]); the leg reports machine events to
 //! its controller, which runs the machine and hands its commands back to the legs; the
 //! legs turn them into SIP ([`CallOutput`]), with [`crate::dialog`] building every request.
-//! The driver routes transaction events to legs by the maps of [`Table`].
+//! The driver routes transaction events to legs by the maps of [`Table`]. An INVITE
+//! refused before any call exists is billed here ([`CallHub::refused`]): its CDR is on
+//! disk before its stateless answer goes.
 //!
 //! Why these actors live in the root crate and not in `softswitch-actors`: they handle
 //! typed SIP (`Request`, `Response`, `Dialog`), which lives here, and the root crate
@@ -124,8 +126,26 @@ pub enum CallOutput {
         /// The call.
         call: CallNo,
     },
+    /// The CDR of an INVITE refused before any call existed is on disk: send its
+    /// answer (statelessly) now.
+    Refused {
+        /// The attempt's key ([`Table::attempt_key`]).
+        attempt: AttemptKey,
+        /// Where the answer goes.
+        to: Peer,
+        /// The answer.
+        response: Box<Response>,
+        /// The CDR's disposition (a `calls_total` label).
+        disposition: &'static str,
+        /// The writer stored the CDR (false only for a CDR it could not take at all).
+        written: bool,
+    },
 }
 
+/// An initial INVITE's identity as RFC 3261 §8.2.7 and §17.2.3 see a retransmission of
+/// it: a keyed hash of its Call-ID, From tag, CSeq number and top Via branch (what the
+/// stateless To tag is made of). A refusal whose CDR is being written is held by it.
+pub type AttemptKey = u64;
 /// A dialog's key: a keyed hash (SipHash with this process's random key) of its Call-ID
 /// and our tag in it. Looking a dialog up then allocates nothing, and a held call keeps
 /// 8 bytes per dialog here instead of two copies of both strings. Two live dialogs with
@@ -159,6 +179,18 @@ impl Table {
     pub fn dialog_key(&self, call_id: &str, local_tag: &str) -> DialogKey {
         use std::hash::BuildHasher;
         self.hasher.hash_one((call_id, local_tag))
+    }
+
+    /// The [`AttemptKey`] of an INVITE.
+    pub fn attempt_key(&self, invite: &Request) -> AttemptKey {
+        use std::hash::BuildHasher;
+        let c = &invite.common;
+        self.hasher.hash_one((
+            &*c.call_id,
+            c.from.tag().unwrap_or_default(),
+            c.cseq.seq,
+            c.top_via().and_then(|v| v.branch()).unwrap_or_default(),
+        ))
     }
 
     /// The [`MergeKey`] of an INVITE.
@@ -203,7 +235,7 @@ struct LiveCall {
     dialogs: smallvec::SmallVec<[DialogKey; 2]>,
 }
 
-use crate::calls::CallRouter;
+use crate::calls::{Bill, CallRouter, Refused};
 use crate::metrics;
 use crate::txn::TxLayer;
 use actix::WeakAddr;
@@ -368,8 +400,15 @@ impl serde::Serialize for CallView {
     }
 }
 
+/// The most refusals whose answer may wait for its CDR at once. A write takes a few
+/// milliseconds (group commit), so under any load only tens wait; this many wait only
+/// when CDR writes fail, and then new INVITEs are dropped (the phone retransmits) rather
+/// than grow the wait without bound.
+pub const MAX_HELD_REFUSALS: usize = 4096;
+
 /// The driver's side of calls: routing new INVITEs, delivering transaction events to the
-/// call they belong to, and carrying out the calls' [`CallOutput`]s on the layer.
+/// call they belong to, billing the INVITEs it refuses, and carrying out the calls'
+/// [`CallOutput`]s on the layer.
 pub struct CallHub {
     router: CallRouter,
     settings: Arc<CallSettings>,
@@ -377,6 +416,9 @@ pub struct CallHub {
     /// Each live call.
     calls: HashMap<CallNo, LiveCall>,
     next: CallNo,
+    /// The refused attempts whose answer waits for its CDR: a retransmission of one is
+    /// absorbed (its answer is on its way). At most [`MAX_HELD_REFUSALS`].
+    held: HashSet<AttemptKey>,
 }
 
 /// What the driver must do after [`CallHub::output`].
@@ -385,6 +427,8 @@ pub enum Todo {
     Nothing,
     /// Send this response on this server transaction.
     Respond(TxId, Box<Response>),
+    /// Send this response statelessly to this peer (a refusal whose CDR is on disk).
+    Stateless(Peer, Box<Response>),
 }
 
 impl CallHub {
@@ -396,7 +440,20 @@ impl CallHub {
             table: Table::default(),
             calls: HashMap::new(),
             next: 1,
+            held: HashSet::new(),
         }
+    }
+
+    /// Refusals whose answer waits for its CDR.
+    pub fn held_refusals(&self) -> usize {
+        self.held.len()
+    }
+
+    /// No more refusals can wait for their CDR ([`MAX_HELD_REFUSALS`]): CDR writes are
+    /// failing (`/readyz` says so). A new INVITE is dropped unanswered then, before
+    /// anything of it is verified or billed: its retransmission may find room.
+    pub fn refusals_full(&self) -> bool {
+        self.held.len() >= MAX_HELD_REFUSALS
     }
 
     /// Calls in progress.
@@ -405,38 +462,107 @@ impl CallHub {
     }
 
     /// Routes a new INVITE (no To tag): where the call goes, with the INVITE's
-    /// [`MergeKey`] for [`CallHub::start`], or the refusal to send. The refusal goes
-    /// statelessly (RFC 3261 §8.2.7, with the tag `tag` that every retransmission of this
-    /// request gets again): no server transaction, no 100, as a challenge is answered for
-    /// nearly every call, and as the registrar answers.
+    /// [`MergeKey`] for [`CallHub::start`], or the refusal to send, through
+    /// [`CallHub::refused`]. The refusal goes statelessly (RFC 3261 §8.2.7, with the tag
+    /// `tag` that every retransmission of this request gets again): no server
+    /// transaction, no 100, as a challenge is answered for nearly every call, and as the
+    /// registrar answers.
     pub fn route(
         &self,
         from: &Peer,
         request: &Request,
         tag: &str,
-    ) -> Result<(crate::calls::Routed, MergeKey), Box<Response>> {
+    ) -> Result<(crate::calls::Routed, MergeKey), Refused> {
         let merge = self.table.merge_key(request);
         if self.table.merging.contains(&merge) {
             // §8.2.2.2: checked before authentication, as the first copy's credentials
-            // (its nonce count used) would draw a stale challenge instead.
+            // (its nonce count used) would draw a stale challenge instead. Not billed:
+            // it is the same attempt as the first copy, whose call writes its CDR.
             let refusal = crate::endpoint::Refusal::MergedRequest;
             metrics::sip_message_rejected(refusal.metric_reason());
-            return Err(Box::new(refusal.response(request, tag)));
+            return Err(Refused::new(refusal.response(request, tag), Bill::Nobody));
         }
+        let attempt = self.table.attempt_key(request);
         let routed = self
             .router
-            .route(request, from, SystemTime::now())
-            .map_err(|rej| Box::new(rej.response(request, tag)))?;
+            .route(request, from, SystemTime::now(), attempt)
+            .map_err(|(rej, bill)| Refused::new(rej.response(request, tag), bill))?;
         if request.common.header("Contact").is_none() {
             // §12.1.1: the dialog's remote target; without it no in-dialog request can
             // reach the caller.
-            return Err(Box::new(request.response(
-                400,
-                Some("Bad Request (missing Contact)"),
-                Some(tag),
-            )));
+            let bill = if routed.retransmission {
+                Bill::Again
+            } else {
+                Bill::Caller(routed.caller)
+            };
+            let resp = request.response(400, Some("Bad Request (missing Contact)"), Some(tag));
+            return Err(Refused::new(resp, bill));
         }
         Ok((routed, merge))
+    }
+
+    /// A new INVITE from `to` refused before any call existed: the answer to send now,
+    /// or `None` when it goes later. An attempt billed to an authenticated caller
+    /// ([`Bill`]; a refusal decided before authentication verifies the credentials the
+    /// request carries, [`CallRouter::caller`]) gets its CDR (`call_id`, the caller, the
+    /// callee as dialled, `start_time` = `end_time`, `disposition` by the status, the
+    /// status sent, `hangup_by` = `switch`), and its answer waits until the CDR is on
+    /// disk ([`CallOutput::Refused`]): as for a call, a `kill -9` after the phone saw the
+    /// refusal loses no record, and `calls_total` moves only then. A retransmission of a
+    /// held attempt is absorbed; one of an attempt already answered is answered again,
+    /// with no second CDR (the authenticator knows its credentials for this attempt's).
+    pub fn refused(&mut self, to: Peer, request: &Request, r: Refused) -> Option<Box<Response>> {
+        let attempt = self.table.attempt_key(request);
+        if self.held.contains(&attempt) {
+            return None;
+        }
+        let now = SystemTime::now();
+        let caller = match r.bill {
+            Bill::Caller(c) => c,
+            Bill::Unverified => match self.router.caller(request, &to, now, attempt) {
+                Bill::Caller(c) => c,
+                _ => return Some(r.response),
+            },
+            Bill::Again | Bill::Nobody => return Some(r.response),
+        };
+        let status = r.response.status;
+        let disposition = softswitch_actors::call::Disposition::of_status(status);
+        let domain = self.router.domain();
+        let cdr = softswitch_actors::billing::Cdr::builder(
+            request.common.call_id.as_str(),
+            format!("sip:{}@{domain}", caller.user()),
+            self.router.dialled(request),
+            now,
+        )
+        .end(
+            now,
+            controller::cdr_disposition(disposition),
+            status,
+            softswitch_actors::billing::HangupBy::Switch,
+        );
+        let ack = self.settings.billing.write(cdr);
+        self.held.insert(attempt);
+        let out = self.settings.out.clone();
+        let response = r.response;
+        let disposition = controller::disposition_name(disposition);
+        actix::spawn(async move {
+            let written = match ack.await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "CDR of a refused call attempt not stored");
+                    false
+                }
+            };
+            // The driver outlives every held refusal but at shutdown; nothing to do then.
+            let _ = out.send(CallOutput::Refused {
+                attempt,
+                to,
+                response,
+                disposition,
+                written,
+            });
+        });
+        None
     }
 
     /// Starts the call of a routed INVITE on its server transaction `tx`; `merge` is
@@ -628,89 +754,22 @@ impl CallHub {
                 crate::mem::shrink_sparse(&mut self.calls);
                 metrics::calls_active(self.calls.len());
             }
+            CallOutput::Refused {
+                attempt,
+                to,
+                response,
+                disposition,
+                written,
+            } => {
+                self.held.remove(&attempt);
+                crate::mem::shrink_sparse_set(&mut self.held);
+                if written {
+                    metrics::cdr_written();
+                }
+                metrics::call_ended(disposition);
+                return Todo::Stateless(to, response);
+            }
         }
         Todo::Nothing
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The packed view gives back each part whole, and the JSON names every leg with
-    /// its own Call-ID, peer and transport (A first, the switch its UAS).
-    #[test]
-    fn a_call_view_keeps_each_part_and_each_leg() {
-        let a = Peer::udp("127.0.0.1:5070".parse().unwrap());
-        let b1 = Peer::udp("127.0.0.1:5080".parse().unwrap());
-        let b2 = Peer {
-            transport: crate::transport::Transport::Tcp,
-            addr: "[::1]:5090".parse().unwrap(),
-            conn: None,
-        };
-        let v = CallView::new(
-            "a-call@10.0.0.1",
-            "sip:alice@example.test",
-            "sip:bob@example.test",
-            [("a-call@10.0.0.1", &a), ("b1-id", &b1), ("b2-id", &b2)],
-        );
-        assert_eq!(v.call_id(), "a-call@10.0.0.1");
-        assert_eq!(v.caller(), "sip:alice@example.test");
-        assert_eq!(v.callee(), "sip:bob@example.test");
-        let ids: Vec<&str> = v.legs.iter().map(|l| v.leg_call_id(l)).collect();
-        assert_eq!(ids, ["a-call@10.0.0.1", "b1-id", "b2-id"]);
-        let json: serde_json::Value = serde_json::to_value(&v).unwrap();
-        assert_eq!(json["call_id"], "a-call@10.0.0.1");
-        assert_eq!(json["state"], "idle");
-        assert_eq!(json["caller"], "sip:alice@example.test");
-        assert_eq!(json["callee"], "sip:bob@example.test");
-        let legs = json["legs"].as_array().unwrap();
-        assert_eq!(legs.len(), 3);
-        assert_eq!(legs[0]["leg"], "A");
-        assert_eq!(legs[0]["role"], "uas");
-        assert_eq!(legs[0]["call_id"], "a-call@10.0.0.1");
-        assert_eq!(legs[0]["peer"], "127.0.0.1:5070");
-        assert_eq!(legs[1]["leg"], "B1");
-        assert_eq!(legs[1]["role"], "uac");
-        assert_eq!(legs[1]["call_id"], "b1-id");
-        assert_eq!(legs[2]["leg"], "B2");
-        assert_eq!(legs[2]["call_id"], "b2-id");
-        assert_eq!(legs[2]["peer"], "[::1]:5090");
-        assert_eq!(legs[2]["transport"], "tcp");
-        assert_eq!(legs[2]["state"], "trying");
-    }
-
-    fn invite(call_id: &str, from_tag: &str, cseq: u32, branch: &str) -> Request {
-        let text = format!(
-            "INVITE sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={from_tag}\r\n\
-             To: <sip:bob@example.test>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\n"
-        );
-        match crate::wire::parse::parse_message(text.as_bytes(), b"") {
-            Ok(crate::wire::Message::Request(r)) => r,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// §8.2.2.2's key is the Call-ID, the From tag and the CSeq number, not the branch;
-    /// it is kept while its A-leg INVITE transaction lives and goes with it.
-    #[test]
-    fn a_merge_key_names_the_request_not_the_path_and_goes_with_its_transaction() {
-        let mut t = Table::default();
-        let first = t.merge_key(&invite("c1", "f1", 2, "z9hG4bK-path1"));
-        assert_eq!(first, t.merge_key(&invite("c1", "f1", 2, "z9hG4bK-path2")));
-        for other in [
-            invite("c2", "f1", 2, "z9hG4bK-path1"),
-            invite("c1", "f2", 2, "z9hG4bK-path1"),
-            invite("c1", "f1", 3, "z9hG4bK-path1"),
-        ] {
-            assert_ne!(first, t.merge_key(&other));
-        }
-        t.by_invite.insert(TxId(7), (1, first));
-        t.merging.insert(first);
-        assert!(!t.forget_invite(TxId(8)));
-        assert!(t.merging.contains(&first));
-        assert!(t.forget_invite(TxId(7)));
-        assert!(t.merging.is_empty() && t.by_invite.is_empty());
     }
 }
