@@ -171,8 +171,10 @@ fn pjsua2_md5_ha1_user_falls_back_to_md5_where_sha256_is_listed_first() {
     );
     assert_eq!(register_oks(&sw), 2.0);
     let m = metrics(&sw);
-    let no_credential =
-        metric_value(&m, "softswitch_auth_failures_total{reason=\"no_credential\"}");
+    let no_credential = metric_value(
+        &m,
+        "softswitch_auth_failures_total{reason=\"no_credential\"}",
+    );
     assert!(
         no_credential.is_some_and(|n| n >= 1.0),
         "the SHA-256 answer was judged as an unknown user's:\n{m}"
