@@ -745,7 +745,42 @@ fn auth_unknown_name_and_md5_ha1_only_user_see_the_same_challenges_re_challenges
         if !auth.is_empty() {
             assert!(auth_failures(&m, "no_credential") >= 1.0, "{m}");
         }
+        // An INVITE's 407 is built the same way, for the From user.
+        assert_eq!(
+            invite_challenge(&sw, "md5only"),
+            invite_challenge(&sw, "ghost"),
+            "[auth] {auth:?}: 407 for an MD5-HA1-only caller against no user"
+        );
     }
+}
+
+/// The Proxy-Authenticate values (nonce blanked) of the 407 to an INVITE from `from`.
+fn invite_challenge(sw: &Switch, from: &str) -> Vec<String> {
+    let s = udp_client(sw.udp_addr());
+    let me = host_port(s.local_addr().expect("local"));
+    let b = token();
+    let msg = format!(
+        "INVITE sip:full@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{b};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{from}@example.test>;tag={b}\r\nTo: <sip:full@example.test>\r\n\
+         Call-ID: {b}@client\r\nCSeq: 1 INVITE\r\nContact: <sip:{from}@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.send_to(msg.as_bytes(), sw.udp_addr()).expect("send");
+    let resp = udp_responses(&s, ANSWER_DEADLINE)
+        .into_iter()
+        .find(|r| status_of(r) == Some(407))
+        .unwrap_or_else(|| panic!("a 407 to the INVITE from {from}"));
+    let values: Vec<String> = header_values(&resp, "Proxy-Authenticate", None)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let nonce = values
+        .first()
+        .and_then(|v| v.split("nonce=\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!nonce.is_empty(), "{resp}");
+    values.iter().map(|v| v.replace(&nonce, "NONCE")).collect()
 }
 
 #[test]
