@@ -46,6 +46,25 @@ if ! command -v prlimit >/dev/null 2>&1; then
   fi
 fi
 command -v prlimit >/dev/null 2>&1 || die "prlimit (Debian package util-linux) is required and could not be installed"
+# tests/phone_pjsua2.rs drives PJSIP 2.15 through its Python binding (PyPI
+# pjsua2-python, a manylinux wheel; the PyPI name "pjsua2" is an old sdist that does not
+# build), so install that pinned version here.
+PJSUA2_VERSION=2.15.1.post1
+command -v python3 >/dev/null 2>&1 || die "python3 is required (tests/pjsua2_register.py)"
+if ! python3 -c 'import pjsua2' >/dev/null 2>&1; then
+  echo "pjsua2 missing: pip install pjsua2-python==$PJSUA2_VERSION"
+  if ! python3 -m pip --version >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
+  # Debian's system Python is "externally managed" (PEP 668); the wheel has no
+  # dependencies, so installing it beside apt's packages is safe.
+  python3 -m pip install -q "pjsua2-python==$PJSUA2_VERSION" ||
+    python3 -m pip install -q --break-system-packages "pjsua2-python==$PJSUA2_VERSION" ||
+    die "pip install pjsua2-python==$PJSUA2_VERSION failed"
+fi
+python3 -c 'import pjsua2' >/dev/null 2>&1 || die "pjsua2 (PyPI pjsua2-python) is required and could not be installed"
+echo "pjsua2: $(python3 -c 'import importlib.metadata as m; print(m.version("pjsua2-python"))' 2>/dev/null || echo present)"
 cargo --version
 cargo fmt --version >/dev/null || die "rustfmt missing"
 cargo clippy --version >/dev/null || die "clippy missing"

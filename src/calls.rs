@@ -6,8 +6,8 @@
 //! 1. the Request-URI names our domain (else 403: the switch is no open relay);
 //! 2. it has not passed through us already: our own Via in it means a loop (482);
 //! 3. the caller is one of our users, authenticated by digest (RFC 3261 §22.3): without
-//!    valid `Proxy-Authorization` it gets 407 with one `Proxy-Authenticate` per configured
-//!    algorithm (MD5 alone for the user agents of `auth.md5_only_user_agents`), `stale`
+//!    valid `Proxy-Authorization` it gets 407 with one `Proxy-Authenticate` per algorithm
+//!    of the From user's challenge list (the deployment's unless they have one), `stale`
 //!    for an expired nonce, 403 after repeated failures from one source;
 //! 4. the callee, the Request-URI's user (a `tel:` number as a user name), is a
 //!    subscriber (else 404) with at least one binding (else 480).
@@ -200,7 +200,11 @@ impl CallRouter {
                 retransmission,
                 ..
             } => (user, retransmission),
-            Verdict::Challenge { stale, reason } => {
+            Verdict::Challenge {
+                stale,
+                reason,
+                failed,
+            } => {
                 if reason != crate::auth::FailReason::Missing {
                     metrics::auth_failure(reason.as_str());
                 }
@@ -209,13 +213,7 @@ impl CallRouter {
                     .and_then(|u| self.directory.get(u))
                     .map(|s| &s.credentials);
                 return Err((
-                    Rejection::Challenge(self.auth.challenge_for(
-                        domain,
-                        creds,
-                        stale,
-                        now,
-                        req.common.header("User-Agent"),
-                    )),
+                    Rejection::Challenge(self.auth.challenge(domain, creds, stale, failed, now)),
                     Bill::Nobody,
                 ));
             }
@@ -422,8 +420,8 @@ mod tests {
         let resp = rej.response(&req, "t");
         assert_eq!(resp.status, 407);
         let values: Vec<&str> = resp.common.header_values("Proxy-Authenticate").collect();
-        assert_eq!(values.len(), 2, "SHA-256 and MD5");
-        assert!(values[0].contains("algorithm=SHA-256"));
+        assert_eq!(values.len(), 1, "the default: MD5 alone");
+        assert!(values[0].contains("algorithm=MD5"));
     }
 
     #[test]

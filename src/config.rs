@@ -149,7 +149,9 @@ pub struct RegistrarConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
-    /// Challenges offered, strongest first: `SHA-512-256`, `SHA-256`, `MD5`.
+    /// The deployment's digest challenges, in this order (most preferred first, RFC 7616
+    /// §3.7): any of `MD5`, `SHA-256`, `SHA-512-256`. Default MD5 alone, the one challenge
+    /// every client answers (see README, "Digest authentication").
     pub algorithms: Vec<String>,
     /// A nonce older than this is stale (a new challenge with `stale=true`), seconds.
     pub nonce_lifetime_s: u64,
@@ -163,10 +165,23 @@ pub struct AuthSection {
     /// Nonces whose counts are tracked against replay (about 50 bytes each); beyond it
     /// the oldest go and reusing one of them gets a fresh challenge (`stale=true`).
     pub max_tracked_nonces: usize,
-    /// User-Agent prefixes (case-insensitive) offered only the MD5 challenge: user agents
-    /// that reject a 401 outright when any challenge names an algorithm they do not know,
-    /// instead of answering the one they do (baresip 1.x on libre 1.x).
-    pub md5_only_user_agents: Vec<String>,
+}
+
+/// Keys that existed once and were removed, with what to do instead: loading a file or
+/// an environment that still sets one names it with this message (not just "unknown").
+const REMOVED_KEYS: [(&str, &str); 1] = [(
+    "auth.md5_only_user_agents",
+    "removed: the default challenge is MD5 alone, which every client answers; list \
+     SHA-256 in auth.algorithms or in a user's algorithms where the phones handle it \
+     (see README, \"Digest authentication\"); delete this key",
+)];
+
+/// The removal message for `section.key`, if it was removed.
+fn removed_key(path: &str) -> Option<&'static str> {
+    REMOVED_KEYS
+        .iter()
+        .find(|(k, _)| *k == path)
+        .map(|(_, why)| *why)
 }
 
 /// `[log]`.
@@ -193,6 +208,11 @@ pub struct UserConfig {
     /// without a clear password can also answer SHA-256 challenges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha1_sha256: Option<String>,
+    /// This user's own digest challenges, in order, instead of `auth.algorithms`; each
+    /// needs the user's credential for it (a password covers all). Its challenge then
+    /// differs from the one a name that is not a user gets: it shows the user exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<String>>,
     /// Offer a second call to a busy user instead of busy treatment.
     #[serde(default)]
     pub call_waiting: bool,
@@ -494,6 +514,34 @@ impl Config {
                 }
                 _ => {}
             }
+            if let Some(algs) = &u.algorithms {
+                if algs.is_empty() {
+                    p.push(ConfigProblem::new(
+                        key("algorithms"),
+                        "name at least one algorithm, or leave the key out for auth.algorithms",
+                    ));
+                }
+                for a in algs {
+                    match a.parse::<crate::auth::Algorithm>() {
+                        Err(_) => p.push(ConfigProblem::new(
+                            key("algorithms"),
+                            format!("{a:?} is not one of {}", AUTH_ALGORITHMS.join(", ")),
+                        )),
+                        Ok(alg) if !user_has_credential(u, alg) => p.push(ConfigProblem::new(
+                            key("algorithms"),
+                            format!(
+                                "{a} needs the user's credential for it: a password{}",
+                                match alg {
+                                    crate::auth::Algorithm::Md5 => " or ha1",
+                                    crate::auth::Algorithm::Sha256 => " or ha1_sha256",
+                                    crate::auth::Algorithm::Sha512_256 => "",
+                                }
+                            ),
+                        )),
+                        Ok(_) => {}
+                    }
+                }
+            }
             if let Some(h) = &u.ha1_sha256 {
                 if u.ha1.is_none() {
                     p.push(ConfigProblem::new(
@@ -691,19 +739,27 @@ impl Default for RegistrarConfig {
 impl Default for AuthSection {
     fn default() -> Self {
         AuthSection {
-            algorithms: vec!["SHA-256".to_string(), "MD5".to_string()],
+            algorithms: vec!["MD5".to_string()],
             nonce_lifetime_s: 300,
             max_failures: 10,
             failure_window_s: 60,
             block_s: 60,
             max_tracked_nonces: 1_000_000,
-            md5_only_user_agents: vec!["baresip v0.".to_string(), "baresip v1.".to_string()],
         }
     }
 }
 
-/// The digest algorithms `[auth] algorithms` may name.
-pub const AUTH_ALGORITHMS: [&str; 3] = ["SHA-512-256", "SHA-256", "MD5"];
+/// The digest algorithms `[auth] algorithms` and a user's `algorithms` may name.
+pub const AUTH_ALGORITHMS: [&str; 3] = ["MD5", "SHA-256", "SHA-512-256"];
+
+/// Whether `u` has a credential for `alg`: a password covers every algorithm, `ha1` MD5
+/// and `ha1_sha256` SHA-256.
+fn user_has_credential(u: &UserConfig, alg: crate::auth::Algorithm) -> bool {
+    use crate::auth::Algorithm;
+    u.password.is_some()
+        || (alg == Algorithm::Md5 && u.ha1.is_some())
+        || (alg == Algorithm::Sha256 && u.ha1_sha256.is_some())
+}
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -730,6 +786,7 @@ impl fmt::Debug for UserConfig {
                 "ha1_sha256",
                 &self.ha1_sha256.as_ref().map(|_| "<redacted>"),
             )
+            .field("algorithms", &self.algorithms)
             .field("call_waiting", &self.call_waiting)
             .field("forward_unconditional", &self.forward_unconditional)
             .field("forward_busy", &self.forward_busy)
@@ -1015,6 +1072,7 @@ fn schema() -> toml::Table {
         password: Some(String::new()),
         ha1: Some(String::new()),
         ha1_sha256: Some(String::new()),
+        algorithms: Some(vec![String::new()]),
         call_waiting: false,
         forward_unconditional: Some(String::new()),
         forward_busy: Some(String::new()),
@@ -1099,7 +1157,10 @@ fn check_keys(
     for (key, value) in table {
         let path = format!("{prefix}.{key}");
         match schema.get(key) {
-            None => problems.push(ConfigProblem::new(path, "unknown key")),
+            None => {
+                let why = removed_key(&path).unwrap_or("unknown key");
+                problems.push(ConfigProblem::new(path, why))
+            }
             Some(expected) => {
                 if let Err(msg) = check_value(&path, value, expected) {
                     problems.push(ConfigProblem::new(path, msg));
@@ -1164,7 +1225,8 @@ fn apply_env(
             continue;
         };
         let Some(expected) = sec_schema.get(&key) else {
-            problems.push(ConfigProblem::new(name.as_str(), "unknown key"));
+            let why = removed_key(&format!("{section}.{key}")).unwrap_or("unknown key");
+            problems.push(ConfigProblem::new(name.as_str(), why));
             continue;
         };
         let value = match env_value(&raw, expected) {
@@ -1368,6 +1430,46 @@ forward_busy = "sip:voicemail@example.test"
         assert!(has(&ps, "sip.listen_on"), "{ps:?}");
         assert!(has(&ps, "nope"), "{ps:?}");
         assert!(has(&ps, "users[0].voicemail"), "{ps:?}");
+    }
+
+    #[test]
+    fn removed_md5_only_user_agents_says_so_from_file_and_environment() {
+        let ps = problems_of("[auth]\nmd5_only_user_agents = [\"baresip v1.\"]\n");
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(
+            ps[0].starts_with("auth.md5_only_user_agents: removed:") && ps[0].contains("README"),
+            "{ps:?}"
+        );
+        let Err(ps) = Config::load(
+            None,
+            env(&[("SOFTSWITCH_AUTH_MD5_ONLY_USER_AGENTS", "baresip v1.")]),
+        ) else {
+            panic!("a removed key is a problem");
+        };
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert_eq!(ps[0].key, "SOFTSWITCH_AUTH_MD5_ONLY_USER_AGENTS");
+        assert!(ps[0].message.starts_with("removed:"), "{ps:?}");
+    }
+
+    #[test]
+    fn auth_defaults_to_md5_alone_and_users_may_have_their_own_list() {
+        assert_eq!(Config::default().auth.algorithms, ["MD5"]);
+        let user = |extra: &str| {
+            problems_of(&format!(
+                "[[users]]\nuser = \"a\"\n{extra}\n[[users]]\nuser = \"b\"\npassword = \"p\"\n"
+            ))
+        };
+        assert!(user("password = \"p\"\nalgorithms = [\"SHA-256\", \"MD5\"]").is_empty());
+        let ha1 = format!("ha1 = \"{}\"", "0".repeat(32));
+        assert!(user(&format!("{ha1}\nalgorithms = [\"MD5\"]")).is_empty());
+        let ps = user(&format!("{ha1}\nalgorithms = [\"SHA-256\", \"MD5\"]"));
+        assert!(has(&ps, "users[0].algorithms"), "no SHA-256 HA1: {ps:?}");
+        let sha = format!("{ha1}\nha1_sha256 = \"{}\"", "0".repeat(64));
+        assert!(user(&format!("{sha}\nalgorithms = [\"SHA-256\"]")).is_empty());
+        let ps = user("password = \"p\"\nalgorithms = []");
+        assert!(has(&ps, "users[0].algorithms"), "{ps:?}");
+        let ps = user("password = \"p\"\nalgorithms = [\"SHA-1\"]");
+        assert!(has(&ps, "users[0].algorithms"), "{ps:?}");
     }
 
     #[test]
@@ -1751,7 +1853,7 @@ forward_busy = "sip:voicemail@example.test"
         assert!(sip.contains_key("advertised_host") && sip.contains_key("listen"));
         let users = s.get("users").and_then(|v| v.as_array()).expect("users");
         let u = users[0].as_table().expect("user table");
-        assert_eq!(u.len(), 9);
+        assert_eq!(u.len(), 10);
         for section in ["limits", "http", "billing", "registrar", "auth", "log"] {
             assert!(s.contains_key(section), "{section}");
         }

@@ -3,9 +3,11 @@
 //!
 //! Credentials are derived once at start-up: from a clear `password` every HA1 the
 //! switch can challenge with (MD5, SHA-256, SHA-512-256); from `ha1` (and `ha1_sha256`)
-//! only those. The clear password is not kept. Nothing here is ever logged or served.
+//! only those; with them the user's own challenge list (`algorithms`), if any. Which
+//! HA1s a user has never shapes a challenge (`crate::auth`). The clear password is not
+//! kept. Nothing here is ever logged or served.
 
-use crate::auth::Credentials;
+use crate::auth::{Algorithm, Algorithms, Credentials};
 use crate::config::UserConfig;
 use std::collections::HashMap;
 
@@ -45,6 +47,21 @@ impl Directory {
                     }
                 }
                 (None, None) => return Err(format!("users.{}: no password or ha1", u.user)),
+            };
+            let credentials = match &u.algorithms {
+                None => credentials,
+                Some(names) => {
+                    let mut algs = Vec::with_capacity(names.len());
+                    for n in names {
+                        algs.push(
+                            n.parse::<Algorithm>()
+                                .map_err(|e| format!("users.{}: algorithms: {n:?}: {e}", u.user))?,
+                        );
+                    }
+                    credentials
+                        .with_algorithms(Algorithms::new(algs))
+                        .map_err(|e| format!("users.{}: algorithms: {e}", u.user))?
+                }
             };
             let mut profile = u.clone();
             profile.password = None;

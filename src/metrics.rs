@@ -160,7 +160,7 @@ pub const REGISTER_RESULTS: [&str; 12] = [
     "storage",
 ];
 /// `reason` label values of [`AUTH_FAILURES_TOTAL`] (`crate::auth::FailReason`).
-pub const AUTH_FAILURE_REASONS: [&str; 12] = [
+pub const AUTH_FAILURE_REASONS: [&str; 13] = [
     "missing",
     "malformed",
     "unknown_user",
@@ -169,6 +169,7 @@ pub const AUTH_FAILURE_REASONS: [&str; 12] = [
     "bad_nonce",
     "nc_replay",
     "algorithm",
+    "no_credential",
     "realm",
     "qop",
     "too_many_failures",

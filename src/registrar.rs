@@ -6,9 +6,10 @@
 //! 1. the Request-URI must name our domain (else 403, no relaying; 416 for other schemes
 //!    is the endpoint's);
 //! 2. Require is checked by [`crate::endpoint::Endpoint::admit`];
-//! 3. digest authentication ([`crate::auth`]): 401 with one challenge per configured
-//!    algorithm, `stale=true` for an expired nonce, 403 after repeated failures, 400 for
-//!    unparseable credentials;
+//! 3. digest authentication ([`crate::auth`]): 401 with one challenge per algorithm of
+//!    the To user's challenge list (the deployment's unless they have one; a name that is
+//!    not a user gets the deployment's), `stale=true` for an expired nonce, 403 after
+//!    repeated failures, 400 for unparseable credentials;
 //! 4. the authenticated user may only register their own AOR (403 otherwise);
 //! 5. To must be a SIP/SIPS AOR of our domain (404 otherwise);
 //! 6. Contact: `*` only alone and with `Expires: 0` (400 otherwise); every other value a
@@ -182,7 +183,11 @@ impl Registrar {
         );
         let user = match verdict {
             Verdict::Ok { user, .. } => user,
-            Verdict::Challenge { stale, reason } => {
+            Verdict::Challenge {
+                stale,
+                reason,
+                failed,
+            } => {
                 if reason != FailReason::Missing {
                     metrics::auth_failure(reason.as_str());
                 }
@@ -193,13 +198,7 @@ impl Registrar {
                 );
                 r.headers = s
                     .auth
-                    .challenge_for(
-                        &s.domain,
-                        creds_of_to,
-                        stale,
-                        now,
-                        req.common.header("User-Agent"),
-                    )
+                    .challenge(&s.domain, creds_of_to, stale, failed, now)
                     .into_iter()
                     .map(|v| Header::new("WWW-Authenticate", v))
                     .collect();

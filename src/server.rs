@@ -321,11 +321,6 @@ fn authenticator(config: &Config) -> Authenticator {
             failure_window: std::time::Duration::from_secs(a.failure_window_s),
             block: std::time::Duration::from_secs(a.block_s),
             max_tracked_nonces: a.max_tracked_nonces,
-            md5_only_user_agents: a
-                .md5_only_user_agents
-                .iter()
-                .map(|p| p.to_ascii_lowercase())
-                .collect(),
             ..AuthConfig::default()
         },
         rand::random(),

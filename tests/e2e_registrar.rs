@@ -130,16 +130,30 @@ fn assert_expires_about(e: Option<u64>, want: u64, what: &str) {
     );
 }
 
-/// The first REGISTER gets 401 with one challenge per algorithm, SHA-256 first then MD5,
-/// sharing one nonce; realm is the domain, qop "auth", an opaque value.
+/// `[auth] algorithms` of a deployment that lists SHA-256 first, in a `--config` file (no
+/// test overrides the algorithms from the environment).
+const SHA256_FIRST: &str = "[auth]\nalgorithms = [\"SHA-256\", \"MD5\"]\n";
+
+/// The switch with the demo users and [`SHA256_FIRST`].
+fn start_sha256_first(env: &[(&str, &str)]) -> Switch {
+    Switch::start_with_config("127.0.0.1", SHA256_FIRST, env)
+}
+
+/// The first REGISTER on the defaults gets 401 with one challenge: MD5, the one every
+/// client answers; realm is the domain, qop "auth", an opaque value.
 fn assert_f1_challenge(resp: &str) -> Vec<Challenge> {
+    assert_challenges(resp, &["MD5"])
+}
+
+/// A 401 with one challenge per algorithm of `want`, in that order, sharing one nonce;
+/// realm is the domain, qop "auth", an opaque value.
+fn assert_challenges(resp: &str, want: &[&str]) -> Vec<Challenge> {
     assert_status(resp, 401);
     let raw = header_values(resp, "WWW-Authenticate", None);
-    assert_eq!(raw.len(), 2, "two WWW-Authenticate headers in\n{resp}");
+    assert_eq!(raw.len(), want.len(), "WWW-Authenticate headers in\n{resp}");
     let cs = challenges(resp);
-    assert_eq!(cs.len(), 2, "both parse as Digest: {raw:?}");
-    assert_eq!(cs[0].algorithm, "SHA-256", "SHA-256 first: {raw:?}");
-    assert_eq!(cs[1].algorithm, "MD5", "then MD5: {raw:?}");
+    let algs: Vec<&str> = cs.iter().map(|c| c.algorithm.as_str()).collect();
+    assert_eq!(algs, want, "every one parses as Digest, in order: {raw:?}");
     for c in &cs {
         assert_eq!(c.realm, "example.test");
         assert!(c.is_quoted("realm"), "realm quoted: {raw:?}");
@@ -152,8 +166,11 @@ fn assert_f1_challenge(resp: &str) -> Vec<Challenge> {
         assert!(!c.stale, "a first challenge is not stale: {raw:?}");
         assert!(c.nonce.len() >= 16, "nonce: {raw:?}");
     }
-    assert_eq!(cs[0].nonce, cs[1].nonce, "one nonce for both: {raw:?}");
-    assert_eq!(cs[0].opaque, cs[1].opaque);
+    assert!(
+        cs.iter()
+            .all(|c| c.nonce == cs[0].nonce && c.opaque == cs[0].opaque),
+        "one nonce and opaque for all: {raw:?}"
+    );
     cs
 }
 
@@ -196,7 +213,15 @@ fn assert_api_has_no_secrets(api: &str, c: &RegClient) {
 fn f1(c: &mut RegClient, extra: &[&str], want: u64) -> String {
     let contact = c.contact();
     let resp = c.register(&[&contact], extra);
-    assert_f1_challenge(c.last_challenge_response.as_deref().expect("a 401 first"));
+    // A client answering SHA-256 runs against a deployment listing it first.
+    let offer: &[&str] = match c.alg {
+        Alg::Sha256 => &["SHA-256", "MD5"],
+        Alg::Md5 => &["MD5"],
+    };
+    assert_challenges(
+        c.last_challenge_response.as_deref().expect("a 401 first"),
+        offer,
+    );
     let cs = assert_register_ok(&c.last_request, &resp);
     let ours = contact_in(&cs, &c.contact_uri(), &resp);
     assert_eq!(
@@ -280,7 +305,10 @@ fn rfc7616_3_9_1_digest_helper_matches_the_rfc_example_md5_and_sha256() {
 // ---------------------------------------------------------------------------------------
 
 fn f1_over_udp(alg: Alg) {
-    let sw = Switch::start(&[]);
+    let sw = match alg {
+        Alg::Sha256 => start_sha256_first(&[]),
+        Alg::Md5 => Switch::start(&[]),
+    };
     let before = metrics(&sw);
     assert_eq!(metric(&before, "softswitch_registrations_active"), 0.0);
     let mut c = RegClient::udp(sw.udp_addr(), ALICE.0, ALICE.1);
@@ -308,19 +336,21 @@ fn f1_over_udp(alg: Alg) {
 }
 
 #[test]
-fn f1_udp_sha256_401_two_challenges_then_200_contact_expires_date_api_and_metrics() {
+fn f1_udp_sha256_first_deployment_401_two_challenges_then_200_contact_expires_date_api_and_metrics()
+{
     f1_over_udp(Alg::Sha256);
 }
 
 #[test]
-fn f1_udp_md5_401_two_challenges_then_200_contact_expires_date_api_and_metrics() {
+fn f1_udp_md5_default_401_one_challenge_then_200_contact_expires_date_api_and_metrics() {
     f1_over_udp(Alg::Md5);
 }
 
 #[test]
 fn f1_tcp_sha256_register_200_binding_has_transport_tcp_and_connection_source() {
-    let sw = Switch::start(&[]);
+    let sw = start_sha256_first(&[]);
     let mut c = RegClient::tcp(sw.tcp_addr(), BOB.0, BOB.1);
+    c.alg = Alg::Sha256;
     let resp = f1(&mut c, &["Expires: 1800"], 1800);
     assert!(
         header_values(&resp, "Via", Some("v"))
@@ -368,13 +398,12 @@ fn rfc7616_3_3_nonce_older_than_lifetime_401_stale_true_then_new_nonce_200() {
     let resp = c.send(&req);
     assert_status(&resp, 401);
     let cs = challenges(&resp);
-    assert_eq!(cs.len(), 2, "both algorithms again:\n{resp}");
+    assert_eq!(cs.len(), 1, "the whole (default) list again:\n{resp}");
     assert!(
         cs.iter().all(|ch| ch.stale),
         "stale=true on every challenge:\n{resp}"
     );
     assert_ne!(cs[0].nonce, old.nonce, "a fresh nonce");
-    assert_eq!(cs[0].nonce, cs[1].nonce);
     let m = metrics(&sw);
     assert_eq!(reg_result(&m, "stale") - reg_result(&before, "stale"), 1.0);
     assert_eq!(
@@ -447,7 +476,7 @@ fn auth_wrong_password_401_counted_then_403_at_max_failures_and_source_stays_blo
         let resp = c.send(&req);
         assert_status(&resp, 401);
         let cs = challenges(&resp);
-        assert_eq!(cs.len(), 2, "a fresh challenge after failure {n}:\n{resp}");
+        assert_eq!(cs.len(), 1, "a fresh challenge after failure {n}:\n{resp}");
         assert!(
             cs.iter().all(|ch| !ch.stale),
             "wrong password is not stale:\n{resp}"
@@ -557,7 +586,7 @@ fn rfc3261_10_3_unknown_user_401_never_404_and_to_in_another_domain_404_after_au
         let req = zed.request(&[&contact], &[]);
         let resp = zed.send(&req);
         assert_status(&resp, 401);
-        assert_eq!(challenges(&resp).len(), 2, "{resp}");
+        assert_eq!(challenges(&resp).len(), 1, "{resp}");
     }
     let m = metrics(&sw);
     assert_eq!(
@@ -605,6 +634,153 @@ fn rfc3261_10_3_unknown_user_401_never_404_and_to_in_another_domain_404_after_au
     assert_status(&resp, 403);
     assert!(header(&resp, "WWW-Authenticate").is_none(), "{resp}");
     assert!(api_text(&sw).1.is_empty());
+}
+
+/// What a prober sees of a 401/403: the status line and each WWW-Authenticate value with
+/// its nonce blanked (a fresh one each time; the opaque value is one per process).
+fn seen(resp: &str) -> (String, Vec<String>) {
+    let status = resp.lines().next().unwrap_or_default().to_string();
+    let values = header_values(resp, "WWW-Authenticate", None)
+        .into_iter()
+        .map(|v| {
+            match challenges(&format!("SIP/2.0 401 x\r\nWWW-Authenticate: {v}\r\n\r\n")).first() {
+                Some(c) => v.replace(&c.nonce, "NONCE"),
+                None => v.to_string(),
+            }
+        })
+        .collect();
+    (status, values)
+}
+
+/// REGISTERs for `user` from its own source address `ip`: one without credentials, then
+/// answers to the topmost challenge of each 401 (as RFC 8760 §2.3 clients do, and as
+/// those that take their strongest), `rounds` of them or until a final answer other than
+/// 401. Returns what each response showed.
+fn probe(
+    sw: &Switch,
+    ip: &str,
+    user: &str,
+    password: &str,
+    rounds: usize,
+) -> Vec<(String, Vec<String>)> {
+    let mut c = RegClient::udp_from(sw.udp_addr(), ip, user, password);
+    let contact = c.contact();
+    let req = c.request(&[&contact], &[]);
+    let mut resp = c.send(&req);
+    let mut out = vec![seen(&resp)];
+    for _ in 0..rounds {
+        if status_of(&resp) != Some(401) {
+            break;
+        }
+        let top = challenges(&resp)
+            .first()
+            .and_then(|ch| ch.alg())
+            .unwrap_or_else(|| panic!("a challenge we can answer in\n{resp}"));
+        c.alg = top;
+        c.take_challenge(&resp);
+        let req = c.request(&[&contact], &[]);
+        resp = c.send(&req);
+        out.push(seen(&resp));
+    }
+    out
+}
+
+/// A name that is not a user, a user stored as an MD5 HA1 only, and a user with a
+/// password, all answering with a wrong password (the MD5-only user's SHA-256 answer
+/// cannot be right whatever its password), see the same challenges, re-challenges and
+/// 403, on the defaults and on a deployment listing SHA-256 first; the MD5-only user
+/// with its right password then registers through the same re-challenge (not locked out).
+#[test]
+fn auth_unknown_name_and_md5_ha1_only_user_see_the_same_challenges_re_challenges_and_block() {
+    let ha1 = Alg::Md5.hash("md5only:example.test:md5only-pw");
+    let users = format!(
+        "[[users]]\nuser = \"md5only\"\nha1 = \"{ha1}\"\n\n\
+         [[users]]\nuser = \"full\"\npassword = \"full-pw\"\n"
+    );
+    for (auth, first_offer, second_offer) in [
+        ("", &["MD5"][..], &["MD5"][..]),
+        (SHA256_FIRST, &["SHA-256", "MD5"][..], &["MD5"][..]),
+    ] {
+        let cfg = format!("{auth}max_failures = 3\n{users}");
+        let cfg = if auth.is_empty() {
+            format!("[auth]\n{cfg}")
+        } else {
+            cfg
+        };
+        let sw = Switch::start_with_config("127.0.0.1", &cfg, &[]);
+        let ghost = probe(&sw, "127.0.0.2", "ghost", "guess", 4);
+        let md5only = probe(&sw, "127.0.0.3", "md5only", "guess", 4);
+        let full = probe(&sw, "127.0.0.4", "full", "guess", 4);
+        assert_eq!(
+            md5only, ghost,
+            "[auth] {auth:?}: MD5-HA1-only user against no user"
+        );
+        assert_eq!(
+            full, ghost,
+            "[auth] {auth:?}: password user against no user"
+        );
+        // What that sequence is: the list, the list without the algorithm just answered,
+        // and 403 at the third failure.
+        let algs = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .filter_map(|c| c.split("algorithm=").nth(1))
+                .map(|r| r.split(',').next().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(ghost.len(), 4, "{ghost:?}");
+        assert!(ghost[0].0.starts_with("SIP/2.0 401"), "{ghost:?}");
+        assert_eq!(algs(&ghost[0].1), first_offer, "{ghost:?}");
+        assert_eq!(algs(&ghost[1].1), second_offer, "{ghost:?}");
+        assert!(ghost[3].0.starts_with("SIP/2.0 403"), "{ghost:?}");
+        assert!(ghost[3].1.is_empty(), "{ghost:?}");
+        // The MD5-only user's right password: registered after the same first steps.
+        let ok = probe(&sw, "127.0.0.5", "md5only", "md5only-pw", 3);
+        let last = ok.last().map(|s| s.0.clone()).unwrap_or_default();
+        assert!(last.starts_with("SIP/2.0 200"), "[auth] {auth:?}: {ok:?}");
+        assert_eq!(ok[0], ghost[0], "the same first challenge");
+        if second_offer != first_offer {
+            assert_eq!(ok[1], ghost[1], "the same re-challenge after SHA-256");
+        }
+        let m = metrics(&sw);
+        if !auth.is_empty() {
+            assert!(auth_failures(&m, "no_credential") >= 1.0, "{m}");
+        }
+        // An INVITE's 407 is built the same way, for the From user.
+        assert_eq!(
+            invite_challenge(&sw, "md5only"),
+            invite_challenge(&sw, "ghost"),
+            "[auth] {auth:?}: 407 for an MD5-HA1-only caller against no user"
+        );
+    }
+}
+
+/// The Proxy-Authenticate values (nonce blanked) of the 407 to an INVITE from `from`.
+fn invite_challenge(sw: &Switch, from: &str) -> Vec<String> {
+    let s = udp_client(sw.udp_addr());
+    let me = host_port(s.local_addr().expect("local"));
+    let b = token();
+    let msg = format!(
+        "INVITE sip:full@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{b};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{from}@example.test>;tag={b}\r\nTo: <sip:full@example.test>\r\n\
+         Call-ID: {b}@client\r\nCSeq: 1 INVITE\r\nContact: <sip:{from}@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.send_to(msg.as_bytes(), sw.udp_addr()).expect("send");
+    let resp = udp_responses(&s, ANSWER_DEADLINE)
+        .into_iter()
+        .find(|r| status_of(r) == Some(407))
+        .unwrap_or_else(|| panic!("a 407 to the INVITE from {from}"));
+    let values: Vec<String> = header_values(&resp, "Proxy-Authenticate", None)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let nonce = values
+        .first()
+        .and_then(|v| v.split("nonce=\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(!nonce.is_empty(), "{resp}");
+    values.iter().map(|v| v.replace(&nonce, "NONCE")).collect()
 }
 
 #[test]

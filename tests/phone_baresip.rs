@@ -3,10 +3,10 @@
 //! quits. Both sides are checked: baresip's own `reginfo` and events, and the switch's
 //! `GET /api/registrations` and `/metrics`.
 //!
-//! The switch runs its default `[auth]`: it offers SHA-256 + MD5, but only MD5 to the
-//! `md5_only_user_agents` (baresip v0./v1.), because libre 1.x gives up on a 401 with
-//! ENOSYS as soon as one WWW-Authenticate names an algorithm other than MD5, even
-//! next to an MD5 one. These tests are what shows that exemption works.
+//! The switch runs its default `[auth]`, whatever the User-Agent: libre 1.x gives up on a
+//! 401 with ENOSYS as soon as one WWW-Authenticate names an algorithm other than MD5,
+//! even next to an MD5 one, so these tests are what shows the default challenge (MD5
+//! alone) is one it answers.
 //!
 //! baresip missing is a failure, never a skip: `scripts/test-all.sh` installs it.
 //! Every wait is for a message or a state, bounded by a deadline.

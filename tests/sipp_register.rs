@@ -5,10 +5,12 @@
 //! same users from a generated `--config` file, and afterwards its registration view
 //! (`GET /api/registrations`, `softswitch_registrations_active`) must agree with SIPp.
 //!
-//! SIPp 3.6 answers only MD5 digest challenges (it reads the first `algorithm=` of the
-//! joined WWW-Authenticate headers and refuses SHA-256), so the switch runs with
-//! `SOFTSWITCH_AUTH_ALGORITHMS=MD5`. SIPp is required: a missing binary fails the test
-//! loudly, it is never skipped. Every run is bounded: `-m`, `-timeout`.
+//! The switch runs its default `[auth]`: SIPp 3.6 answers only MD5 digest challenges (it
+//! reads the first `algorithm=` of the joined WWW-Authenticate headers and stops with
+//! `createAuthHeader: authentication must use MD5 or AKAv1-MD5` otherwise), so these
+//! tests are what shows the default challenge is one every MD5 client answers. SIPp is
+//! required: a missing binary fails the test loudly, it is never skipped. Every run is
+//! bounded: `-m`, `-timeout`.
 
 mod common;
 
@@ -52,16 +54,12 @@ fn write_users(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
     (config, inf)
 }
 
-/// The switch with `USERS` users, MD5-only digest (see the module doc).
+/// The switch with `USERS` users and the default `[auth]` (see the module doc).
 fn start_switch() -> (Switch, PathBuf) {
     let dir = temp_dir("sipp-reg");
     let (config, inf) = write_users(&dir, USERS);
     let config = config.to_str().expect("utf-8 path").to_string();
-    let sw = Switch::start_with_args(
-        &["--config", &config],
-        &[("SOFTSWITCH_AUTH_ALGORITHMS", "MD5")],
-        dir,
-    );
+    let sw = Switch::start_with_args(&["--config", &config], &[], dir);
     (sw, inf)
 }
 

@@ -37,15 +37,6 @@ impl Algorithm {
         }
     }
 
-    /// Higher is stronger; used to order challenges (RFC 7616 §3.7: most preferred first).
-    pub(crate) fn strength(self) -> u8 {
-        match self {
-            Algorithm::Md5 => 0,
-            Algorithm::Sha256 => 1,
-            Algorithm::Sha512_256 => 2,
-        }
-    }
-
     /// The length of a hash in hex digits.
     pub(crate) fn hex_len(self) -> usize {
         match self {
@@ -83,14 +74,69 @@ impl FromStr for Algorithm {
     }
 }
 
+/// An ordered list of algorithms, each at most once, most preferred first: what a
+/// challenge offers, one `WWW-Authenticate` / `Proxy-Authenticate` value each, in this
+/// order (RFC 7616 §3.7, RFC 8760 §2.4). `Copy`, no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Algorithms {
+    list: [Algorithm; 3],
+    len: usize,
+}
+
+impl Algorithms {
+    /// `algs` in their order, later duplicates dropped.
+    pub fn new(algs: impl IntoIterator<Item = Algorithm>) -> Algorithms {
+        let mut out = Algorithms {
+            list: [Algorithm::Md5; 3],
+            len: 0,
+        };
+        for a in algs {
+            if !out.contains(a) && out.len < out.list.len() {
+                out.list[out.len] = a;
+                out.len += 1;
+            }
+        }
+        out
+    }
+
+    /// The algorithms in order.
+    pub fn iter(&self) -> impl Iterator<Item = Algorithm> + '_ {
+        self.list.iter().take(self.len).copied()
+    }
+
+    /// Whether `alg` is in the list.
+    pub fn contains(&self, alg: Algorithm) -> bool {
+        self.iter().any(|a| a == alg)
+    }
+
+    /// True when the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The list without `alg`; the whole list when `alg` is all it holds.
+    pub fn without(&self, alg: Algorithm) -> Algorithms {
+        let rest = Algorithms::new(self.iter().filter(|a| *a != alg));
+        if rest.is_empty() {
+            *self
+        } else {
+            rest
+        }
+    }
+}
+
 /// What we store for a user: HA1 = H(username ":" realm ":" password) per algorithm
-/// (RFC 7616 §3.4.2), lower-case hex. HA1 is bound to one username and realm; the caller
-/// keeps it with the right ones. `Debug` never prints the values.
+/// (RFC 7616 §3.4.2), lower-case hex, and optionally the user's own challenge list.
+/// HA1 is bound to one username and realm; the caller keeps it with the right ones.
+/// `Debug` never prints the values.
 #[derive(Clone)]
 pub struct Credentials {
     md5: Option<String>,
     sha256: Option<String>,
     sha512_256: Option<String>,
+    /// The user's own challenge list (`[[users]] algorithms`), instead of the
+    /// deployment's; `None` for the deployment's.
+    offer: Option<Algorithms>,
 }
 
 impl fmt::Debug for Credentials {
@@ -107,6 +153,7 @@ impl Credentials {
             md5: Some(Algorithm::Md5.hash_hex(a1.as_bytes())),
             sha256: Some(Algorithm::Sha256.hash_hex(a1.as_bytes())),
             sha512_256: Some(Algorithm::Sha512_256.hash_hex(a1.as_bytes())),
+            offer: None,
         }
     }
 
@@ -116,6 +163,7 @@ impl Credentials {
             md5: Some(check_ha1(hex, Algorithm::Md5)?),
             sha256: None,
             sha512_256: None,
+            offer: None,
         })
     }
 
@@ -133,6 +181,34 @@ impl Credentials {
             sha512_256: Some(check_ha1(hex, Algorithm::Sha512_256)?),
             ..self
         })
+    }
+
+    /// Gives the user a challenge list of their own, used instead of the deployment's.
+    /// Every algorithm in it needs a stored HA1, and it may not be empty.
+    pub fn with_algorithms(self, offer: Algorithms) -> Result<Credentials, String> {
+        if offer.is_empty() {
+            return Err("name at least one algorithm".to_string());
+        }
+        if let Some(a) = offer.iter().find(|a| !self.supports(*a)) {
+            return Err(format!(
+                "{} needs a password{}",
+                a.as_str(),
+                match a {
+                    Algorithm::Md5 => " or ha1",
+                    Algorithm::Sha256 => " or ha1_sha256",
+                    Algorithm::Sha512_256 => "",
+                }
+            ));
+        }
+        Ok(Credentials {
+            offer: Some(offer),
+            ..self
+        })
+    }
+
+    /// The user's own challenge list, if they have one.
+    pub fn algorithms(&self) -> Option<Algorithms> {
+        self.offer
     }
 
     /// Whether an HA1 for `alg` is stored.

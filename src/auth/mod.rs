@@ -16,12 +16,31 @@
 //! * `limiter`: authentication failures per source IP and blocking (bounded).
 //!
 //! Policy (what RFC 7616 leaves to the server):
+//! * what a challenge offers is a list in the operator's order, most preferred first
+//!   (RFC 7616 §3.7, RFC 8760 §2.4): the deployment's `auth.algorithms` (default MD5
+//!   alone), or a user's own `algorithms`. It never depends on which HA1s are stored, so
+//!   a user whose credentials are only an MD5 HA1 is challenged exactly as a name that
+//!   is not a user. (A user with a list of their own is distinguishable by it; that is
+//!   the operator's choice, made per user.) MD5 alone is the default because many
+//!   clients fail on any challenge but MD5 (libre/baresip 1.x refuses the whole 401 if
+//!   one value names another algorithm; SIPp 3.6 and old PJSIP read the first value
+//!   only); RFC 8760 clients pick the topmost one they support, so listing SHA-256 is an
+//!   explicit choice for fleets that all handle it;
+//! * an answer in an algorithm the user cannot use (no HA1 stored for it, or not in the
+//!   user's list) is judged as an unknown user's answer: the same hashing, the same
+//!   counted failure, the same re-challenge;
+//! * a re-challenge after a failed answer (unknown user, wrong password, no credential
+//!   for its algorithm) offers the list without the algorithm just answered, so a client
+//!   that always picks its strongest algorithm falls back to one the user has instead of
+//!   repeating it until blocked. It depends only on that algorithm, never on the user,
+//!   and every such failure counts toward the source's limit alike (an uncounted kind
+//!   would either leave guesses unlimited or show, by never blocking, which names exist);
 //! * only `qop=auth`, and it is required (RFC 7616 §3.4; RFC 8760 §2.6); `auth-int`,
 //!   `-sess` algorithms and RFC 2069 (qop-less) responses are refused;
 //! * `stale=true` only when the response was right for an expired nonce or repeated a
-//!   nonce count (RFC 7616 §3.3), so a phone re-registers silently;
-//! * an unknown user and a wrong password give the same answer (a fresh challenge), and a
-//!   challenge for an unknown user offers every configured algorithm;
+//!   nonce count (RFC 7616 §3.3), so a phone re-registers silently; it offers the whole
+//!   list again;
+//! * an unknown user and a wrong password give the same answer (a fresh challenge);
 //! * the `uri` parameter is hashed as the client sent it and not compared with the
 //!   Request-URI (RFC 7616 §3.4.6 suggests it): the response binds it, and the nonce
 //!   count stops a captured response from being used again;
@@ -39,7 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use subtle::ConstantTimeEq;
 
-pub use digest::{Algorithm, Credentials};
+pub use digest::{Algorithm, Algorithms, Credentials};
 
 use digest::{compute_response, parse_credentials, DigestResponse, ParseError};
 use limiter::{FailureLimiter, LimiterConfig};
@@ -53,9 +72,9 @@ const FUTURE_SKEW_SECS: u64 = 5;
 /// Settings of an [`Authenticator`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
-    /// The algorithms offered and accepted. Challenges list them strongest first
-    /// (SHA-512-256, SHA-256, MD5) whatever the order here; duplicates are ignored; an
-    /// empty list means the default.
+    /// The deployment's challenge list, in this order (most preferred first); used for
+    /// every user without a list of their own and for names that are not users.
+    /// Duplicates are ignored; an empty list means the default (MD5 alone).
     pub algorithms: Vec<Algorithm>,
     /// How long a nonce is good for.
     pub nonce_lifetime: Duration,
@@ -70,22 +89,18 @@ pub struct AuthConfig {
     pub max_tracked_nonces: usize,
     /// The bound on source IPs tracked by the failure limit.
     pub max_tracked_sources: usize,
-    /// User-Agent prefixes (lower case) offered MD5 alone: user agents that reject a
-    /// challenge set naming an algorithm they lack instead of picking the one they know.
-    pub md5_only_user_agents: Vec<String>,
 }
 
 impl Default for AuthConfig {
     fn default() -> AuthConfig {
         AuthConfig {
-            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            algorithms: vec![Algorithm::Md5],
             nonce_lifetime: Duration::from_secs(300),
             max_failures: 5,
             failure_window: Duration::from_secs(60),
             block: Duration::from_secs(60),
             max_tracked_nonces: 1_000_000,
             max_tracked_sources: 10_000,
-            md5_only_user_agents: Vec::new(),
         }
     }
 }
@@ -107,9 +122,11 @@ pub enum FailReason {
     BadNonce,
     /// A nonce count not greater than the last one accepted for that nonce.
     NcReplay,
-    /// An algorithm not offered (unknown, `-sess`, not configured, or not stored for
-    /// this user).
+    /// An algorithm we do not implement (unknown, `-sess`).
     Algorithm,
+    /// The user has no credential for the algorithm answered (no HA1 stored for it, or
+    /// it is not in the user's list): judged as an unknown user is.
+    NoCredential,
     /// No credentials for our realm.
     Realm,
     /// No qop, or a qop other than `auth`.
@@ -122,7 +139,7 @@ pub enum FailReason {
 
 impl FailReason {
     /// Every reason, for zero-initialising metric series.
-    pub const ALL: [FailReason; 12] = [
+    pub const ALL: [FailReason; 13] = [
         FailReason::Missing,
         FailReason::Malformed,
         FailReason::UnknownUser,
@@ -131,6 +148,7 @@ impl FailReason {
         FailReason::BadNonce,
         FailReason::NcReplay,
         FailReason::Algorithm,
+        FailReason::NoCredential,
         FailReason::Realm,
         FailReason::Qop,
         FailReason::TooManyFailures,
@@ -148,6 +166,7 @@ impl FailReason {
             FailReason::BadNonce => "bad_nonce",
             FailReason::NcReplay => "nc_replay",
             FailReason::Algorithm => "algorithm",
+            FailReason::NoCredential => "no_credential",
             FailReason::Realm => "realm",
             FailReason::Qop => "qop",
             FailReason::TooManyFailures => "too_many_failures",
@@ -160,7 +179,10 @@ impl FailReason {
         // Not BadNonce: after a restart (a new secret) every phone's nonce is one we no
         // longer recognise, and ten phones behind one NAT address must not get blocked
         // for that. A forged nonce gains nothing: it is refused before any lookup.
-        matches!(self, FailReason::WrongPassword | FailReason::UnknownUser)
+        matches!(
+            self,
+            FailReason::WrongPassword | FailReason::UnknownUser | FailReason::NoCredential
+        )
     }
 }
 
@@ -198,12 +220,15 @@ pub enum Verdict {
         algorithm: Algorithm,
     },
     /// Answer 401 (REGISTER) / 407 (other requests) with fresh
-    /// [`Authenticator::challenge`] values, passing `stale` on.
+    /// [`Authenticator::challenge`] values, passing `stale` and `failed` on.
     Challenge {
         /// Say `stale=true`: the credentials were right, only the nonce was not.
         stale: bool,
         /// Why.
         reason: FailReason,
+        /// The algorithm of an answer that did not prove the password (unknown user,
+        /// wrong password, no credential for it): the re-challenge leaves it out.
+        failed: Option<Algorithm>,
     },
     /// Answer 403.
     Forbidden {
@@ -233,8 +258,8 @@ impl Verdict {
 /// `Debug` shows the configuration, never the secret.
 pub struct Authenticator {
     config: AuthConfig,
-    /// `config.algorithms`, deduplicated, strongest first.
-    offered: Vec<Algorithm>,
+    /// `config.algorithms`, deduplicated, in order.
+    offered: Algorithms,
     nonces: NonceKey,
     opaque: String,
     counts: NonceCounts,
@@ -273,16 +298,10 @@ impl Authenticator {
     /// An authenticator whose nonces and opaque value derive from `secret` (32 random
     /// bytes; nodes that share it accept each other's nonces).
     pub fn new(config: AuthConfig, secret: [u8; 32]) -> Authenticator {
-        let mut offered: Vec<Algorithm> = Vec::new();
-        for a in &config.algorithms {
-            if !offered.contains(a) {
-                offered.push(*a);
-            }
-        }
+        let mut offered = Algorithms::new(config.algorithms.iter().copied());
         if offered.is_empty() {
-            offered = AuthConfig::default().algorithms;
+            offered = Algorithms::new(AuthConfig::default().algorithms);
         }
-        offered.sort_by_key(|a| std::cmp::Reverse(a.strength()));
         let nonces = NonceKey::new(secret);
         let limiter = FailureLimiter::new(LimiterConfig {
             max_failures: config.max_failures,
@@ -305,73 +324,41 @@ impl Authenticator {
         &self.config
     }
 
-    /// The WWW-Authenticate / Proxy-Authenticate values, one per configured algorithm
-    /// the credentials support, strongest first, all with one fresh nonce, e.g.
-    /// `Digest realm="example.test", nonce="…", opaque="…", algorithm=SHA-256, qop="auth"`
-    /// (then `, stale=true` when `stale`). `creds: None` (unknown user) offers every
-    /// configured algorithm, so a challenge never tells whether a user exists; so do
-    /// credentials that support none of them.
+    /// The list a challenge to the holder of `creds` offers: their own list, else the
+    /// deployment's (also for `None`, a name that is not a user).
+    fn offer_for(&self, creds: Option<&Credentials>) -> Algorithms {
+        creds
+            .and_then(Credentials::algorithms)
+            .unwrap_or(self.offered)
+    }
+
+    /// The WWW-Authenticate / Proxy-Authenticate values for a 401/407, in the order of
+    /// the list offered to `creds` (the user the request is for: their own list, else the
+    /// deployment's; `None` when the name is not a user), all with one fresh nonce, e.g.
+    /// `Digest realm="example.test", nonce="…", opaque="…", algorithm=MD5, qop="auth"`
+    /// (then `, stale=true` when `stale`). `failed` is [`Verdict::Challenge`]'s: that
+    /// algorithm is left out unless it is the only one. Which HA1s `creds` holds never
+    /// matters, so the challenge tells nothing about how a user is stored.
     pub fn challenge(
         &self,
         realm: &str,
         creds: Option<&Credentials>,
         stale: bool,
+        failed: Option<Algorithm>,
         now: SystemTime,
-    ) -> Vec<String> {
-        self.challenge_only(realm, creds, stale, now, |_| true)
-    }
-
-    /// [`Authenticator::challenge`] for a request from `user_agent`: MD5 alone when it
-    /// starts with one of [`AuthConfig::md5_only_user_agents`].
-    pub fn challenge_for(
-        &self,
-        realm: &str,
-        creds: Option<&Credentials>,
-        stale: bool,
-        now: SystemTime,
-        user_agent: Option<&str>,
-    ) -> Vec<String> {
-        let md5_only = user_agent.is_some_and(|ua| {
-            let ua = ua.trim().to_ascii_lowercase();
-            self.config
-                .md5_only_user_agents
-                .iter()
-                .any(|p| ua.starts_with(p.as_str()))
-        });
-        self.challenge_only(realm, creds, stale, now, |a| {
-            !md5_only || a == Algorithm::Md5
-        })
-    }
-
-    /// [`Authenticator::challenge`] limited to the algorithms `allow` accepts (for user
-    /// agents that fail on a challenge they do not know, instead of picking the one they
-    /// do). When `allow` leaves nothing, the configured set is offered.
-    pub fn challenge_only(
-        &self,
-        realm: &str,
-        creds: Option<&Credentials>,
-        stale: bool,
-        now: SystemTime,
-        allow: impl Fn(Algorithm) -> bool,
     ) -> Vec<String> {
         let nonce = self
             .nonces
             .issue(realm, unix_secs(now), rand::random::<[u8; 8]>());
-        let mut algs: Vec<Algorithm> = match creds {
-            Some(c) => self
-                .offered
-                .iter()
-                .copied()
-                .filter(|a| c.supports(*a) && allow(*a))
-                .collect(),
-            None => self.offered.iter().copied().filter(|a| allow(*a)).collect(),
+        let offer = self.offer_for(creds);
+        let offer = match failed {
+            Some(a) => offer.without(a),
+            None => offer,
         };
-        if algs.is_empty() {
-            algs = self.offered.clone();
-        }
         let realm = quote(realm);
         let stale = if stale { ", stale=true" } else { "" };
-        algs.iter()
+        offer
+            .iter()
             .map(|a| {
                 format!(
                     "Digest realm=\"{realm}\", nonce=\"{nonce}\", opaque=\"{}\", \
@@ -426,7 +413,7 @@ impl Authenticator {
             Err(v) => return v,
         };
         if resp.opaque.as_deref().is_some_and(|o| o != self.opaque) {
-            return self.fail(FailReason::BadNonce, source, now);
+            return self.fail(FailReason::BadNonce, None, source, now);
         }
         let alg = match resp.algorithm.as_deref() {
             None => Algorithm::Md5, // RFC 7616 §3.4: absent means MD5
@@ -435,28 +422,28 @@ impl Authenticator {
                 Err(_) => return challenge(false, FailReason::Algorithm),
             },
         };
-        if !self.offered.contains(&alg) {
-            return challenge(false, FailReason::Algorithm);
-        }
         let qop = match &resp.qop {
             Some(q) if q.qop.eq_ignore_ascii_case("auth") => q,
             _ => return challenge(false, FailReason::Qop),
         };
         let Some(issued) = self.nonces.check(realm, &resp.nonce) else {
-            return self.fail(FailReason::BadNonce, source, now);
+            return self.fail(FailReason::BadNonce, None, source, now);
         };
 
         let creds = lookup(&resp.username);
+        // The HA1 to check against, if this user may answer in `alg` at all.
+        let usable = creds
+            .as_ref()
+            .filter(|c| self.offer_for(Some(c)).contains(alg))
+            .and_then(|c| c.ha1(alg));
         let dummy;
-        let (ha1, known) = match &creds {
-            Some(c) => match c.ha1(alg) {
-                Some(h) => (h, true),
-                None => return challenge(false, FailReason::Algorithm),
-            },
+        let ha1 = match usable {
+            Some(h) => h,
             None => {
-                // Hash anyway so an unknown user costs what a known one does.
+                // Hash anyway so an unknown user, or one without this credential, costs
+                // what a known one does.
                 dummy = "0".repeat(alg.hex_len());
-                (dummy.as_str(), false)
+                dummy.as_str()
             }
         };
         let expected = compute_response(
@@ -471,11 +458,16 @@ impl Authenticator {
         );
         let given = resp.response.to_ascii_lowercase();
         let matches = bool::from(expected.as_bytes().ct_eq(given.as_bytes()));
-        if !known {
-            return self.fail(FailReason::UnknownUser, source, now);
+        if usable.is_none() {
+            let reason = if creds.is_some() {
+                FailReason::NoCredential
+            } else {
+                FailReason::UnknownUser
+            };
+            return self.fail(reason, Some(alg), source, now);
         }
         if !matches {
-            return self.fail(FailReason::WrongPassword, source, now);
+            return self.fail(FailReason::WrongPassword, Some(alg), source, now);
         }
 
         // Right credentials: from here on only the nonce can be wrong (stale).
@@ -486,7 +478,7 @@ impl Authenticator {
         // The nonce passed its MAC check, so it is 64 hex digits; either case is one id:
         // 8 bytes of its MAC (bytes 16..24), which only the secret's holder can choose.
         let Some(raw) = digest::from_hex::<32>(&resp.nonce) else {
-            return self.fail(FailReason::BadNonce, source, now);
+            return self.fail(FailReason::BadNonce, None, source, now);
         };
         let mut mac = [0u8; 8];
         mac.copy_from_slice(&raw[16..24]);
@@ -509,20 +501,34 @@ impl Authenticator {
         }
     }
 
-    /// A challenge for `reason`, counting it against `source` when it counts; the
-    /// failure that reaches the limit is answered 403.
-    fn fail(&self, reason: FailReason, source: IpAddr, now: u64) -> Verdict {
+    /// A challenge for `reason` after an answer in `failed`, counting it against
+    /// `source` when it counts; the failure that reaches the limit is answered 403.
+    fn fail(
+        &self,
+        reason: FailReason,
+        failed: Option<Algorithm>,
+        source: IpAddr,
+        now: u64,
+    ) -> Verdict {
         if reason.counts() && self.limiter.record_failure(source, now) {
             return Verdict::Forbidden {
                 reason: FailReason::TooManyFailures,
             };
         }
-        challenge(false, reason)
+        Verdict::Challenge {
+            stale: false,
+            reason,
+            failed,
+        }
     }
 }
 
 fn challenge(stale: bool, reason: FailReason) -> Verdict {
-    Verdict::Challenge { stale, reason }
+    Verdict::Challenge {
+        stale,
+        reason,
+        failed: None,
+    }
 }
 
 /// Picks the first parseable Digest credentials for `realm` (RFC 3261 §22.4: one
@@ -681,12 +687,28 @@ mod tests {
         Some(Credentials::from_password("alice", REALM, "secret"))
     }
 
+    /// [`Authenticator::verify`] for alice (the only user), with `failed` dropped from a
+    /// challenge verdict: the tests of `failed` look at it through `verify_failed`.
     fn verify_at(a: &Authenticator, header: &str, now: u64, source: IpAddr) -> Verdict {
+        match verify_failed(a, header, now, source, alice()) {
+            Verdict::Challenge { stale, reason, .. } => ch(stale, reason),
+            v => v,
+        }
+    }
+
+    /// [`Authenticator::verify`] with `creds` as alice's credentials.
+    fn verify_failed(
+        a: &Authenticator,
+        header: &str,
+        now: u64,
+        source: IpAddr,
+        creds: Option<Credentials>,
+    ) -> Verdict {
         a.verify(
             "REGISTER",
             std::iter::once(header),
             REALM,
-            |u| if u == "alice" { alice() } else { None },
+            |u| if u == "alice" { creds } else { None },
             source,
             t(now),
         )
@@ -697,7 +719,7 @@ mod tests {
     }
 
     fn first_challenge(a: &Authenticator, alg: Algorithm) -> String {
-        a.challenge(REALM, alice().as_ref(), false, t(T0))
+        a.challenge(REALM, alice().as_ref(), false, None, t(T0))
             .into_iter()
             .find(|c| c.contains(&format!("algorithm={},", alg.as_str())))
             .unwrap_or_default()
@@ -711,8 +733,29 @@ mod tests {
         }
     }
 
+    /// SHA-256 then MD5, as a deployment of RFC 8760 phones would list them.
+    fn sha256_md5() -> AuthConfig {
+        AuthConfig {
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            ..AuthConfig::default()
+        }
+    }
+
+    /// The challenge verdict after a failed answer in `alg`.
+    fn chf(reason: FailReason, alg: Algorithm) -> Verdict {
+        Verdict::Challenge {
+            stale: false,
+            reason,
+            failed: Some(alg),
+        }
+    }
+
     fn ch(stale: bool, reason: FailReason) -> Verdict {
-        Verdict::Challenge { stale, reason }
+        Verdict::Challenge {
+            stale,
+            reason,
+            failed: None,
+        }
     }
 
     #[test]
@@ -753,7 +796,7 @@ mod tests {
             },
             SECRET,
         );
-        let cs = a.challenge(REALM, None, false, t(T0));
+        let cs = a.challenge(REALM, None, false, None, t(T0));
         assert_eq!(cs.len(), 2);
         let nonce = param(&cs[0], "nonce");
         let opaque = param(&cs[0], "opaque");
@@ -761,29 +804,29 @@ mod tests {
             cs[0],
             format!(
                 "Digest realm=\"example.test\", nonce=\"{nonce}\", opaque=\"{opaque}\", \
-                 algorithm=SHA-512-256, qop=\"auth\""
-            )
+                 algorithm=MD5, qop=\"auth\""
+            ),
+            "the operator's order, not strongest first"
         );
-        assert!(cs[1].contains("algorithm=MD5, qop=\"auth\""));
+        assert!(cs[1].contains("algorithm=SHA-512-256, qop=\"auth\""));
         assert_eq!(param(&cs[1], "nonce"), nonce, "one nonce per challenge");
-        let stale = a.challenge(REALM, None, true, t(T0));
+        let stale = a.challenge(REALM, None, true, None, t(T0));
         assert!(stale.iter().all(|c| c.ends_with(", stale=true")));
         assert_ne!(param(&stale[0], "nonce"), nonce, "fresh nonce each time");
         // realm is escaped
-        let odd = a.challenge("a\"b\\c", None, false, t(T0));
+        let odd = a.challenge("a\"b\\c", None, false, None, t(T0));
         assert!(odd[0].starts_with("Digest realm=\"a\\\"b\\\\c\","));
-        // defaults: SHA-256 then MD5
+        // defaults: MD5 alone, the challenge every client answers
         let d = Authenticator::new(AuthConfig::default(), SECRET);
-        let cs = d.challenge(REALM, None, false, t(T0));
-        assert_eq!(cs.len(), 2);
-        assert!(cs[0].contains("algorithm=SHA-256"));
-        assert!(cs[1].contains("algorithm=MD5"));
+        let cs = d.challenge(REALM, None, false, None, t(T0));
+        assert_eq!(cs.len(), 1);
+        assert!(cs[0].contains("algorithm=MD5"));
     }
 
     #[test]
     fn round_trip_every_algorithm() {
         let a = auth();
-        let cs = a.challenge(REALM, alice().as_ref(), false, t(T0));
+        let cs = a.challenge(REALM, alice().as_ref(), false, None, t(T0));
         assert_eq!(cs.len(), 3);
         // One nonce serves every algorithm of a challenge, and nc is tracked per nonce.
         for (i, (c, alg)) in cs.iter().zip(Algorithm::ALL).enumerate() {
@@ -827,8 +870,9 @@ mod tests {
             )
         ));
         assert_eq!(
-            a.challenge(REALM, None, false, t(T0)).len(),
-            a.challenge(REALM, alice().as_ref(), false, t(T0)).len()
+            a.challenge(REALM, None, false, None, t(T0)).len(),
+            a.challenge(REALM, alice().as_ref(), false, None, t(T0))
+                .len()
         );
     }
 
@@ -873,11 +917,11 @@ mod tests {
         ans.nonce = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v".into();
         assert_eq!(verify(&a, &ans.header()), ch(false, FailReason::BadNonce));
         // another realm's nonce
-        let other = a.challenge("other.test", None, false, t(T0));
+        let other = a.challenge("other.test", None, false, None, t(T0));
         ans.nonce = param(&other[0], "nonce");
         assert_eq!(verify(&a, &ans.header()), ch(false, FailReason::BadNonce));
         // another secret's nonce
-        let b = Authenticator::new(AuthConfig::default(), [1u8; 32]);
+        let b = Authenticator::new(sha256_md5(), [1u8; 32]);
         let ans = Answer::to(&first_challenge(&b, Algorithm::Sha256), "alice", "secret");
         let mut ans2 = ans.clone();
         ans2.opaque = None;
@@ -938,7 +982,7 @@ mod tests {
         let later = T0 + 400;
         let three = Answer {
             nonce: a
-                .challenge(REALM, None, false, t(later))
+                .challenge(REALM, None, false, None, t(later))
                 .first()
                 .map(|c| param(c, "nonce"))
                 .unwrap_or_default(),
@@ -970,7 +1014,7 @@ mod tests {
 
     #[test]
     fn algorithm_rules() {
-        let a = Authenticator::new(AuthConfig::default(), SECRET); // SHA-256, MD5
+        let a = Authenticator::new(sha256_md5(), SECRET);
         let c = first_challenge(&a, Algorithm::Md5);
         let mut ans = Answer::to(&c, "alice", "secret");
         ans.algorithm = Some("MD5-sess".into());
@@ -981,8 +1025,8 @@ mod tests {
         ans.hash = Algorithm::Sha512_256;
         assert_eq!(
             verify(&a, &ans.header()),
-            ch(false, FailReason::Algorithm),
-            "not configured"
+            ch(false, FailReason::NoCredential),
+            "not offered to alice: judged as an unknown user's answer"
         );
         ans.algorithm = Some("sha-256".into());
         ans.hash = Algorithm::Sha256;
@@ -1050,7 +1094,7 @@ mod tests {
             t(T0),
         );
         // the answer was computed for REGISTER: a wrong method gives a wrong response
-        assert_eq!(v, ch(false, FailReason::WrongPassword));
+        assert_eq!(v, chf(FailReason::WrongPassword, Algorithm::Sha256));
         let mut ours = Answer::to(&c, "alice", "secret");
         ours.method = "INVITE".into();
         let ours = ours.header();
@@ -1080,57 +1124,180 @@ mod tests {
         );
     }
 
-    #[test]
-    fn ha1_only_credentials() {
-        let a = auth();
-        let md5 = alice()
+    /// Alice stored as an MD5 HA1 only.
+    fn alice_md5_ha1() -> Option<Credentials> {
+        alice()
             .and_then(|c| c.ha1(Algorithm::Md5).map(str::to_string))
-            .unwrap_or_default();
-        let creds = Credentials::from_ha1_md5(&md5).ok();
-        let cs = a.challenge(REALM, creds.as_ref(), false, t(T0));
-        assert_eq!(cs.len(), 1);
-        assert!(cs[0].contains("algorithm=MD5"));
-        let ans = Answer::to(&cs[0], "alice", "secret");
-        let v = a.verify(
-            "REGISTER",
-            std::iter::once(ans.header().as_str()),
+            .and_then(|h| Credentials::from_ha1_md5(&h).ok())
+    }
+
+    /// The algorithms a challenge offers, in order, and that none is stale.
+    fn offered(cs: &[String]) -> Vec<String> {
+        cs.iter().map(|c| param(c, "algorithm")).collect()
+    }
+
+    #[test]
+    fn ha1_only_user_is_challenged_as_an_unknown_name() {
+        let a = Authenticator::new(sha256_md5(), SECRET);
+        let md5_only = alice_md5_ha1();
+        let full = alice();
+        let first = |c: Option<&Credentials>| offered(&a.challenge(REALM, c, false, None, t(T0)));
+        assert_eq!(first(None), ["SHA-256", "MD5"]);
+        assert_eq!(first(md5_only.as_ref()), first(None), "HA1-only as unknown");
+        assert_eq!(first(full.as_ref()), first(None));
+        // An MD5 answer for the HA1-only user is fine.
+        let c = a.challenge(REALM, md5_only.as_ref(), false, None, t(T0));
+        let md5 = Answer::to(&c[1], "alice", "secret").header();
+        assert_eq!(
+            verify_failed(&a, &md5, T0 + 1, src(1), md5_only.clone()),
+            ok(Algorithm::Md5)
+        );
+        // A SHA-256 answer (a client that picks the topmost or strongest) cannot be
+        // checked: the same verdict as for a name that is not a user, failed=SHA-256.
+        let sha = Answer::to(&c[0], "alice", "secret");
+        let as_md5_only = verify_failed(&a, &sha.header(), T0 + 1, src(2), md5_only.clone());
+        assert_eq!(
+            as_md5_only,
+            chf(FailReason::NoCredential, Algorithm::Sha256)
+        );
+        let ghost = Answer::to(&c[0], "ghost", "secret").header();
+        let as_unknown = verify_failed(&a, &ghost, T0 + 1, src(3), md5_only.clone());
+        assert_eq!(as_unknown, chf(FailReason::UnknownUser, Algorithm::Sha256));
+        // ... and the same re-challenge: the list without SHA-256, for both, and for a
+        // wrong password in SHA-256 too.
+        let wrong = Answer::to(&c[0], "alice", "guess").header();
+        let as_wrong = verify_failed(&a, &wrong, T0 + 1, src(4), full.clone());
+        assert_eq!(as_wrong, chf(FailReason::WrongPassword, Algorithm::Sha256));
+        let again = |c: Option<&Credentials>| {
+            offered(&a.challenge(REALM, c, false, Some(Algorithm::Sha256), t(T0)))
+        };
+        assert_eq!(again(md5_only.as_ref()), ["MD5"]);
+        assert_eq!(again(None), ["MD5"]);
+        assert_eq!(again(full.as_ref()), ["MD5"]);
+        // A failed MD5 answer leaves MD5 out; a list of one is offered whole.
+        let md5_again = a.challenge(REALM, None, false, Some(Algorithm::Md5), t(T0));
+        assert_eq!(offered(&md5_again), ["SHA-256"]);
+        let d = Authenticator::new(AuthConfig::default(), SECRET);
+        let only = d.challenge(REALM, None, false, Some(Algorithm::Md5), t(T0));
+        assert_eq!(offered(&only), ["MD5"]);
+        // The HA1-only user then registers with MD5 from the re-challenge.
+        let c = a.challenge(
             REALM,
-            |_| creds.clone(),
-            src(1),
+            md5_only.as_ref(),
+            false,
+            Some(Algorithm::Sha256),
             t(T0),
         );
-        assert_eq!(v, ok(Algorithm::Md5));
-        // asking for SHA-256 with MD5-only credentials
-        let full = a.challenge(REALM, None, false, t(T0));
-        let sha = full
-            .iter()
-            .find(|c| c.contains("SHA-256"))
-            .cloned()
-            .unwrap_or_default();
-        let ans = Answer::to(&sha, "alice", "secret");
-        let v = a.verify(
-            "REGISTER",
-            std::iter::once(ans.header().as_str()),
-            REALM,
-            |_| creds.clone(),
-            src(1),
-            t(T0),
+        let md5 = Answer::to(&c[0], "alice", "secret").header();
+        assert_eq!(
+            verify_failed(&a, &md5, T0 + 1, src(2), md5_only),
+            ok(Algorithm::Md5)
         );
-        assert_eq!(v, ch(false, FailReason::Algorithm));
-        // credentials supporting none of the configured algorithms: offer all
-        let sha_only = Authenticator::new(
-            AuthConfig {
-                algorithms: vec![Algorithm::Sha256],
-                ..AuthConfig::default()
-            },
-            SECRET,
+    }
+
+    #[test]
+    fn no_credential_counts_as_an_unknown_user_and_a_success_clears_it() {
+        // The failures of an HA1-only user answering SHA-256 and of a name that is not
+        // a user reach the limit alike (the limiter shows nothing either); the HA1-only
+        // user's MD5 answer in between clears the count, so it is never locked out.
+        let a = limited();
+        let md5_only = alice_md5_ha1();
+        let c = a.challenge(REALM, None, false, None, t(T0));
+        let sha = Answer::to(&c[0], "alice", "secret").header();
+        let ghost = Answer::to(&c[0], "ghost", "secret").header();
+        let run = |h: &str, s: IpAddr| -> Vec<Verdict> {
+            (0..3)
+                .map(
+                    |_| match verify_failed(&a, h, T0 + 1, s, md5_only.clone()) {
+                        Verdict::Challenge { stale, failed, .. } => Verdict::Challenge {
+                            stale,
+                            reason: FailReason::Missing,
+                            failed,
+                        },
+                        v => v,
+                    },
+                )
+                .collect()
+        };
+        let seen_md5_only = run(&sha, src(20));
+        let seen_unknown = run(&ghost, src(21));
+        assert_eq!(seen_md5_only, seen_unknown);
+        assert_eq!(
+            seen_unknown.last(),
+            Some(&Verdict::Forbidden {
+                reason: FailReason::TooManyFailures
+            })
+        );
+        // SHA-256, then MD5 from the re-challenge, again and again: never blocked.
+        let s = src(22);
+        for round in 0..5u32 {
+            let mut sha = Answer::to(&c[0], "alice", "secret");
+            sha.cnonce = format!("sha{round}");
+            assert_eq!(
+                verify_failed(&a, &sha.header(), T0 + 1, s, md5_only.clone()),
+                chf(FailReason::NoCredential, Algorithm::Sha256)
+            );
+            let again = a.challenge(REALM, None, false, Some(Algorithm::Sha256), t(T0));
+            let md5 = Answer::to(&again[0], "alice", "secret").header();
+            assert_eq!(
+                verify_failed(&a, &md5, T0 + 1, s, md5_only.clone()),
+                ok(Algorithm::Md5),
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_users_own_list_is_their_challenge_and_what_they_may_answer() {
+        let a = Authenticator::new(AuthConfig::default(), SECRET); // MD5 alone
+        let own = alice().and_then(|c| {
+            c.with_algorithms(Algorithms::new([Algorithm::Sha256, Algorithm::Md5]))
+                .ok()
+        });
+        let cs = a.challenge(REALM, own.as_ref(), false, None, t(T0));
+        assert_eq!(offered(&cs), ["SHA-256", "MD5"]);
+        assert_eq!(
+            offered(&a.challenge(REALM, None, false, None, t(T0))),
+            ["MD5"]
+        );
+        let sha = Answer::to(&cs[0], "alice", "secret").header();
+        assert_eq!(
+            verify_failed(&a, &sha, T0 + 1, src(1), own.clone()),
+            ok(Algorithm::Sha256)
+        );
+        // Without the list, alice may not answer SHA-256 here: the deployment's is MD5.
+        let mut sha = Answer::to(&cs[0], "alice", "secret");
+        sha.nc = "00000002".into();
+        assert_eq!(
+            verify_failed(&a, &sha.header(), T0 + 1, src(1), alice()),
+            chf(FailReason::NoCredential, Algorithm::Sha256)
+        );
+        // A list naming an algorithm the user has no HA1 for is refused.
+        let md5_only = alice_md5_ha1();
+        assert!(md5_only
+            .clone()
+            .and_then(|c| c.with_algorithms(Algorithms::new([Algorithm::Sha256])).ok())
+            .is_none());
+        assert!(md5_only
+            .and_then(|c| c.with_algorithms(Algorithms::new([])).ok())
+            .is_none());
+    }
+
+    #[test]
+    fn algorithms_keep_order_and_drop_duplicates() {
+        let l = Algorithms::new([Algorithm::Sha256, Algorithm::Md5, Algorithm::Sha256]);
+        assert_eq!(
+            l.iter().collect::<Vec<_>>(),
+            [Algorithm::Sha256, Algorithm::Md5]
         );
         assert_eq!(
-            sha_only
-                .challenge(REALM, creds.as_ref(), false, t(T0))
-                .len(),
-            1
+            l.without(Algorithm::Sha256).iter().collect::<Vec<_>>(),
+            [Algorithm::Md5]
         );
+        let one = Algorithms::new([Algorithm::Md5]);
+        assert_eq!(one.without(Algorithm::Md5), one);
+        assert_eq!(one.without(Algorithm::Sha256), one);
+        assert!(Algorithms::new([]).is_empty());
     }
 
     fn limited() -> Authenticator {
@@ -1139,7 +1306,7 @@ mod tests {
                 max_failures: 3,
                 failure_window: Duration::from_secs(60),
                 block: Duration::from_secs(120),
-                ..AuthConfig::default()
+                ..sha256_md5()
             },
             SECRET,
         )
@@ -1181,7 +1348,7 @@ mod tests {
             ok(Algorithm::Sha256)
         );
         // unblocked after `block`
-        let c = a.challenge(REALM, None, false, t(T0 + 122));
+        let c = a.challenge(REALM, None, false, None, t(T0 + 122));
         let again = Answer::to(&c[0], "alice", "secret").header();
         assert_eq!(verify_at(&a, &again, T0 + 122, s), ok(Algorithm::Sha256));
     }
@@ -1238,7 +1405,7 @@ mod tests {
         let a = Authenticator::new(
             AuthConfig {
                 max_failures: 0,
-                ..AuthConfig::default()
+                ..sha256_md5()
             },
             SECRET,
         );

@@ -370,7 +370,8 @@ impl RegClient {
             call_id: format!("{}@client.test", token()),
             from_tag: token(),
             cseq: 0,
-            alg: Alg::Sha256,
+            // The switch's default challenge is MD5 alone.
+            alg: Alg::Md5,
             challenge: None,
             nc: 0,
             cnonce: token(),
@@ -384,6 +385,14 @@ impl RegClient {
     /// A client over UDP to `switch`.
     pub fn udp(switch: SocketAddr, user: &str, password: &str) -> RegClient {
         let s = udp_client(switch);
+        let local = s.local_addr().expect("local addr");
+        RegClient::new(Conn::Udp(s), switch, local, user, password)
+    }
+
+    /// A client over UDP to `switch` from `ip` (any 127.0.0.0/8 address: the switch's
+    /// failure limit counts per source address).
+    pub fn udp_from(switch: SocketAddr, ip: &str, user: &str, password: &str) -> RegClient {
+        let s = UdpSocket::bind((ip, 0)).expect("bind a loopback address");
         let local = s.local_addr().expect("local addr");
         RegClient::new(Conn::Udp(s), switch, local, user, password)
     }
