@@ -83,8 +83,8 @@ fn main() -> ExitCode {
     };
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
-        let running = softswitch::server::start(&config, handle).await?;
         let signals = Signals::install();
+        let running = softswitch::server::start(&config, handle).await?;
         for a in &running.udp {
             println!("listening udp {a}");
         }
@@ -132,12 +132,18 @@ fn init_tracing(level: &str) {
 
 /// SIGTERM and SIGINT handlers, installed before `ready` is printed: a supervisor (or a
 /// test) may signal the moment it reads `ready`, and a signal that comes before the
-/// handler exists would kill the process with no drain.
+/// handler exists would kill the process with no drain. SIGXFSZ is caught too, before
+/// any file is opened: a CDR or journal write past the file-size limit (RLIMIT_FSIZE, a
+/// container's or a quota's) must fail with EFBIG, which the writers count and retry,
+/// instead of killing the switch and every call with it.
 struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     int: Option<tokio::signal::unix::Signal>,
+    /// Held so the handler stays; never awaited.
+    #[cfg(unix)]
+    _file_size: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -145,9 +151,11 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
+            let xfsz = nix::sys::signal::Signal::SIGXFSZ as i32;
             Signals {
                 term: signal(SignalKind::terminate()).ok(),
                 int: signal(SignalKind::interrupt()).ok(),
+                _file_size: signal(SignalKind::from_raw(xfsz)).ok(),
             }
         }
         #[cfg(not(unix))]

@@ -366,14 +366,14 @@ fn an_overload_503_is_billed_too() {
 }
 
 /// A CDR that cannot be written: a real EFBIG (the CDR file's size limit lowered under
-/// the running switch with `prlimit(1)`, SIGXFSZ ignored: what a full disk looks like to
-/// a `write`). The refused attempt's answer waits, a retransmission is absorbed, the
+/// the running switch with `prlimit(1)`; the switch catches SIGXFSZ, so the write fails
+/// as on a full disk instead of the signal killing the process). The refused attempt's answer waits, a retransmission is absorbed, the
 /// failures are counted, `softswitch_cdrs_pending` shows the CDR and `/readyz` is 503
 /// with the reason; once the limit is lifted the retry stores it, the answer goes, the
 /// switch is ready again, and the file holds it once.
 #[test]
 fn a_cdr_write_failure_is_retried_the_answer_waits_and_nothing_is_lost() {
-    let sw = Switch::start_wrapped("trap '' XFSZ;", &[]);
+    let sw = Switch::start(&[]);
     let prlimit = |limit: &str| {
         let st = Command::new("prlimit")
             .arg(format!("--pid={}", sw.pid()))
@@ -465,7 +465,7 @@ const SDP: &str = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\
 /// once.
 #[test]
 fn a_calls_end_waits_for_its_cdr_while_writes_fail() {
-    let sw = Switch::start_wrapped("trap '' XFSZ;", &[]);
+    let sw = Switch::start(&[]);
     let mut bob = RegClient::udp(sw.udp_addr(), "bob", "bob-demo");
     let contact = bob.contact();
     assert_eq!(status_of(&bob.register(&[&contact], &[])), Some(200));

@@ -93,30 +93,6 @@ impl Switch {
         Switch::spawn(Switch::command(&[], &env, &dir, Stdio::from(log)), dir)
     }
 
-    /// [`Switch::start`] through `sh -c "PREFIX exec softswitch"`: `prefix` sets up the
-    /// process before the switch replaces the shell (same pid), e.g. `trap '' XFSZ;` so a
-    /// file size limit set later with `prlimit(1)` makes writes fail with EFBIG, as on a
-    /// full disk, instead of killing the switch.
-    pub fn start_wrapped(prefix: &str, env: &[(&str, &str)]) -> Switch {
-        let dir = temp_dir("sw");
-        let mut all = Switch::base_env(&dir, "127.0.0.1");
-        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut cmd = Command::new("sh");
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .arg("-c")
-            .arg(format!("{prefix} exec \"$0\""))
-            .arg(env!("CARGO_BIN_EXE_softswitch"))
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in &all {
-            cmd.env(k, v);
-        }
-        Switch::spawn(cmd, dir)
-    }
-
     /// The environment [`Switch::start`] gives a switch whose data directory is `dir`
     /// (loopback listeners on ephemeral ports, the test domain, the CDR file in `dir`).
     pub fn env_for(dir: &std::path::Path) -> Vec<(String, String)> {
