@@ -122,11 +122,16 @@ fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    // Colour only on a terminal: container logs and files get plain text.
+    // Colour only on a terminal: container logs and files get plain text. A log line
+    // that cannot be written (stderr redirected to a file on a full disk, or past the
+    // file-size limit) is dropped: tracing-subscriber's fallback for a failed write is
+    // `eprintln!`, which panics when stderr fails too, and would take down whichever
+    // thread logged (the CDR writer reporting that very disk error, a call's task).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .init();
 }
 

@@ -367,13 +367,17 @@ fn an_overload_503_is_billed_too() {
 
 /// A CDR that cannot be written: a real EFBIG (the CDR file's size limit lowered under
 /// the running switch with `prlimit(1)`; the switch catches SIGXFSZ, so the write fails
-/// as on a full disk instead of the signal killing the process). The refused attempt's answer waits, a retransmission is absorbed, the
+/// as on a full disk instead of the signal killing the process, and its log file, on
+/// the same "disk", fails too). The refused attempt's answer waits, a retransmission is absorbed, the
 /// failures are counted, `softswitch_cdrs_pending` shows the CDR and `/readyz` is 503
 /// with the reason; once the limit is lifted the retry stores it, the answer goes, the
 /// switch is ready again, and the file holds it once.
 #[test]
 fn a_cdr_write_failure_is_retried_the_answer_waits_and_nothing_is_lost() {
-    let sw = Switch::start(&[]);
+    // The log goes to a file in the switch's directory, under the same size limit: the
+    // line that reports the failure cannot be written either, and must not take the
+    // writer (or the switch) down with it.
+    let sw = Switch::start_logged(&[]);
     let prlimit = |limit: &str| {
         let st = Command::new("prlimit")
             .arg(format!("--pid={}", sw.pid()))
