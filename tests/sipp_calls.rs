@@ -10,16 +10,6 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-const USERS: &str = r#"
-[[users]]
-user = "u0001"
-password = "p0001"
-
-[[users]]
-user = "u0002"
-password = "p0002"
-"#;
-
 /// (pair, CDR disposition, sip_status, hangup_by)
 const PAIRS: [(&str, &str, u64, &str); 6] = [
     ("f03_basic_call", "answered", 200, "caller"),
@@ -37,7 +27,7 @@ fn run_case(pair: &str, disposition: &str, status: u64, hangup_by: &str, transpo
     );
     let sw = Switch::start_with_config(
         "127.0.0.1",
-        USERS,
+        SIPP_USERS,
         // The default [auth]: SIPp answers MD5 only, and the default challenge is MD5.
         &[("SOFTSWITCH_SIP_NO_ANSWER_TIMEOUT_S", "3")],
     );

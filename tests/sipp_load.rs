@@ -14,16 +14,6 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const USERS: &str = r#"
-[[users]]
-user = "u0001"
-password = "p0001"
-
-[[users]]
-user = "u0002"
-password = "p0002"
-"#;
-
 /// Calls per second, and for how long: 40 s > 64·T1 = 32 s on the default T1.
 const RATE: u32 = 50;
 const SECONDS: u32 = 40;
@@ -47,7 +37,7 @@ fn sustained_call_rate_past_64_t1_gets_no_503() {
     );
     let sw = Switch::start_with_config(
         "127.0.0.1",
-        USERS,
+        SIPP_USERS,
         &[("SOFTSWITCH_LIMITS_MAX_TRANSACTIONS", MAX_TRANSACTIONS)],
     );
     let scen = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");

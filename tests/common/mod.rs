@@ -20,6 +20,18 @@ pub const START_DEADLINE: Duration = Duration::from_secs(20);
 /// How long to wait for an answer.
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(3);
 
+/// The two users of the SIPp scenarios' injection files (`u0001`/`p0001` calls
+/// `u0002`/`p0002`), as `[[users]]` TOML for [`Switch::start_with_config`].
+pub const SIPP_USERS: &str = r#"
+[[users]]
+user = "u0001"
+password = "p0001"
+
+[[users]]
+user = "u0002"
+password = "p0002"
+"#;
+
 /// A running switch.
 pub struct Switch {
     child: Child,
