@@ -512,6 +512,12 @@ impl CallHub {
     /// held attempt is absorbed; one of an attempt already answered is answered again,
     /// with no second CDR (the authenticator knows its credentials for this attempt's).
     pub fn refused(&mut self, to: Peer, request: &Request, r: Refused) -> Option<Box<Response>> {
+        if matches!(r.bill, Bill::Nobody) {
+            // The 407 that starts nearly every call, and every unauthenticated refusal:
+            // nothing to bill, and no retransmission of a held attempt is ever one (it
+            // carries the credentials that got it billed).
+            return Some(r.response);
+        }
         let attempt = self.table.attempt_key(request);
         if self.held.contains(&attempt) {
             return None;
