@@ -252,16 +252,10 @@ fn bye_answered_call_billed(
     assert_eq!(cdr_of(sw, &caller.call_id)["disposition"], "answered");
 }
 
-fn metric_now(sw: &Switch, series: &str) -> f64 {
-    metric_value(&http_get(sw.http, "/metrics").1, series).unwrap_or(0.0)
-}
-
 fn wait_metric(sw: &Switch, series: &str, want: f64) {
-    let deadline = Instant::now() + WAIT;
-    while metric_now(sw, series) != want {
-        assert!(Instant::now() < deadline, "{series} never became {want}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(WAIT, &format!("{series} = {want}"), || {
+        metric_now(sw, series) == want
+    });
 }
 
 /// F3 and F4: setup with 407, 180 and 200 relayed with SDP, ACK per leg, BYE from A.
@@ -1125,20 +1119,9 @@ fn burst_of_calls_leaves_nothing_behind() {
         "one CDR per call"
     );
     // And no transaction is left once their timers ran out.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let m = http_get(sw.http, "/metrics").1;
-        let live: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("softswitch_transactions_active{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        if live == 0.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{live} transactions left");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(15), "no transaction left", || {
+        live_transactions(&http_get(sw.http, "/metrics").1) == 0.0
+    });
 }
 
 /// 482 (RFC 3261 §16.3 step 4): a request that already carries our own Via has been

@@ -207,24 +207,11 @@ fn assert_refusal_cdr(sw: &Switch, call_id: &str, callee: &str, status: u16, dis
     assert_eq!(cdr["hangup_by"], "switch", "{cdr}");
 }
 
-fn metric_now(sw: &Switch, series: &str) -> f64 {
-    metric_value(&http_get(sw.http, "/metrics").1, series).unwrap_or(0.0)
-}
-
 fn calls_total(sw: &Switch, disposition: &str) -> f64 {
     metric_now(
         sw,
         &format!("softswitch_calls_total{{disposition=\"{disposition}\"}}"),
     )
-}
-
-/// Waits (bounded) until `f` holds.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// 480 after a de-registration (F2), 404, 482 (a loop), 483 (Max-Forwards 0) and 503
@@ -330,7 +317,7 @@ fn every_refused_attempt_gets_one_cdr_field_by_field() {
     let f = Caller::new(sw.udp_addr());
     let creds = f.credentials("nobody", "alice-demo");
     sw.signal("TERM");
-    wait_until("/readyz draining", || {
+    wait_until(WAIT, "/readyz draining", || {
         http_get(sw.http, "/readyz") == (503, "draining\n".to_string())
     });
     let r = f.refused(&f.invite("nobody", 2, "f2", &creds));
@@ -392,7 +379,7 @@ fn a_cdr_write_failure_is_retried_the_answer_waits_and_nothing_is_lost() {
     prlimit("64");
     let inv = a.invite("nobody", 2, "a2", &creds);
     a.send(&inv);
-    wait_until("a failed CDR write", || {
+    wait_until(WAIT, "a failed CDR write", || {
         metric_now(&sw, "softswitch_cdr_write_failures_total") >= 1.0
     });
     let (code, why) = http_get(sw.http, "/readyz");
@@ -411,7 +398,7 @@ fn a_cdr_write_failure_is_retried_the_answer_waits_and_nothing_is_lost() {
     // (the failure count shows the writer tried again meanwhile).
     a.send(&inv);
     let tried = metric_now(&sw, "softswitch_cdr_write_failures_total");
-    wait_until("another failed retry", || {
+    wait_until(WAIT, "another failed retry", || {
         metric_now(&sw, "softswitch_cdr_write_failures_total") > tried
     });
     assert_eq!(
@@ -435,7 +422,7 @@ fn a_cdr_write_failure_is_retried_the_answer_waits_and_nothing_is_lost() {
     assert_eq!(metric_now(&sw, "softswitch_cdrs_pending"), 0.0);
     assert_eq!(metric_now(&sw, "softswitch_cdrs_written_total"), 1.0);
     assert!(metric_now(&sw, "softswitch_cdr_write_failures_total") >= 2.0);
-    wait_until("/readyz ready again", || {
+    wait_until(WAIT, "/readyz ready again", || {
         http_get(sw.http, "/readyz") == (200, "ready\n".to_string())
     });
     // The retransmission that came meanwhile billed nothing more.
@@ -531,11 +518,11 @@ fn a_calls_end_waits_for_its_cdr_while_writes_fail() {
         sw.udp_addr(),
     )
     .unwrap();
-    wait_until("a failed CDR write", || {
+    wait_until(WAIT, "a failed CDR write", || {
         metric_now(&sw, "softswitch_cdr_write_failures_total") >= 1.0
     });
     let tried = metric_now(&sw, "softswitch_cdr_write_failures_total");
-    wait_until("another failed retry", || {
+    wait_until(WAIT, "another failed retry", || {
         metric_now(&sw, "softswitch_cdr_write_failures_total") > tried
     });
     let bye_ok = |m: &str| status_of(m) == Some(200) && m.contains("3 BYE");
@@ -559,7 +546,7 @@ fn a_calls_end_waits_for_its_cdr_while_writes_fail() {
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["disposition"], "answered");
     assert_eq!(all[0]["hangup_by"], "caller");
-    wait_until("/readyz ready again", || {
+    wait_until(WAIT, "/readyz ready again", || {
         http_get(sw.http, "/readyz").0 == 200
     });
 }

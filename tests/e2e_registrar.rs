@@ -72,18 +72,6 @@ fn active(sw: &Switch) -> f64 {
     metric(&metrics(sw), "softswitch_registrations_active")
 }
 
-/// Polls `cond` every 50 ms until it holds or `deadline` passes; panics naming `what`.
-fn wait_until(deadline: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    loop {
-        if cond() {
-            return;
-        }
-        assert!(Instant::now() < end, "not within {deadline:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn assert_status(resp: &str, code: u16) {
     assert_eq!(status_of(resp), Some(code), "expected {code}, got\n{resp}");
 }

@@ -35,38 +35,12 @@ const POLL: Duration = Duration::from_millis(50);
 /// short registration expiries allowed: the default `min_expires_s` of 60 would answer
 /// baresip's few seconds with 423) and returns its path.
 fn switch_config(dir: &Path) -> String {
-    let path = dir.join("softswitch.toml");
-    let cdr = dir.join("cdr.jsonl");
-    let toml = format!(
-        r#"[sip]
-listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
-domain = "127.0.0.1"
-
-[http]
-listen = "127.0.0.1:0"
-
-[billing]
-cdr_path = "{cdr}"
-
-[registrar]
-store_path = "{store}"
-default_expires_s = 60
-min_expires_s = 1
-max_expires_s = 3600
-max_contacts = 10
-
-[log]
-level = "warn"
-
-[[users]]
-user = "alice"
-password = "alicepw"
-"#,
-        cdr = cdr.display(),
-        store = dir.join("registrations.journal").display(),
-    );
-    std::fs::write(&path, toml).expect("write switch config");
-    path.to_str().expect("utf-8 temp path").to_string()
+    phone_config(
+        dir,
+        r#"["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]"#,
+        "default_expires_s = 60\nmin_expires_s = 1\nmax_expires_s = 3600\nmax_contacts = 10",
+        "[[users]]\nuser = \"alice\"\npassword = \"alicepw\"",
+    )
 }
 
 /// Starts the switch. `SOFTSWITCH_LOG_LEVEL` from the test's environment is passed on

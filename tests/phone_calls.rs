@@ -34,37 +34,12 @@ const MIN_RX_SECONDS: f64 = 1.0;
 
 fn start_switch() -> Switch {
     let dir = temp_dir("phones");
-    let path = dir.join("softswitch.toml");
-    let toml = format!(
-        r#"[sip]
-listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
-domain = "127.0.0.1"
-
-[http]
-listen = "127.0.0.1:0"
-
-[billing]
-cdr_path = "{cdr}"
-
-[registrar]
-store_path = "{store}"
-
-[log]
-level = "warn"
-
-[[users]]
-user = "alice"
-password = "alicepw"
-
-[[users]]
-user = "bob"
-password = "bobpw"
-"#,
-        cdr = dir.join("cdr.jsonl").display(),
-        store = dir.join("registrations.journal").display(),
+    let cfg = phone_config(
+        &dir,
+        r#"["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]"#,
+        "",
+        "[[users]]\nuser = \"alice\"\npassword = \"alicepw\"\n\n[[users]]\nuser = \"bob\"\npassword = \"bobpw\"",
     );
-    std::fs::write(&path, toml).expect("write switch config");
-    let cfg = path.to_str().expect("utf-8 path").to_string();
     Switch::start_with_args(&["--config", &cfg], &[], dir)
 }
 

@@ -15,48 +15,20 @@ mod common;
 
 use common::digest::Alg;
 use common::*;
-use std::path::Path;
 use std::process::Command;
 
 /// How long the phone may take to register (it needs about 0.1 s).
 const PHONE_DEADLINE_S: u64 = 10;
 
-/// Writes the switch's configuration: UDP on an ephemeral loopback port, domain
-/// `127.0.0.1`, the `[auth]` lines given and the users given.
-fn config(dir: &Path, auth: &str, users: &str) -> String {
-    let path = dir.join("softswitch.toml");
-    let toml = format!(
-        r#"[sip]
-listen = ["udp:127.0.0.1:0"]
-domain = "127.0.0.1"
-
-[http]
-listen = "127.0.0.1:0"
-
-[billing]
-cdr_path = "{cdr}"
-
-[registrar]
-store_path = "{store}"
-
-[log]
-level = "warn"
-
-[auth]
-{auth}
-
-{users}
-"#,
-        cdr = dir.join("cdr.jsonl").display(),
-        store = dir.join("registrations.journal").display(),
-    );
-    std::fs::write(&path, toml).expect("write switch config");
-    path.to_str().expect("utf-8 temp path").to_string()
-}
-
 fn start(auth: &str, users: &str) -> Switch {
     let dir = temp_dir("pjsua2");
-    let cfg = config(&dir, auth, users);
+    // UDP on an ephemeral loopback port, the `[auth]` lines given and the users given.
+    let cfg = phone_config(
+        &dir,
+        r#"["udp:127.0.0.1:0"]"#,
+        "",
+        &format!("[auth]\n{auth}\n\n{users}"),
+    );
     Switch::start_with_args(&["--config", &cfg], &[], dir)
 }
 

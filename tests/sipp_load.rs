@@ -21,14 +21,6 @@ const SECONDS: u32 = 40;
 /// times what the calls in setup hold at once (each works for a few milliseconds).
 const MAX_TRANSACTIONS: &str = "1000";
 
-fn sum_of(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn sustained_call_rate_past_64_t1_gets_no_503() {
     assert!(
@@ -183,19 +175,14 @@ fn sustained_call_rate_past_64_t1_gets_no_503() {
         "the steady state exceeded the bound:\n{m}"
     );
     // ...and never held more than it.
-    let live = sum_of(&m, "softswitch_transactions_active{");
+    let live = live_transactions(&m);
     assert!(live <= 1000.0, "{live} live transactions:\n{m}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric_value(
-        &http_get(sw.http, "/metrics").1,
-        r#"softswitch_calls_total{disposition="answered"}"#,
-    ) != Some(f64::from(RATE * SECONDS))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "every call answered and billed:\n{}",
-            http_get(sw.http, "/metrics").1
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "every call answered and billed",
+        || {
+            metric_now(&sw, r#"softswitch_calls_total{disposition="answered"}"#)
+                == f64::from(RATE * SECONDS)
+        },
+    );
 }

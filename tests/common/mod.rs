@@ -335,6 +335,48 @@ pub fn metric_value(body: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Writes `dir/softswitch.toml` for a switch that real phones on loopback use: SIP on
+/// `listen` (a TOML array, e.g. `["udp:127.0.0.1:0"]`), domain `127.0.0.1` (phones
+/// address the switch by IP), HTTP on an ephemeral loopback port, the CDR file and the
+/// binding journal in `dir`, log level warn; `registrar` is added to `[registrar]`,
+/// `rest` (more sections, `[[users]]`) at the end. Returns the file's path.
+pub fn phone_config(dir: &std::path::Path, listen: &str, registrar: &str, rest: &str) -> String {
+    let path = dir.join("softswitch.toml");
+    let toml = format!(
+        "[sip]\nlisten = {listen}\ndomain = \"127.0.0.1\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+         [billing]\ncdr_path = \"{cdr}\"\n\n[registrar]\nstore_path = \"{store}\"\n{registrar}\n\
+         [log]\nlevel = \"warn\"\n\n{rest}\n",
+        cdr = dir.join("cdr.jsonl").display(),
+        store = dir.join("registrations.journal").display(),
+    );
+    std::fs::write(&path, toml).expect("write switch config");
+    path.to_str().expect("utf-8 temp path").to_string()
+}
+
+/// The current value of one series of the switch's `/metrics` (0 when absent).
+pub fn metric_now(sw: &Switch, series: &str) -> f64 {
+    metric_value(&http_get(sw.http, "/metrics").1, series).unwrap_or(0.0)
+}
+
+/// Live transactions of every kind (`softswitch_transactions_active{kind}` summed) in a
+/// `/metrics` text.
+pub fn live_transactions(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("softswitch_transactions_active{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` once `within` passed.
+pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < end, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Reads raw bytes from a TCP stream until at least `n` arrived, the peer closed, or
 /// the deadline passed.
 pub fn tcp_read_at_least(s: &mut TcpStream, n: usize, deadline: Duration) -> Vec<u8> {
