@@ -244,8 +244,13 @@ impl Driver {
                     self.new_invite(now, reply_to, req);
                     return;
                 }
-                if req.method == Method::Invite && !self.layer.has_room() {
-                    // Bounded state: refuse new INVITEs statelessly rather than grow.
+                if req.method == Method::Invite
+                    && !self.layer.has_room()
+                    && !self.layer.has_server_transaction(&req)
+                {
+                    // Bounded state: a re-INVITE would open a transaction the table has
+                    // no room for; refuse it statelessly rather than grow. (A
+                    // retransmission goes to the transaction it belongs to.)
                     let refusal = Refusal::Overloaded;
                     metrics::sip_message_rejected(refusal.metric_reason());
                     let resp = refusal.response(&req, &self.endpoint.stateless_tag(&req));

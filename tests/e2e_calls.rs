@@ -472,9 +472,16 @@ fn max_transactions_only_working_transactions_refuse_new_calls() {
     let (bob, _) = registered_bob(&sw);
     let bs = bob_sock(&bob);
     let mut alice = Caller::new(sw.udp_addr());
-    alice.call();
+    let invite = alice.call();
     let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
-    // Two working transactions: no room for a third caller's INVITE.
+    // Two working transactions: a retransmission of alice's INVITE still goes to its
+    // own transaction (its provisional again, never a 503)...
+    wait_for(&alice.sock, "100 Trying", |m| is_status(m, 100));
+    alice.send(&invite);
+    let again = try_wait_for(&alice.sock, WAIT, |m| status_of(m).is_some())
+        .expect("an answer to the retransmission");
+    assert!(is_status(&again, 100), "{again}");
+    // ...and there is no room for a third caller's INVITE.
     let mut carol = Caller::new(sw.udp_addr());
     let first = carol.invite("z9hG4bKfull", None);
     carol.send(&first);
