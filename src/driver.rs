@@ -294,9 +294,9 @@ impl Driver {
             Err(refusal) => {
                 metrics::sip_message_rejected(refusal.metric_reason());
                 let resp = refusal.response(&req, &tag);
-                Err(crate::calls::Refused::new(
+                Err(crate::call::router::Refused::new(
                     resp,
-                    crate::calls::Bill::Unverified,
+                    crate::call::router::Bill::Unverified,
                 ))
             }
             Ok(()) => self.calls.route(&reply_to, &req, &tag),

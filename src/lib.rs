@@ -16,9 +16,7 @@
 
 pub mod auth;
 pub mod call;
-pub mod calls;
 pub mod config;
-pub mod dialog;
 pub mod directory;
 pub mod driver;
 pub mod endpoint;

@@ -3,8 +3,8 @@
 
 use crate::auth::{Algorithm, AuthConfig, Authenticator};
 use crate::call::controller::CallSettings;
+use crate::call::router::CallRouter;
 use crate::call::CallHub;
-use crate::calls::CallRouter;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::driver::{Control, Driver, DriverSettings, TransactionUsers};

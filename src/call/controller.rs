@@ -11,7 +11,7 @@
 use super::leg::{self, Leg, LegCommand, LegReport, NewLeg, Role};
 use super::task::CallTask;
 use super::{CallNo, CallOutput, CallView};
-use crate::dialog::{self, BLeg};
+use crate::call::dialog::{self, BLeg};
 use crate::metrics;
 use crate::transport::{local_tag, Peer, Transport};
 use crate::txn::TxId;

@@ -20,7 +20,7 @@
 
 use super::controller::{CallController, CallSettings};
 use super::{CallInput, CallNo, CallOutput, Purpose};
-use crate::dialog::{self, Dialog, DialogState};
+use crate::call::dialog::{self, Dialog, DialogState};
 use crate::metrics;
 use crate::transport::{Peer, Transport};
 use crate::txn::{new_branch, TxId};

@@ -5,7 +5,7 @@
 //! The controller's logic is `softswitch_actors::call::CallMachine` (pure). The driver
 //! delivers each leg's SIP to that leg ([`CallInput`]); the leg reports machine events to
 //! its controller, which runs the machine and hands its commands back to the legs; the
-//! legs turn them into SIP ([`CallOutput`]), with [`crate::dialog`] building every request.
+//! legs turn them into SIP ([`CallOutput`]), with [`dialog`] building every request.
 //! The driver routes transaction events to legs by the maps of [`Table`]. An INVITE
 //! refused before any call exists is billed here ([`CallHub::refused`]): its CDR is on
 //! disk before its stateless answer goes.
@@ -15,7 +15,9 @@
 //! depends on `softswitch-actors`, not the reverse. The pure machine stays there.
 
 pub mod controller;
+pub mod dialog;
 pub mod leg;
+pub mod router;
 pub mod task;
 
 use crate::transport::Peer;
@@ -235,7 +237,7 @@ struct LiveCall {
     dialogs: smallvec::SmallVec<[DialogKey; 2]>,
 }
 
-use crate::calls::{Bill, CallRouter, Refused};
+use crate::call::router::{Bill, CallRouter, Refused};
 use crate::metrics;
 use crate::txn::TxLayer;
 use actix::WeakAddr;
@@ -472,7 +474,7 @@ impl CallHub {
         from: &Peer,
         request: &Request,
         tag: &str,
-    ) -> Result<(crate::calls::Routed, MergeKey), Refused> {
+    ) -> Result<(crate::call::router::Routed, MergeKey), Refused> {
         let merge = self.table.merge_key(request);
         if self.table.merging.contains(&merge) {
             // §8.2.2.2: checked before authentication, as the first copy's credentials
@@ -578,7 +580,7 @@ impl CallHub {
         tx: TxId,
         from: Peer,
         request: Request,
-        (routed, merge): (crate::calls::Routed, MergeKey),
+        (routed, merge): (crate::call::router::Routed, MergeKey),
     ) {
         let call = self.next;
         self.next += 1;

@@ -177,7 +177,11 @@ impl CallRouter {
             Uri::Other { .. } => return Err(before_auth(Refusal::UnsupportedUriScheme)),
         };
         // 2. Loops.
-        if self.ours.iter().any(|o| crate::dialog::is_loop(req, o)) {
+        if self
+            .ours
+            .iter()
+            .any(|o| crate::call::dialog::is_loop(req, o))
+        {
             return Err(before_auth(Refusal::LoopDetected));
         }
         // 3. The caller.
