@@ -77,8 +77,8 @@ pub struct CallController {
     call: CallNo,
     machine: CallMachine,
     settings: Arc<CallSettings>,
-    /// The legs, by `LegId` (0 is A); the driver holds the same slice.
-    legs: Arc<[WeakAddr<Leg>]>,
+    /// The legs, by `LegId` (0 is A); the driver's hub keeps its own list of them.
+    legs: Vec<WeakAddr<Leg>>,
     /// A's offer, given to the machine when it starts. A thin box on purpose: a `Vec`
     /// is three words inline, the box one, and this struct is in every held call's task.
     #[allow(clippy::box_collection)]
@@ -163,9 +163,34 @@ fn fault_header(invite: &Request) -> Option<String> {
 }
 
 impl CallController {
+    /// The INVITE of a B-leg towards binding `binding`, built from A's `invite` (its SDP
+    /// byte for byte, our Call-ID, tag, Via and Contact; To the callee as dialled), and
+    /// where it goes; `None` when the binding's contact is not a usable URI.
+    pub fn b_leg_invite(
+        settings: &CallSettings,
+        invite: &Request,
+        callee_to: &NameAddr,
+        binding: &Binding,
+    ) -> Option<(Peer, Request)> {
+        let peer = peer_of(binding);
+        let target = crate::wire::parse_uri(&binding.uri).ok()?;
+        let call_id = format!("{}@{}", local_tag(), our(settings, peer.transport).host);
+        let from_tag = local_tag();
+        let b = BLeg {
+            target,
+            via: leg::via_for(settings, peer.transport),
+            contact: leg::contact_for(settings, peer.transport),
+            call_id: &call_id,
+            from_tag: &from_tag,
+            to: callee_to.clone(),
+            path: &binding.path,
+        };
+        Some((peer, dialog::b_leg_invite(invite, &b)?))
+    }
+
     /// Starts the actor for `new` and its legs, answering through `settings.out`; gives
     /// back the legs' addresses (by `LegId`), to which the driver delivers each leg's SIP.
-    pub fn start(new: NewCall, settings: Arc<CallSettings>) -> Arc<[WeakAddr<Leg>]> {
+    pub fn start(new: NewCall, settings: Arc<CallSettings>) -> Vec<WeakAddr<Leg>> {
         // The test fault hook exists in builds with debug assertions only; release builds
         // do not even look for its header.
         let fault = if cfg!(debug_assertions) {
@@ -173,27 +198,11 @@ impl CallController {
         } else {
             None
         };
-        let mut b_legs = Vec::new();
-        for binding in new.targets.iter() {
-            let peer = peer_of(binding);
-            let Ok(target) = crate::wire::parse_uri(&binding.uri) else {
-                continue;
-            };
-            let call_id = format!("{}@{}", local_tag(), our(&settings, peer.transport).host);
-            let from_tag = local_tag();
-            let b = BLeg {
-                target,
-                via: leg::via_for(&settings, peer.transport),
-                contact: leg::contact_for(&settings, peer.transport),
-                call_id: &call_id,
-                from_tag: &from_tag,
-                to: new.callee_to.clone(),
-                path: &binding.path,
-            };
-            if let Some(invite) = dialog::b_leg_invite(&new.invite, &b) {
-                b_legs.push((peer, invite));
-            }
-        }
+        let b_legs: Vec<(Peer, Request)> = new
+            .targets
+            .iter()
+            .filter_map(|b| Self::b_leg_invite(&settings, &new.invite, &new.callee_to, b))
+            .collect();
         let domain = &settings.domain;
         let view = CallView::new(
             new.invite.common.call_id.as_str(),
@@ -210,68 +219,98 @@ impl CallController {
         let ctx = Context::<CallController>::new();
         // Weak, like every address of a call's actors (see `Actor::stopping` below).
         let me = ctx.address().downgrade();
-        let mut addrs_out = Vec::with_capacity(1 + b_legs.len());
+        let mut legs = Vec::with_capacity(1 + b_legs.len());
         let mut futures = Vec::with_capacity(1 + b_legs.len());
-        {
-            let call = new.call;
-            let offer = (!new.invite.common.body.is_empty())
-                .then(|| Box::new(new.invite.common.body.to_vec()));
+        let call = new.call;
+        let offer =
+            (!new.invite.common.body.is_empty()).then(|| Box::new(new.invite.common.body.to_vec()));
+        let (addr, fut) = Leg::start(
+            NewLeg {
+                call,
+                id: LegId::A,
+                role: Role::Uas {
+                    tx: new.tx,
+                    tag: local_tag(),
+                },
+                invite: new.invite,
+                peer: new.a_peer,
+                fault: false,
+            },
+            me.clone(),
+            settings.clone(),
+        );
+        legs.push(addr);
+        futures.push(fut);
+        for (i, (peer, invite)) in b_legs.into_iter().enumerate() {
             let (addr, fut) = Leg::start(
                 NewLeg {
                     call,
-                    id: LegId::A,
-                    role: Role::Uas {
-                        tx: new.tx,
-                        tag: local_tag(),
-                    },
-                    invite: new.invite,
-                    peer: new.a_peer,
-                    fault: false,
+                    id: LegId(i as u32 + 1),
+                    role: Role::Uac,
+                    invite,
+                    peer,
+                    fault: fault.as_deref() == Some("panic-leg"),
                 },
                 me.clone(),
                 settings.clone(),
             );
-            addrs_out.push(addr);
+            legs.push(addr);
             futures.push(fut);
-            for (i, (peer, invite)) in b_legs.into_iter().enumerate() {
-                let (addr, fut) = Leg::start(
-                    NewLeg {
-                        call,
-                        id: LegId(i as u32 + 1),
-                        role: Role::Uac,
-                        invite,
-                        peer,
-                        fault: fault.as_deref() == Some("panic-leg"),
-                    },
-                    me.clone(),
-                    settings.clone(),
-                );
-                addrs_out.push(addr);
-                futures.push(fut);
-            }
-            let legs: Arc<[WeakAddr<Leg>]> = addrs_out.into();
-            let controller = CallController {
-                call,
-                machine: CallMachine::new(timers),
-                settings,
-                legs: legs.clone(),
-                offer,
-                timers: Vec::new(),
-                started: Instant::now(),
-                setup_recorded: false,
-                cdr: CdrState::Pending,
-                after_cdr: None,
-                bye_answer_queued: false,
-                published: 0,
-                aborted: false,
-                finished: false,
-                #[cfg(debug_assertions)]
-                fault: fault.as_deref() == Some("panic"),
-            };
-            // One task for the call's actors (task.rs says why).
-            actix::spawn(CallTask::new(ctx.into_future(controller), futures));
-            legs
         }
+        let controller = CallController {
+            call,
+            machine: CallMachine::new(timers),
+            settings,
+            legs: legs.clone(),
+            offer,
+            timers: Vec::new(),
+            started: Instant::now(),
+            setup_recorded: false,
+            cdr: CdrState::Pending,
+            after_cdr: None,
+            bye_answer_queued: false,
+            published: 0,
+            aborted: false,
+            finished: false,
+            #[cfg(debug_assertions)]
+            fault: fault.as_deref() == Some("panic"),
+        };
+        // One task for the call's actors (task.rs says why).
+        actix::spawn(CallTask::new(ctx.into_future(controller), futures));
+        legs
+    }
+
+    /// Adds a B-leg to this live call (a forwarded call's C-leg): its INVITE to `peer`
+    /// is sent on `LegCommand::Invite`. The leg runs in the call's task
+    /// ([`super::task::adopt`]), the driver learns where its SIP goes
+    /// ([`CallOutput::Leg`]) and `/api/calls` shows it. Its id is the next after the
+    /// call's last leg.
+    pub fn add_leg(&mut self, peer: Peer, invite: Request, ctx: &mut Context<Self>) -> LegId {
+        let id = LegId(self.legs.len() as u32);
+        if let Some(mut v) = self.settings.registry.get_mut(&self.call) {
+            v.push_leg(invite.common.call_id.as_str(), &peer);
+        }
+        let (addr, fut) = Leg::start(
+            NewLeg {
+                call: self.call,
+                id,
+                role: Role::Uac,
+                invite,
+                peer,
+                fault: false,
+            },
+            ctx.address().downgrade(),
+            self.settings.clone(),
+        );
+        super::task::adopt(fut);
+        self.legs.push(addr.clone());
+        self.send(CallOutput::Leg {
+            call: self.call,
+            leg: id,
+            addr,
+        });
+        self.published = 0; // the view has a row more: publish the states again
+        id
     }
 
     fn send(&self, out: CallOutput) {

@@ -123,6 +123,16 @@ pub enum CallOutput {
         /// Our tag in it.
         local_tag: String,
     },
+    /// A leg added to a live call ([`controller::CallController::add_leg`]): its SIP
+    /// goes to `addr`.
+    Leg {
+        /// The call.
+        call: CallNo,
+        /// The new leg's id.
+        leg: LegId,
+        /// Its address.
+        addr: WeakAddr<Leg>,
+    },
     /// The call is over: forget it.
     Done {
         /// The call.
@@ -227,9 +237,10 @@ impl Table {
 
 /// A live call as the hub keeps it: its legs and what it registered in the [`Table`].
 struct LiveCall {
-    /// The legs, by `LegId` (the controller holds the same slice). Weak: a leg lives
-    /// until its controller stops it (`leg.rs`, `Actor::stopping`).
-    legs: Arc<[WeakAddr<Leg>]>,
+    /// The legs, by `LegId` (the controller keeps its own list; a leg it adds later
+    /// comes as [`CallOutput::Leg`]). Weak: a leg lives until its controller stops it
+    /// (`leg.rs`, `Actor::stopping`).
+    legs: Vec<WeakAddr<Leg>>,
     /// Its A-leg INVITE server transaction.
     invite: TxId,
     /// Its dialogs' keys (A's, and each B-leg's once it has one): inline for the usual
@@ -325,6 +336,24 @@ impl CallView {
             start_time: SystemTime::now(),
             legs: views.into_boxed_slice(),
         }
+    }
+
+    /// Adds the row of a leg the call gained (its own Call-ID and peer).
+    pub fn push_leg(&mut self, call_id: &str, peer: &Peer) {
+        let mut text = String::with_capacity(self.text.len() + call_id.len());
+        text.push_str(&self.text);
+        let from = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        text.push_str(call_id);
+        let to = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        self.text = text.into_boxed_str();
+        let mut legs = std::mem::take(&mut self.legs).into_vec();
+        legs.push(LegView {
+            call_id: (from, to),
+            peer: peer.addr,
+            transport: peer.transport,
+            state: softswitch_actors::call::STATE_TRYING,
+        });
+        self.legs = legs.into_boxed_slice();
     }
 
     /// The call's phase's name (`setup`, `connected`, ...).
@@ -753,6 +782,14 @@ impl CallHub {
                 if let Some(c) = self.calls.get_mut(&call) {
                     self.table.by_dialog.insert(key, (call, leg));
                     c.dialogs.push(key);
+                }
+            }
+            CallOutput::Leg { call, leg, addr } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    // The controller numbers its legs in order and reports each as it
+                    // adds it, so the new one is always the next.
+                    debug_assert_eq!(c.legs.len(), leg.0 as usize);
+                    c.legs.push(addr);
                 }
             }
             CallOutput::Done { call } => {
