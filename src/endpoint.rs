@@ -76,6 +76,9 @@ pub enum Refusal {
     NotFound,
     /// A known user with no reachable contact.
     TemporarilyUnavailable,
+    /// The callee is busy (a party of a live call) without call waiting or a
+    /// `forward_busy` target: the switch answers 486 itself (RFC 3261 §21.4.24).
+    BusyHere,
     /// An in-dialog request or CANCEL that matches nothing (§12.2.2, §9.2).
     CallDoesNotExist,
     /// The switch is draining for shutdown.
@@ -99,6 +102,7 @@ impl Refusal {
             Refusal::NotOurDomain => 403,
             Refusal::NotFound => 404,
             Refusal::TemporarilyUnavailable => 480,
+            Refusal::BusyHere => 486,
             Refusal::CallDoesNotExist => 481,
             Refusal::ShuttingDown | Refusal::Overloaded => 503,
         }
@@ -119,6 +123,7 @@ impl Refusal {
             Refusal::NotOurDomain => "Forbidden (relaying denied)",
             Refusal::NotFound => "Not Found",
             Refusal::TemporarilyUnavailable => "Temporarily Unavailable",
+            Refusal::BusyHere => "Busy Here",
             Refusal::CallDoesNotExist => "Call/Transaction Does Not Exist",
             Refusal::ShuttingDown => "Service Unavailable (shutting down)",
             Refusal::Overloaded => "Service Unavailable (overloaded)",

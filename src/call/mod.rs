@@ -16,6 +16,7 @@
 
 pub mod controller;
 pub mod dialog;
+pub mod forward;
 pub mod leg;
 pub mod router;
 pub mod task;
@@ -625,6 +626,7 @@ impl CallHub {
                 callee_to,
                 caller,
                 callee,
+                chain: routed.chain,
             },
             self.settings.clone(),
         );
