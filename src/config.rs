@@ -562,16 +562,24 @@ impl Config {
             ] {
                 let Some(t) = target else { continue };
                 let t = t.trim();
+                let named = softswitch_actors::call::forward::target_user(t, &self.sip.domain);
                 if t.is_empty() {
                     p.push(ConfigProblem::new(key(field), "must not be empty"));
-                } else if is_sip_uri(t) {
-                    // A URI outside the directory: the switch routes it as dialled.
-                } else if t == u.user {
+                } else if is_sip_uri(t) && named.is_none() {
+                    // Forwarding there would make the switch an open relay.
+                    p.push(ConfigProblem::new(
+                        key(field),
+                        format!(
+                            "{t:?} is not a SIP URI of a user of {:?} (sip.domain): the switch forwards only to its own users",
+                            self.sip.domain
+                        ),
+                    ));
+                } else if named == Some(u.user.as_str()) {
                     p.push(ConfigProblem::new(
                         key(field),
                         "a user cannot forward to themselves",
                     ));
-                } else if !names.contains(t) {
+                } else if !named.is_some_and(|n| names.contains(n)) {
                     p.push(ConfigProblem::new(
                         key(field),
                         format!("{t:?} is neither a user in [[users]] nor a sip:/sips: URI"),
@@ -1378,7 +1386,7 @@ ha1 = "0123456789abcdef0123456789ABCDEF"
 [[users]]
 user = "dave"
 password = "d"
-forward_busy = "sip:voicemail@example.test"
+forward_busy = "sip:carol@example.test"
 "#;
         let c = Config::from_toml_str(text).expect("example is valid");
         assert_eq!(c.sip.domain, "example.test");
@@ -1653,6 +1661,8 @@ forward_busy = "sip:voicemail@example.test"
             (user("password = \"a\"\nforward_no_answer = \"zed\""), "users[0].forward_no_answer"),
             (user("password = \"a\"\nforward_unconditional = \"alice\""), "users[0].forward_unconditional"),
             (user("password = \"a\"\nforward_unconditional = \"sip:\""), "users[0].forward_unconditional"),
+            (user("password = \"a\"\nforward_busy = \"sip:bob@elsewhere.example\""), "users[0].forward_busy"),
+            (user("password = \"a\"\nforward_busy = \"sip:ghost@localhost\""), "users[0].forward_busy"),
             (user("password = \"a\"\nno_answer_timeout_s = 0"), "users[0].no_answer_timeout_s"),
             ("[[users]]\nuser = \"al ice\"\npassword = \"a\"".to_string(), "users[0].user"),
             ("[[users]]\nuser = \"\"\npassword = \"a\"".to_string(), "users[0].user"),
@@ -1668,7 +1678,7 @@ forward_busy = "sip:voicemail@example.test"
             assert!(has(&ps, key), "{text:?}: expected {key}, got {ps:?}");
         }
         assert!(problems_of(&user(
-            "password = \"a\"\nforward_busy = \"bob\"\nforward_no_answer = \"sips:vm@x.test\""
+            "password = \"a\"\nforward_busy = \"bob\"\nforward_no_answer = \"sips:bob@localhost:5061\""
         ))
         .is_empty());
     }
