@@ -8,6 +8,7 @@
 //! the controller or in any leg ends this call only (every leg released as far as its SIP
 //! state allows, CDR `failed`/500/`hangup_by = switch`), never the process.
 
+use super::forward::Callees;
 use super::leg::{self, Leg, LegCommand, LegReport, NewLeg, Role};
 use super::task::CallTask;
 use super::{CallNo, CallOutput, CallView};
@@ -20,7 +21,6 @@ use actix::prelude::*;
 use actix::WeakAddr;
 use softswitch_actors::billing::{self, BillingHandle, Cdr};
 use softswitch_actors::binding::Binding;
-use super::forward::Callees;
 use softswitch_actors::call::forward::{Chain, Stop};
 use softswitch_actors::call::{
     CallMachine, CallTimer, CallTimers, Command, Event, ForwardReason, HangupBy, LegId, Outcome,
@@ -244,8 +244,8 @@ impl CallController {
         callees.enter(new.caller.user());
         callees.enter(&current);
         let rules = callees.rules(&current);
-        let forwarding = (new.chain.last().is_some() || rules.on_busy || rules.on_no_answer)
-            .then(|| {
+        let forwarding =
+            (new.chain.last().is_some() || rules.on_busy || rules.on_no_answer).then(|| {
                 Box::new(Forwarding {
                     invite: (rules.on_busy || rules.on_no_answer).then(|| new.invite.clone()),
                     rung: vec![(LegId(1), current.clone())],

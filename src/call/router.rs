@@ -24,13 +24,13 @@
 //! unread ([`Bill::Unverified`]): [`CallRouter::caller`] verifies them only then, so an
 //! INVITE without credentials (nearly every call's first) costs nothing more.
 
+use super::forward::Callees;
 use crate::auth::{Authenticated, Authenticator, Verdict};
 use crate::directory::Directory;
 use crate::endpoint::{Endpoint, Refusal};
 use crate::metrics;
 use crate::transport::Peer;
 use crate::wire::{Header, HostPort, Request, Response, Uri};
-use super::forward::Callees;
 use softswitch_actors::binding::Binding;
 use softswitch_actors::call::forward::{Chain, Stop};
 use softswitch_actors::location::Location;
