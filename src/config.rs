@@ -602,8 +602,8 @@ impl Config {
             && self.http.listen.ip().is_loopback()
     }
 
-    /// The configured directory, or the demo directory (alice, bob, carol, dave) when
-    /// `[[users]]` is empty.
+    /// The configured directory, or the demo directory (alice, bob, carol, dave, each
+    /// with `call_waiting` and no forwarding) when `[[users]]` is empty.
     ///
     /// On a loopback-only configuration the demo passwords are fixed (`alice-demo`, …).
     /// Otherwise they live in [`DEMO_USERS_FILE`] beside `billing.cdr_path`, one
@@ -632,6 +632,10 @@ impl Config {
             .map(|(name, password)| UserConfig {
                 user: (*name).to_string(),
                 password: Some(password),
+                // A demo phone is offered a second call rather than busy treatment:
+                // the demo shows calls, not a PBX profile, and two phones calling one
+                // demo user at once both ring it.
+                call_waiting: true,
                 ..UserConfig::default()
             })
             .collect())
