@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Methods the switch serves (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+/// UPDATE (RFC 3311) and INFO (RFC 6086) are served in dialogs only (relayed to the
+/// other party); out of a dialog they get 481 like a BYE without a To tag.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO";
 /// Body types the switch understands (the Accept header).
 pub const ACCEPT: &str = "application/sdp";
 /// Option tags the switch supports (the Supported header): `path` (RFC 3327, the
@@ -248,7 +250,13 @@ impl Endpoint {
             return Ok(());
         }
         match req.method {
-            Method::Invite | Method::Cancel | Method::Bye | Method::Options | Method::Register => {}
+            Method::Invite
+            | Method::Cancel
+            | Method::Bye
+            | Method::Options
+            | Method::Register
+            | Method::Update
+            | Method::Info => {}
             Method::Extension(_) => return Err(Refusal::NotImplemented),
             _ => return Err(Refusal::MethodNotAllowed),
         }
@@ -310,8 +318,8 @@ impl Endpoint {
     /// for the switch or an address of its domain (as the B2BUA it is the UAS for all of
     /// them, and a 404 or 480 would tell an unauthenticated sender which users exist,
     /// which neither the registrar nor the call router does), 403 for an OPTIONS to
-    /// another domain (as an INVITE there gets), and 481 for a BYE, which without a To
-    /// tag can match no dialog (§15.1.2).
+    /// another domain (as an INVITE there gets), and 481 for a BYE, UPDATE or INFO, which
+    /// without a To tag can match no dialog (§15.1.2, RFC 3311 §5.2, RFC 6086 §4.2.1).
     fn respond(&self, req: &Request, to_tag: &str) -> Result<Response, Refusal> {
         match (&req.method, &req.uri) {
             (Method::Options, Uri::Sip(u)) if !self.is_local_host(&u.host.host) => {

@@ -15,13 +15,13 @@ use crate::call::dialog::{self, BLeg};
 use crate::metrics;
 use crate::transport::{local_tag, Peer, Transport};
 use crate::txn::TxId;
-use crate::wire::{HostPort, NameAddr, Request, Uri};
+use crate::wire::{HostPort, NameAddr, Request, Response, Uri};
 use actix::prelude::*;
 use actix::WeakAddr;
 use softswitch_actors::billing::{self, BillingHandle, Cdr};
 use softswitch_actors::binding::Binding;
 use softswitch_actors::call::{
-    CallMachine, CallTimer, CallTimers, Command, Event, HangupBy, LegId, Outcome,
+    CallMachine, CallTimer, CallTimers, Command, Event, HangupBy, LegId, Offer, Outcome,
 };
 use softswitch_actors::port::TransportKind;
 use std::sync::Arc;
@@ -107,6 +107,50 @@ pub struct CallController {
     /// controller panic at the first report from a B-leg.
     #[cfg(debug_assertions)]
     fault: bool,
+}
+
+/// What came with a leg's report for the machine's command to pass on.
+enum Parcel {
+    None,
+    Request(Box<Request>),
+    Response(Box<Response>),
+}
+
+impl Parcel {
+    fn request(&mut self) -> Option<Box<Request>> {
+        match std::mem::replace(self, Parcel::None) {
+            Parcel::Request(r) => Some(r),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    fn response(&mut self) -> Option<Box<Response>> {
+        match std::mem::replace(self, Parcel::None) {
+            Parcel::Response(r) => Some(r),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
+/// What a mid-call request's or answer's body offers, as far as hold goes (RFC 3264
+/// §8.4; the SDP is read by `softswitch_actors::sdp`).
+fn offer_of(common: &crate::wire::Common) -> Offer {
+    if common.body.is_empty() {
+        return Offer::None;
+    }
+    // TEMPORARY until actors/src/sdp.rs lands
+    let t = String::from_utf8_lossy(&common.body);
+    if t.contains("a=sendonly") || t.contains("a=inactive") || t.contains("c=IN IP4 0.0.0.0") {
+        Offer::Hold
+    } else {
+        Offer::Active
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,9 +370,47 @@ impl CallController {
     }
 
     fn feed(&mut self, ev: Event, ctx: &mut Context<Self>) {
+        self.feed_with(ev, Parcel::None, ctx);
+    }
+
+    /// Feeds `ev` to the machine; the mid-call request, answer or ACK that came with it
+    /// (`parcel`) goes to the leg the machine's command names.
+    fn feed_with(&mut self, ev: Event, mut parcel: Parcel, ctx: &mut Context<Self>) {
         let cmds = self.machine.handle(ev, SystemTime::now());
         for c in cmds {
-            self.execute(c, ctx);
+            match c {
+                Command::Relay { to, .. } => {
+                    if let Some(request) = parcel.request() {
+                        self.tell(to, LegCommand::Relay { request });
+                    }
+                }
+                Command::Answer { leg, kind, status } => {
+                    let response = parcel.response();
+                    let method = leg::method_of(kind);
+                    self.tell(
+                        leg,
+                        LegCommand::Answer {
+                            method,
+                            status,
+                            response,
+                        },
+                    );
+                }
+                Command::Refuse { leg, kind, status } => {
+                    let method = leg::method_of(kind);
+                    let c = LegCommand::Answer {
+                        method,
+                        status,
+                        response: None,
+                    };
+                    self.tell(leg, c);
+                }
+                Command::AckRelayed { leg } => {
+                    let ack = parcel.request();
+                    self.tell(leg, LegCommand::AckRelayed { ack });
+                }
+                c => self.execute(c, ctx),
+            }
         }
         self.publish();
     }
@@ -340,10 +422,12 @@ impl CallController {
         }
         let phase = self.machine.phase_code();
         let states: smallvec::SmallVec<[u8; 4]> = self.machine.leg_state_codes().collect();
+        let (a, b) = self.machine.holding();
+        let holding = u8::from(a) | (u8::from(b) << 1);
         let seen = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (phase, &states).hash(&mut h);
+            (phase, &states, holding).hash(&mut h);
             h.finish()
         };
         if seen == self.published {
@@ -352,6 +436,7 @@ impl CallController {
         self.published = seen;
         if let Some(mut v) = self.settings.registry.get_mut(&self.call) {
             v.state = phase;
+            v.holding = holding;
             for (i, l) in v.legs.iter_mut().enumerate() {
                 l.state = match i {
                     0 => phase,
@@ -399,6 +484,11 @@ impl CallController {
             // The A-leg stops retransmitting our 2xx itself, at the ACK or our BYE.
             Command::StopTimer(t) => self.stop_timer(t, ctx),
             Command::Finish(outcome) => self.finish(outcome, ctx),
+            // Carried out by `feed_with`, with the request or answer they pass on.
+            Command::Relay { .. }
+            | Command::Answer { .. }
+            | Command::Refuse { .. }
+            | Command::AckRelayed { .. } => {}
         }
     }
 
@@ -475,7 +565,7 @@ impl CallController {
         if let Some(at) = outcome.answered_at {
             b = b.answered(at).connected(callee);
         }
-        let cdr = b.end(
+        let cdr = b.held(outcome.held).end(
             SystemTime::now(),
             cdr_disposition(outcome.disposition),
             outcome.sip_status,
@@ -532,6 +622,31 @@ impl CallController {
                 }
             }
             LegReport::Panicked(_) => self.abort(ctx),
+            LegReport::Modify(leg, request) => {
+                let Some(kind) = leg::kind_of(&request.method) else {
+                    return;
+                };
+                let offer = offer_of(&request.common);
+                let ev = Event::Modify { leg, kind, offer };
+                self.feed_with(ev, Parcel::Request(request), ctx);
+            }
+            LegReport::Relayed(leg, response) => {
+                let Some(kind) = leg::kind_of(&response.common.cseq.method) else {
+                    return;
+                };
+                let ev = Event::RelayAnswered {
+                    leg,
+                    kind,
+                    status: response.status,
+                    offer: offer_of(&response.common),
+                };
+                self.feed_with(ev, Parcel::Response(response), ctx);
+            }
+            LegReport::RelayFailed(leg, kind) => self.feed(Event::RelayFailed { leg, kind }, ctx),
+            LegReport::RelayAck(leg, ack) => {
+                self.feed_with(Event::RelayAck { leg }, Parcel::Request(ack), ctx)
+            }
+            LegReport::AckTimeout(leg) => self.feed(Event::AckTimeout { leg }, ctx),
         }
     }
 }
@@ -595,6 +710,7 @@ impl Actor for CallController {
                 hangup_by: HangupBy::Switch,
                 answered_at: None,
                 connected_leg: None,
+                held: Duration::ZERO,
             };
             self.write_cdr(outcome, ctx);
             return;
@@ -654,6 +770,7 @@ impl CallController {
             hangup_by: HangupBy::Switch,
             answered_at: None,
             connected_leg: None,
+            held: Duration::ZERO,
         };
         // The write's completion ends an aborted call; an already written CDR ends it now.
         match self.cdr {

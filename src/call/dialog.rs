@@ -277,6 +277,32 @@ impl Dialog {
         self.ends = ends;
     }
 
+    /// A target refresh (§12.2: a re-INVITE or UPDATE, or its 2xx, with a Contact): the
+    /// remote target becomes that Contact; the route set stays (it is fixed when the
+    /// dialog is made). A missing or bad Contact changes nothing.
+    pub fn refresh_target(&mut self, by: &Common) {
+        let Ok(target) = contact_uri(by).map(|t| t.to_string()) else {
+            return;
+        };
+        if target == self.part(Part::RemoteTarget) {
+            return;
+        }
+        let routes: Box<[Box<str>]> = self.route_texts().map(Into::into).collect();
+        let (text, ends) = pack(
+            [
+                self.part(Part::CallId),
+                self.part(Part::LocalTag),
+                self.part(Part::RemoteTag),
+                self.part(Part::LocalUri),
+                self.part(Part::RemoteUri),
+                &target,
+            ],
+            &routes,
+        );
+        self.text = text;
+        self.ends = ends;
+    }
+
     fn route_texts(&self) -> impl Iterator<Item = &str> {
         let r = self.part(Part::RouteSet);
         r.split('\n').filter(|v| !v.is_empty())

@@ -19,6 +19,7 @@ pub mod dialog;
 pub mod leg;
 pub mod router;
 pub mod task;
+pub mod usage;
 
 use crate::transport::Peer;
 use crate::txn::TxId;
@@ -38,6 +39,8 @@ pub enum Purpose {
     Cancel,
     /// A BYE on a leg.
     Bye,
+    /// A mid-call request relayed on the leg (re-INVITE, UPDATE, INFO).
+    Relay(softswitch_actors::call::Kind),
 }
 
 /// Driver → the leg it is for.
@@ -270,6 +273,8 @@ pub struct CallView {
     ends: [u32; 3],
     /// The call's phase, as its index in `STATE_NAMES` (see [`CallView::state`]).
     pub state: u8,
+    /// Who holds the other party (RFC 3264 §8.4): bit 0 A, bit 1 the B-leg.
+    pub holding: u8,
     /// When the INVITE arrived.
     pub start_time: SystemTime,
     /// A, then the B-legs (by `LegId`).
@@ -333,6 +338,7 @@ impl CallView {
             text: text.into_boxed_str(),
             ends,
             state: softswitch_actors::call::STATE_IDLE,
+            holding: 0,
             start_time: SystemTime::now(),
             legs: views.into_boxed_slice(),
         }
@@ -420,11 +426,19 @@ impl serde::Serialize for CallView {
             }
         }
         let start = softswitch_actors::billing::Timestamp::from(self.start_time);
-        let mut m = s.serialize_struct("Call", 6)?;
+        let mut m = s.serialize_struct("Call", 8)?;
         m.serialize_field("call_id", self.call_id())?;
         m.serialize_field("caller", self.caller())?;
         m.serialize_field("callee", self.callee())?;
         m.serialize_field("state", self.state())?;
+        m.serialize_field("held", &(self.holding != 0))?;
+        let held_by = match self.holding {
+            1 => Some("A"),
+            2 => Some("B"),
+            3 => Some("both"),
+            _ => None,
+        };
+        m.serialize_field("held_by", &held_by)?;
         m.serialize_field("start_time", &format_args!("{start}"))?;
         m.serialize_field("legs", &Legs(self))?;
         m.end()

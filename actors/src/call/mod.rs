@@ -27,6 +27,9 @@
 //! - The call ends (its CDR is written, then it counts as ended) once A has its final
 //!   non-2xx and every B-leg is settled, or after the BYEs of a connected call.
 
+mod midcall;
+
+pub use midcall::{Kind, Offer};
 use std::time::{Duration, SystemTime};
 
 /// A leg of the call: 0 is the A-leg, B-legs count from 1.
@@ -115,6 +118,45 @@ pub enum Event {
     },
     /// A timer fired.
     Timer(CallTimer),
+    /// A re-INVITE, UPDATE or INFO from `leg`'s party, with what its SDP offers.
+    Modify {
+        /// The sender's leg.
+        leg: LegId,
+        /// Which request.
+        kind: Kind,
+        /// Its offer.
+        offer: Offer,
+    },
+    /// The final answer to the mid-call request relayed on `leg`, with what its SDP
+    /// offers (a late offer's 2xx).
+    RelayAnswered {
+        /// The leg it was relayed on.
+        leg: LegId,
+        /// Which request.
+        kind: Kind,
+        /// Its status.
+        status: u16,
+        /// Its SDP's offer.
+        offer: Offer,
+    },
+    /// The mid-call request relayed on `leg` got no answer (Timer B/F) or could not
+    /// be sent.
+    RelayFailed {
+        /// The leg it was relayed on.
+        leg: LegId,
+        /// Which request.
+        kind: Kind,
+    },
+    /// `leg`'s ACK for the 2xx of its relayed re-INVITE.
+    RelayAck {
+        /// The leg.
+        leg: LegId,
+    },
+    /// `leg`'s party never ACKed our 2xx for its re-INVITE (64·T1).
+    AckTimeout {
+        /// The leg.
+        leg: LegId,
+    },
 }
 
 /// What to do.
@@ -167,6 +209,43 @@ pub enum Command {
     StopTimer(CallTimer),
     /// The call is over: write its CDR from these facts, then count it ended.
     Finish(Outcome),
+    /// Relay the mid-call request `from`'s party sent on the leg `to`, in that leg's
+    /// dialog.
+    Relay {
+        /// The sender's leg.
+        from: LegId,
+        /// The leg it goes on.
+        to: LegId,
+        /// Which request.
+        kind: Kind,
+    },
+    /// Answer the mid-call request `leg`'s party sent with the relayed answer's status
+    /// (and its body).
+    Answer {
+        /// The sender's leg.
+        leg: LegId,
+        /// Which request.
+        kind: Kind,
+        /// The status (504 when the relayed request got no answer).
+        status: u16,
+    },
+    /// Refuse the mid-call request `leg`'s party sent, the switch's own answer: 491
+    /// (an offer is in flight), 500 with Retry-After (its own earlier one is), 481 (an
+    /// INFO outside a connected call).
+    Refuse {
+        /// The sender's leg.
+        leg: LegId,
+        /// Which request.
+        kind: Kind,
+        /// 491, 500 or 481.
+        status: u16,
+    },
+    /// ACK the 2xx of the re-INVITE relayed on `leg` (with the answer of a late offer,
+    /// which the other party's ACK carried).
+    AckRelayed {
+        /// The leg.
+        leg: LegId,
+    },
 }
 
 /// How the call ended, for its CDR.
@@ -182,6 +261,8 @@ pub struct Outcome {
     pub answered_at: Option<SystemTime>,
     /// The B-leg that answered.
     pub connected_leg: Option<LegId>,
+    /// The time the call spent on hold.
+    pub held: Duration,
 }
 
 /// CDR `disposition` (interface.md).
@@ -318,6 +399,8 @@ pub struct CallMachine {
     byes_out: Vec<LegId>,
     /// B released the call before A ACKed our 2xx: BYE A once it does (§15).
     bye_a_on_ack: bool,
+    /// Re-INVITEs, UPDATEs, INFOs and hold (`midcall.rs`), once the call has any.
+    mid: Option<Box<midcall::MidCall>>,
     out: Vec<Command>,
 }
 
@@ -335,6 +418,7 @@ impl CallMachine {
             outcome: None,
             byes_out: Vec::new(),
             bye_a_on_ack: false,
+            mid: None,
             out: Vec::new(),
         }
     }
@@ -478,9 +562,19 @@ impl CallMachine {
             Event::Timer(CallTimer::AckWait) => {
                 if self.phase == Phase::Answered {
                     // A never confirmed: the call cannot go on (RFC 3261 §13.3.1.4).
-                    self.release(LegId::A, HangupBy::Switch, true);
+                    self.release(LegId::A, HangupBy::Switch, true, now);
                 }
             }
+            Event::Modify { leg, kind, offer } => self.on_modify(leg, kind, offer),
+            Event::RelayAnswered {
+                leg,
+                kind,
+                status,
+                offer,
+            } => self.on_relay_answer(leg, kind, status, offer, now),
+            Event::RelayFailed { leg, kind } => self.on_relay_failed(leg, kind),
+            Event::RelayAck { leg } => self.on_relay_ack(leg, now),
+            Event::AckTimeout { leg } => self.on_ack_timeout(leg, now),
             Event::Timer(CallTimer::ByeWait) => {
                 self.byes_out.clear();
                 for l in self.legs.iter_mut() {
@@ -620,12 +714,12 @@ impl CallMachine {
             hangup_by,
             answered_at: None,
             connected_leg: None,
+            held: Duration::ZERO,
         });
         self.maybe_finish();
     }
 
     fn on_bye(&mut self, leg: LegId, now: SystemTime) {
-        let _ = now;
         match self.phase {
             Phase::Connected | Phase::Answered => {
                 self.out.push(Command::AnswerBye { leg });
@@ -637,7 +731,7 @@ impl CallMachine {
                 if leg != LegId::A && Some(leg) != self.winner {
                     return;
                 }
-                self.release(leg, by, false);
+                self.release(leg, by, false, now);
             }
             // A BYE crossing ours: answer it; our own BYE's answer ends the wait.
             _ => self.out.push(Command::AnswerBye { leg }),
@@ -646,7 +740,7 @@ impl CallMachine {
 
     /// Ends a connected (or answered) call: BYE to the legs other than `from` (all when
     /// `both`).
-    fn release(&mut self, from: LegId, by: HangupBy, both: bool) {
+    fn release(&mut self, from: LegId, by: HangupBy, both: bool, now: SystemTime) {
         // §15: no BYE to A before A's ACK for our 2xx (or the transaction's timeout): with
         // A still unconfirmed, A's BYE waits for the ACK or the AckWait timer.
         let defer_a = self.phase == Phase::Answered && !both;
@@ -654,12 +748,14 @@ impl CallMachine {
             self.out.push(Command::StopTimer(CallTimer::AckWait));
         }
         self.phase = Phase::Releasing;
+        self.stop_hold_clock(now);
         self.outcome = Some(Outcome {
             disposition: Disposition::Answered,
             sip_status: 200,
             hangup_by: by,
             answered_at: self.answered_at,
             connected_leg: self.winner,
+            held: self.held(now),
         });
         if both || from != LegId::A {
             if defer_a {

@@ -1,0 +1,305 @@
+//! The rules of a connected call's mid-call requests (flows F5 and F11 of
+//! `spec/call-flows.md`; RFC 3261 §14, RFC 3311 UPDATE, RFC 6086 INFO, RFC 3264 §8.4
+//! hold): which requests are relayed to the other party, which are refused and with
+//! what, when the relayed request's answer and ACK go back, when a failure ends the
+//! call, and whether the call is on hold, and by whom.
+//!
+//! Rules:
+//! - Once A has ACKed our 2xx (the call is connected), a re-INVITE, UPDATE or INFO from
+//!   either party is relayed to the other ([`Command::Relay`]); the answer goes back to
+//!   the sender ([`Command::Answer`]) whatever its status; the sender's ACK for a
+//!   relayed 2xx goes to the other leg ([`Command::AckRelayed`]): at once when the
+//!   re-INVITE carried the offer, with the sender's ACK (and its answer) for a late
+//!   offer (a re-INVITE without SDP: the offer is in the 2xx, RFC 3261 §14.1).
+//! - One offer at a time (RFC 3261 §14.2, RFC 3311 §5.2): while a re-INVITE or UPDATE
+//!   is in flight between the parties, another from the other party is answered 491
+//!   (glare: that party retries after a random wait, §14.1) and another from the same
+//!   party 500 with Retry-After. Before the call is connected such requests get 491
+//!   too (A's INVITE transaction is not over). INFO is never blocked.
+//! - A relayed request that fails (a non-2xx, a 491 included) leaves the call as it
+//!   was: the sender gets the status and the session is unchanged (§14.1). A relayed
+//!   request that finds no dialog on the other side (481) or a 408 ends the call (the
+//!   other party's dialog is gone, §12.2.1.2): BYE to both. A relayed request that got
+//!   no answer at all (Timer B/F) or could not be sent is answered 504 and leaves the
+//!   call as it was: the far party is not proven gone (its refreshes or its BYE tell).
+//! - A's or B's 2xx for a relayed re-INVITE not ACKed within 64·T1 ends the call
+//!   ([`Event::AckTimeout`], §13.3.1.4).
+//! - Hold: an accepted offer (a 2xx to a re-INVITE or UPDATE that carried one, or the
+//!   offer of a late-offer re-INVITE's 2xx once its ACK came) sets whether its offerer
+//!   holds the other party ([`Offer::Hold`]: `sendonly`, `inactive` or `c=0.0.0.0`) or
+//!   not ([`Offer::Active`]: `sendrecv` or no direction, a resume). A failed offer
+//!   changes nothing. The call is held while either party holds; the time it is held is
+//!   the CDR's `held_s`.
+
+use super::*;
+
+/// Which mid-call request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A re-INVITE (RFC 3261 §14).
+    Reinvite,
+    /// UPDATE (RFC 3311).
+    Update,
+    /// INFO (RFC 6086).
+    Info,
+}
+
+/// What a request's (or a 2xx's) SDP offers, as far as hold goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// No SDP.
+    None,
+    /// Media flowing (a resume).
+    Active,
+    /// The offerer holds the other party.
+    Hold,
+}
+
+/// A relayed offer in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlight {
+    from: LegId,
+    kind: Kind,
+    offer: Offer,
+}
+
+/// The mid-call state: made at the first mid-call request (a box: most calls never
+/// have one).
+#[derive(Debug, Clone, Default)]
+pub(super) struct MidCall {
+    /// The re-INVITE or UPDATE being relayed.
+    in_flight: Option<InFlight>,
+    /// A relayed re-INVITE's 2xx went to this leg: its ACK is awaited.
+    awaiting_ack: Option<Awaiting>,
+    /// Whether A and the B-leg each hold the other party.
+    holding: [bool; 2],
+    /// Since when the call is held, while it is.
+    held_since: Option<SystemTime>,
+    /// The time on hold before `held_since`.
+    held: Duration,
+}
+
+/// The ACK awaited for a relayed re-INVITE's 2xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Awaiting {
+    /// The leg the 2xx went to (the re-INVITE's sender).
+    from: LegId,
+    /// A late offer: the ACK carries the answer and goes on to the other leg (for an
+    /// early offer the other leg was ACKed at the 2xx).
+    late: bool,
+    /// The late offer (its offerer, hold or not), applied once the ACK answers it.
+    commit: Option<(LegId, Offer)>,
+}
+
+impl MidCall {
+    fn is_held(&self) -> bool {
+        self.holding.iter().any(|h| *h)
+    }
+
+    fn set_holding(&mut self, side: usize, on: bool, now: SystemTime) {
+        let was = self.is_held();
+        if let Some(h) = self.holding.get_mut(side) {
+            *h = on;
+        }
+        match (was, self.is_held()) {
+            (false, true) => self.held_since = Some(now),
+            (true, false) => self.stop_clock(now),
+            _ => {}
+        }
+    }
+
+    fn stop_clock(&mut self, now: SystemTime) {
+        if let Some(since) = self.held_since.take() {
+            self.held += now.duration_since(since).unwrap_or_default();
+        }
+    }
+
+    /// The time on hold until `now`.
+    pub(super) fn held_until(&self, now: SystemTime) -> Duration {
+        self.held
+            + self
+                .held_since
+                .map(|s| now.duration_since(s).unwrap_or_default())
+                .unwrap_or_default()
+    }
+}
+
+impl CallMachine {
+    /// The other party of `leg` in the connected call.
+    fn peer_of(&self, leg: LegId) -> Option<LegId> {
+        let w = self.winner?;
+        if leg == LegId::A {
+            Some(w)
+        } else if leg == w {
+            Some(LegId::A)
+        } else {
+            None
+        }
+    }
+
+    fn side(&self, leg: LegId) -> usize {
+        usize::from(leg != LegId::A)
+    }
+
+    /// Who holds whom: (A holds B, B holds A).
+    pub fn holding(&self) -> (bool, bool) {
+        self.mid
+            .as_deref()
+            .map_or((false, false), |m| (m.holding[0], m.holding[1]))
+    }
+
+    /// The time the call spent on hold until `now`.
+    pub fn held(&self, now: SystemTime) -> Duration {
+        self.mid
+            .as_deref()
+            .map_or(Duration::ZERO, |m| m.held_until(now))
+    }
+
+    /// Stops the hold clock (the call is ending).
+    pub(super) fn stop_hold_clock(&mut self, now: SystemTime) {
+        if let Some(m) = self.mid.as_deref_mut() {
+            m.stop_clock(now);
+        }
+    }
+
+    pub(super) fn on_modify(&mut self, leg: LegId, kind: Kind, offer: Offer) {
+        let Some(to) = self.peer_of(leg).filter(|_| self.phase == Phase::Connected) else {
+            // Not (or no longer) a connected call: an offer cannot be taken now.
+            self.out.push(Command::Refuse {
+                leg,
+                kind,
+                status: if kind == Kind::Info { 481 } else { 491 },
+            });
+            return;
+        };
+        let mid = self.mid.get_or_insert_default();
+        if kind != Kind::Info {
+            if let Some(f) = mid.in_flight {
+                // §14.2: the other party's crossing offer loses (491); the same party's
+                // second one is 500 with Retry-After.
+                let status = if f.from == leg { 500 } else { 491 };
+                self.out.push(Command::Refuse { leg, kind, status });
+                return;
+            }
+            if mid.awaiting_ack.is_some() {
+                self.out.push(Command::Refuse {
+                    leg,
+                    kind,
+                    status: 491,
+                });
+                return;
+            }
+            mid.in_flight = Some(InFlight {
+                from: leg,
+                kind,
+                offer,
+            });
+        }
+        self.out.push(Command::Relay {
+            from: leg,
+            to,
+            kind,
+        });
+    }
+
+    /// The final answer of the relayed request on `leg` (the far side).
+    pub(super) fn on_relay_answer(
+        &mut self,
+        leg: LegId,
+        kind: Kind,
+        status: u16,
+        offer: Offer,
+        now: SystemTime,
+    ) {
+        let Some(from) = self.peer_of(leg) else {
+            return;
+        };
+        self.out.push(Command::Answer {
+            leg: from,
+            kind,
+            status,
+        });
+        if kind == Kind::Info {
+            if matches!(status, 481 | 408) {
+                self.release(from, HangupBy::Switch, true, now);
+            }
+            return;
+        }
+        let side = self.side(from);
+        let mid = self.mid.get_or_insert_default();
+        let flight = mid.in_flight.take();
+        if (200..300).contains(&status) {
+            let sent = flight.map_or(Offer::None, |f| f.offer);
+            if kind == Kind::Reinvite {
+                if sent == Offer::None {
+                    // Late offer: the 2xx offers; the sender's ACK answers it.
+                    mid.awaiting_ack = Some(Awaiting {
+                        from,
+                        late: true,
+                        commit: (offer != Offer::None).then_some((leg, offer)),
+                    });
+                } else {
+                    self.out.push(Command::AckRelayed { leg });
+                    mid.awaiting_ack = Some(Awaiting {
+                        from,
+                        late: false,
+                        commit: None,
+                    });
+                    mid.set_holding(side, sent == Offer::Hold, now);
+                }
+            } else if sent != Offer::None {
+                mid.set_holding(side, sent == Offer::Hold, now);
+            }
+        } else if matches!(status, 481 | 408) {
+            self.release(from, HangupBy::Switch, true, now);
+        }
+    }
+
+    /// The relayed request on `leg` got no answer (Timer B/F) or could not be sent.
+    pub(super) fn on_relay_failed(&mut self, leg: LegId, kind: Kind) {
+        let Some(from) = self.peer_of(leg) else {
+            return;
+        };
+        if kind != Kind::Info {
+            if let Some(m) = self.mid.as_deref_mut() {
+                m.in_flight = None;
+            }
+        }
+        self.out.push(Command::Answer {
+            leg: from,
+            kind,
+            status: 504,
+        });
+    }
+
+    /// `leg`'s ACK for the relayed 2xx it got.
+    pub(super) fn on_relay_ack(&mut self, leg: LegId, now: SystemTime) {
+        let Some(m) = self.mid.as_deref_mut() else {
+            return;
+        };
+        let Some(a) = m.awaiting_ack.filter(|a| a.from == leg) else {
+            return;
+        };
+        m.awaiting_ack = None;
+        if let Some((offerer, offer)) = a.commit {
+            let side = usize::from(offerer != LegId::A);
+            m.set_holding(side, offer == Offer::Hold, now);
+        }
+        if a.late {
+            // The answer is in this ACK: the far leg's ACK carries it.
+            if let Some(to) = self.peer_of(leg) {
+                self.out.push(Command::AckRelayed { leg: to });
+            }
+        }
+    }
+
+    /// Our 2xx for a relayed re-INVITE went unacknowledged for 64·T1 (§13.3.1.4).
+    pub(super) fn on_ack_timeout(&mut self, leg: LegId, now: SystemTime) {
+        if let Some(m) = self.mid.as_deref_mut() {
+            m.awaiting_ack = None;
+        }
+        if self.phase == Phase::Connected {
+            self.release(leg, HangupBy::Switch, true, now);
+        }
+    }
+}
