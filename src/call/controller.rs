@@ -144,12 +144,10 @@ fn offer_of(common: &crate::wire::Common) -> Offer {
     if common.body.is_empty() {
         return Offer::None;
     }
-    // TEMPORARY until actors/src/sdp.rs lands
-    let t = String::from_utf8_lossy(&common.body);
-    if t.contains("a=sendonly") || t.contains("a=inactive") || t.contains("c=IN IP4 0.0.0.0") {
-        Offer::Hold
-    } else {
-        Offer::Active
+    match softswitch_actors::sdp::read(&common.body) {
+        None => Offer::None,
+        Some(s) if s.hold.is_some() => Offer::Hold,
+        Some(_) => Offer::Active,
     }
 }
 
