@@ -116,6 +116,9 @@ pub enum Refusal {
     BadCredentials(Challenger),
     /// A REGISTER for an AOR that is not the authenticated user's (§10.3 step 4).
     NotYourAor,
+    /// An INVITE whose From names another user of our domain than the authenticated
+    /// one: the phone is misconfigured or spoofing (see ARCHITECTURE.md, "Calls").
+    FromAnotherUser,
     /// A new INVITE without Contact: no in-dialog request could reach the caller
     /// (§12.1.1).
     MissingContact,
@@ -165,6 +168,7 @@ impl Refusal {
             Refusal::NotOurDomain
             | Refusal::AuthFailed
             | Refusal::NotYourAor
+            | Refusal::FromAnotherUser
             | Refusal::TooManyContacts => 403,
             Refusal::NotFound => 404,
             Refusal::TemporarilyUnavailable => 480,
@@ -224,6 +228,7 @@ impl Refusal {
                 "Bad Request (malformed Proxy-Authorization)"
             }
             Refusal::NotYourAor => "Forbidden (not your address-of-record)",
+            Refusal::FromAnotherUser => "Forbidden (From is another user)",
             Refusal::MissingContact => "Bad Request (missing Contact)",
             Refusal::MalformedExpires => "Bad Request (malformed Expires)",
             Refusal::MalformedContact => "Bad Request (malformed Contact)",
@@ -291,6 +296,7 @@ impl Refusal {
             | Refusal::CallDoesNotExist
             | Refusal::ShuttingDown
             | Refusal::MissingContact
+            | Refusal::FromAnotherUser
             | Refusal::CSeqOutOfOrder => "routing",
             Refusal::Challenge { .. } | Refusal::AuthFailed | Refusal::BadCredentials(_) => {
                 return None
@@ -576,6 +582,7 @@ mod tests {
             Overloaded,
             AuthFailed,
             NotYourAor,
+            FromAnotherUser,
             MissingContact,
             MalformedExpires,
             MalformedContact,

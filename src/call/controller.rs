@@ -70,6 +70,8 @@ pub struct NewCall {
     pub caller: crate::auth::Authenticated,
     /// The callee as dialled (user name).
     pub callee: String,
+    /// What the B-legs say about the caller.
+    pub identity: super::identity::Identity,
 }
 
 /// The controller.
@@ -189,6 +191,7 @@ impl CallController {
                 from_tag: &from_tag,
                 to: new.callee_to.clone(),
                 path: &binding.path,
+                identity: &new.identity,
             };
             if let Some(invite) = dialog::b_leg_invite(&new.invite, &b) {
                 b_legs.push((peer, invite));

@@ -16,6 +16,7 @@
 
 pub mod controller;
 pub mod dialog;
+pub mod identity;
 pub mod leg;
 pub mod router;
 pub mod task;
@@ -597,6 +598,7 @@ impl CallHub {
                 callee_to,
                 caller,
                 callee,
+                identity: routed.identity,
             },
             self.settings.clone(),
         );

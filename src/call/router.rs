@@ -8,12 +8,13 @@
 //! 3. the caller is one of our users, authenticated by digest (RFC 3261 §22.3): without
 //!    valid `Proxy-Authorization` it gets 407 with one `Proxy-Authenticate` per algorithm
 //!    of the From user's challenge list (the deployment's unless they have one), `stale`
-//!    for an expired nonce, 403 after repeated failures from one source;
+//!    for an expired nonce, 403 after repeated failures from one source; a From that
+//!    names another of our users is 403 ([`identity::check_from`]);
 //! 4. the callee, the Request-URI's user (a `tel:` number as a user name), is a
 //!    subscriber (else 404) with at least one binding (else 480).
 //!
 //! The caller's identity is the authenticated user, whatever the From says: it is what
-//! the CDR bills. Max-Forwards 0 (483) is refused earlier, by the endpoint.
+//! the CDR bills, and what the callee sees ([`identity::of_caller`]: the B-legs' From). Max-Forwards 0 (483) is refused earlier, by the endpoint.
 //!
 //! Every refusal says whom it bills ([`Bill`]): an authenticated caller's attempt gets
 //! one CDR (`CallHub::refused` writes it before the answer goes), a challenge or failed
@@ -22,6 +23,7 @@
 //! INVITE without credentials (nearly every call's first) costs nothing more.
 
 use crate::auth::{Authenticated, Authenticator};
+use crate::call::identity::{self, Identity};
 use crate::directory::Directory;
 use crate::endpoint::{Challenger, Endpoint, Refusal};
 use crate::transport::Peer;
@@ -36,6 +38,8 @@ use std::time::SystemTime;
 pub struct Routed {
     /// The authenticated caller: what the CDR bills.
     pub caller: Authenticated,
+    /// What the B-legs say about the caller (their From).
+    pub identity: Identity,
     /// The callee as dialled (the Request-URI's user).
     pub callee: String,
     /// The callee's AOR, `user@domain`.
@@ -168,6 +172,11 @@ impl CallRouter {
             };
             (r, bill)
         };
+        // 3b. The caller's identity: a From naming another of our users is refused.
+        if let Err(r) = identity::check_from(req, caller.user(), &self.endpoint, &self.directory) {
+            r.count();
+            return Err(after_auth(r));
+        }
         // 4. The callee.
         let Some(callee) = callee.filter(|c| self.directory.contains(c)) else {
             return Err(after_auth(Refusal::NotFound));
@@ -176,7 +185,13 @@ impl CallRouter {
         let Some(targets) = self.location.lookup(&aor) else {
             return Err(after_auth(Refusal::TemporarilyUnavailable));
         };
+        let display_name = self
+            .directory
+            .get(caller.user())
+            .and_then(|s| s.profile.display_name.as_deref());
+        let identity = identity::of_caller(req, caller.user(), domain, display_name);
         Ok(Routed {
+            identity,
             caller,
             callee,
             aor,
