@@ -7,6 +7,7 @@ mod common;
 use common::digest::{Conn, RegClient};
 use common::ua::*;
 use common::*;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// F3 and F4: setup with 407, 180 and 200 relayed with SDP, ACK per leg, BYE from A.
@@ -285,9 +286,10 @@ fn f7_caller_cancel() {
     .unwrap();
     wait_for(&alice.sock, "180", |m| is_status(m, 180));
     let cancel = format!(
-        "CANCEL sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv2{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:bob@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} CANCEL\r\nContent-Length: 0\r\n\r\n",
+        "CANCEL sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv2{t};rport\r\nMax-Forwards: 70\r\nFrom: {f};tag={t}\r\nTo: <sip:bob@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} CANCEL\r\nContent-Length: 0\r\n\r\n",
         l = host_port(alice.local),
         t = alice.tag,
+        f = alice.from,
         c = alice.call_id,
         s = alice.cseq,
     );
@@ -992,4 +994,175 @@ fn f3_f4_call_over_ipv6() {
     alice.send(&bye);
     let b_bye = wait_for(bs, "BYE on the B-leg", |m| is_request(m, "BYE"));
     bye_answered_call_billed(&sw, &alice, bs, b_bye, "b6");
+}
+
+/// A config with the demo passwords for alice and bob, alice with a display name of our
+/// own (quotes and a backslash in it: the From must quote it).
+const ALICE_NAMED: &str = "[[users]]\nuser = \"alice\"\npassword = \"alice-demo\"\ndisplay_name = \"Alice \\\"A\\\" Example \\\\ Sales\"\n\n[[users]]\nuser = \"bob\"\npassword = \"bob-demo\"\n";
+
+/// Ends a call bob is being rung for (busy) and waits until it is over.
+fn busy_ends(sw: &Switch, bs: &UdpSocket, inv: &str, from_switch: SocketAddr, alice: &Caller) {
+    let busy = response_to(inv, 486, "Busy Here", "bti", "", "");
+    bs.send_to(busy.as_bytes(), from_switch).unwrap();
+    wait_for(&alice.sock, "486", |m| is_status(m, 486));
+    wait_metric(sw, "softswitch_calls_active", 0.0);
+    let cdr = cdr_of(sw, &alice.call_id);
+    assert_eq!(cdr["caller"], "sip:alice@example.test", "{cdr}");
+}
+
+/// Issue 17 point 6: the callee sees the identity the switch vouches for, not the one
+/// the caller's phone claims: the authenticated user's AOR, with the display name of
+/// the user's config (quoted-string escaped), and the switch's own From tag.
+#[test]
+fn caller_identity_callee_sees_the_aor_and_our_display_name() {
+    let sw = Switch::start_with_config("127.0.0.1", ALICE_NAMED, &[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.from = "\"The Boss\" <sip:ceo@elsewhere.example>".into();
+    alice.call();
+    let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    let from = header(&inv, "From").unwrap();
+    let (identity, tag) = from.split_once(";tag=").expect("our From tag");
+    assert_eq!(
+        identity, "\"Alice \\\"A\\\" Example \\\\ Sales\" <sip:alice@example.test>",
+        "{inv}"
+    );
+    assert!(!tag.is_empty() && tag != alice.tag, "{inv}");
+    assert!(!inv.contains("ceo") && !inv.contains("The Boss"), "{inv}");
+    busy_ends(&sw, bs, &inv, from_switch, &alice);
+}
+
+/// A user without a display name of their own: the caller's display name (re-quoted),
+/// on the AOR; a From of a name that is not one of our users (here ours, and another
+/// domain) is rewritten and the call goes through to its BYE, billed to the caller.
+#[test]
+fn caller_identity_a_foreign_from_is_rewritten_with_the_callers_display_name() {
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    for (i, (from, shown)) in [
+        (
+            "Front Desk <sip:reception@example.test>",
+            "\"Front Desk\" <sip:alice@example.test>",
+        ),
+        (
+            "<sip:alice@pbx.elsewhere.example>",
+            "<sip:alice@example.test>",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut alice = Caller::new(sw.udp_addr());
+        alice.from = from.into();
+        alice.call();
+        let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+        let got = header(&inv, "From").unwrap();
+        assert_eq!(got.split(";tag=").next(), Some(shown), "{from}:\n{inv}");
+        let b_tag = format!("bf{i}");
+        bs.send_to(answer_200(&inv, &b_tag, bob.local).as_bytes(), from_switch)
+            .unwrap();
+        let (a200, _) = wait_for(&alice.sock, "200 for the INVITE", |m| {
+            is_status(m, 200) && m.contains("INVITE")
+        });
+        let ack = alice.in_dialog("ACK", &a200, &format!("z9hG4bKfa{i}"), 2);
+        alice.send(&ack);
+        wait_for(bs, "ACK on the B-leg", |m| is_request(m, "ACK"));
+        let bye = alice.in_dialog("BYE", &a200, &format!("z9hG4bKfb{i}"), 3);
+        alice.send(&bye);
+        let b_bye = wait_for(bs, "BYE on the B-leg", |m| is_request(m, "BYE"));
+        assert!(
+            header(&b_bye.0, "From").is_some_and(|f| f.starts_with(shown)),
+            "the B-leg dialog keeps the identity:\n{}",
+            b_bye.0
+        );
+        bye_answered_call_billed(&sw, &alice, bs, b_bye, &b_tag);
+        assert_eq!(
+            cdr_of(&sw, &alice.call_id)["caller"],
+            "sip:alice@example.test"
+        );
+    }
+}
+
+/// RFC 3323: a caller asking for privacy (`Privacy: id`, as RFC 3325 phones send it, or
+/// `header`/`user`) is `"Anonymous" <sip:anonymous@anonymous.invalid>` to the callee
+/// (§4.1.1.3), without the headers that could name them (§5.1); the CDR still bills
+/// the authenticated user.
+#[test]
+fn caller_identity_privacy_is_anonymous() {
+    let sw = Switch::start_with_config("127.0.0.1", ALICE_NAMED, &[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    for privacy in ["id", "header; user"] {
+        let mut alice = Caller::new(sw.udp_addr());
+        alice.from = "\"Alice\" <sip:alice@example.test>".into();
+        alice.extra = format!("Privacy: {privacy}\r\nUser-Agent: Desk 1\r\nSubject: hello\r\n");
+        alice.call();
+        let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+        let from = header(&inv, "From").unwrap();
+        assert_eq!(
+            from.split(";tag=").next(),
+            Some("\"Anonymous\" <sip:anonymous@anonymous.invalid>"),
+            "{privacy}:\n{inv}"
+        );
+        for h in ["Privacy", "User-Agent", "Subject"] {
+            assert_eq!(header(&inv, h), None, "{h} on the B-leg:\n{inv}");
+        }
+        // The SDP goes byte for byte (`Privacy: session` is not the switch's to apply).
+        let head = inv.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(!head.contains("alice") && !head.contains("Alice"), "{inv}");
+        busy_ends(&sw, bs, &inv, from_switch, &alice);
+    }
+}
+
+/// A From that names another user of ours than the authenticated one is refused 403
+/// (a misconfigured or spoofing phone; see ARCHITECTURE.md "Calls"), after
+/// authentication: the attempt is billed to the authenticated caller like the router's
+/// other refusals, and counted; the user named is never rung.
+#[test]
+fn caller_identity_a_from_naming_another_user_is_403() {
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let routing = r#"softswitch_sip_messages_rejected_total{reason="routing"}"#;
+    let before = metric_now(&sw, routing);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.from = "\"Carol\" <sip:carol@example.test>".into();
+    alice.call();
+    let (r, _) = wait_for(&alice.sock, "the final response", |m| {
+        status_of(m).is_some_and(|c| c >= 200) && m.contains("CSeq: 2 INVITE")
+    });
+    assert!(
+        r.starts_with("SIP/2.0 403 Forbidden (From is another user)\r\n"),
+        "{r}"
+    );
+    wait_metric(&sw, "softswitch_calls_total{disposition=\"rejected\"}", 1.0);
+    assert_eq!(metric_now(&sw, routing), before + 1.0);
+    let cdr = cdr_of(&sw, &alice.call_id);
+    assert_eq!(
+        (
+            cdr["caller"].as_str(),
+            cdr["callee"].as_str(),
+            cdr["sip_status"].as_u64(),
+            cdr["disposition"].as_str(),
+            cdr["hangup_by"].as_str(),
+        ),
+        (
+            Some("sip:alice@example.test"),
+            Some("sip:bob@example.test"),
+            Some(403),
+            Some("rejected"),
+            Some("switch")
+        ),
+        "{cdr}"
+    );
+    // Nobody was rung: bob's next message is the INVITE of a call alice makes as
+    // herself.
+    let mut honest = Caller::new(sw.udp_addr());
+    honest.extra = "Subject: honest\r\n".into();
+    honest.call();
+    let (inv, from_switch) = wait_for(bs, "an INVITE", |m| is_request(m, "INVITE"));
+    assert_eq!(header(&inv, "Subject"), Some("honest"), "{inv}");
+    busy_ends(&sw, bs, &inv, from_switch, &honest);
 }

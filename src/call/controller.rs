@@ -70,6 +70,8 @@ pub struct NewCall {
     pub caller: crate::auth::Authenticated,
     /// The callee as dialled (user name).
     pub callee: String,
+    /// What the B-legs say about the caller.
+    pub identity: super::identity::Identity,
 }
 
 /// The controller.
@@ -212,6 +214,7 @@ impl CallController {
         settings: &CallSettings,
         invite: &Request,
         callee_to: &NameAddr,
+        identity: &super::identity::Identity,
         binding: &Binding,
     ) -> Option<(Peer, Request)> {
         let peer = peer_of(binding);
@@ -226,6 +229,7 @@ impl CallController {
             from_tag: &from_tag,
             to: callee_to.clone(),
             path: &binding.path,
+            identity,
         };
         Some((peer, dialog::b_leg_invite(invite, &b)?))
     }
@@ -243,7 +247,9 @@ impl CallController {
         let b_legs: Vec<(Peer, Request)> = new
             .targets
             .iter()
-            .filter_map(|b| Self::b_leg_invite(&settings, &new.invite, &new.callee_to, b))
+            .filter_map(|b| {
+                Self::b_leg_invite(&settings, &new.invite, &new.callee_to, &new.identity, b)
+            })
             .collect();
         let domain = &settings.domain;
         let view = CallView::new(

@@ -22,6 +22,7 @@ use super::controller::{CallController, CallSettings};
 use super::usage::{Admit, Resend, ResendStep, Usage};
 use super::{CallInput, CallNo, CallOutput, Purpose};
 use crate::call::dialog::{self, Dialog, DialogState};
+use crate::endpoint::Refusal;
 use crate::metrics;
 use crate::transport::{Peer, Transport};
 use crate::txn::{new_branch, TxId};
@@ -984,7 +985,7 @@ impl Leg {
         };
         if self.dialog.as_ref().is_some_and(|d| !ours(d)) {
             // The driver's dialog key matched another dialog's (see `DialogKey`).
-            let r = request.response(481, None, None);
+            let r = Refusal::CallDoesNotExist.response(&request, "");
             self.send(CallOutput::Respond { tx, response: r });
             return;
         }
@@ -993,7 +994,7 @@ impl Leg {
             .as_mut()
             .is_none_or(|d| d.accept_remote_seq(request.common.cseq.seq));
         if !seq_ok {
-            let r = request.response(500, Some("Server Internal Error (CSeq out of order)"), None);
+            let r = Refusal::CSeqOutOfOrder.response(&request, "");
             self.send(CallOutput::Respond { tx, response: r });
             return;
         }
@@ -1014,7 +1015,7 @@ impl Leg {
                 self.on_modify(tx, request)
             }
             _ => {
-                let r = request.response(501, Some("Not Implemented (in-dialog)"), None);
+                let r = Refusal::NotImplementedInDialog.response(&request, "");
                 self.send(CallOutput::Respond { tx, response: r });
             }
         }

@@ -16,6 +16,7 @@
 
 pub mod controller;
 pub mod dialog;
+pub mod identity;
 pub mod leg;
 pub mod router;
 pub mod task;
@@ -252,6 +253,7 @@ struct LiveCall {
 }
 
 use crate::call::router::{Bill, CallRouter, Refused};
+use crate::endpoint::Refusal;
 use crate::metrics;
 use crate::txn::TxLayer;
 use actix::WeakAddr;
@@ -523,8 +525,8 @@ impl CallHub {
             // §8.2.2.2: checked before authentication, as the first copy's credentials
             // (its nonce count used) would draw a stale challenge instead. Not billed:
             // it is the same attempt as the first copy, whose call writes its CDR.
-            let refusal = crate::endpoint::Refusal::MergedRequest;
-            metrics::sip_message_rejected(refusal.metric_reason());
+            let refusal = Refusal::MergedRequest;
+            refusal.count();
             return Err(Refused::new(refusal.response(request, tag), Bill::Nobody));
         }
         let attempt = self.table.attempt_key(request);
@@ -540,7 +542,7 @@ impl CallHub {
             } else {
                 Bill::Caller(routed.caller)
             };
-            let resp = request.response(400, Some("Bad Request (missing Contact)"), Some(tag));
+            let resp = Refusal::MissingContact.response(request, tag);
             return Err(Refused::new(resp, bill));
         }
         Ok((routed, merge))
@@ -639,6 +641,7 @@ impl CallHub {
                 callee_to,
                 caller,
                 callee,
+                identity: routed.identity,
             },
             self.settings.clone(),
         );

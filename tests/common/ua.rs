@@ -89,6 +89,8 @@ pub struct Caller {
     pub extra: String,
     /// The SDP offer.
     pub offer: String,
+    /// The From of its requests, without the tag (its phone's own idea of who it is).
+    pub from: String,
 }
 
 impl Caller {
@@ -105,6 +107,7 @@ impl Caller {
             callee: "bob".into(),
             extra: String::new(),
             offer: SDP_OFFER.into(),
+            from: "<sip:alice@example.test>".into(),
         }
     }
 
@@ -114,8 +117,9 @@ impl Caller {
             .map(|a| format!("Proxy-Authorization: {a}\r\n"))
             .unwrap_or_default();
         format!(
-            "INVITE sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch}{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:{u}@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} INVITE\r\nContact: <sip:alice@{l}>\r\n{auth}{x}Content-Type: application/sdp\r\nContent-Length: {n}\r\n\r\n{o}",
+            "INVITE sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch}{t};rport\r\nMax-Forwards: 70\r\nFrom: {f};tag={t}\r\nTo: <sip:{u}@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} INVITE\r\nContact: <sip:alice@{l}>\r\n{auth}{x}Content-Type: application/sdp\r\nContent-Length: {n}\r\n\r\n{o}",
             l = host_port(self.local),
+            f = self.from,
             t = self.tag,
             c = self.call_id,
             s = self.cseq,
@@ -142,8 +146,9 @@ impl Caller {
         let r407 = try_wait_for(&self.sock, within, |m| is_status(m, 407))?;
         // ACK for the 407 (hop by hop: same branch, the 407's To).
         let ack = format!(
-            "ACK sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv1{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            "ACK sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv1{t};rport\r\nMax-Forwards: 70\r\nFrom: {f};tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
             l = host_port(self.local),
+            f = self.from,
             t = self.tag,
             to = header(&r407, "To").unwrap(),
             c = self.call_id,
@@ -186,8 +191,9 @@ impl Caller {
         let contact = header(ok200, "Contact").expect("Contact in the 2xx");
         let target = contact.trim_start_matches('<').split('>').next().unwrap();
         format!(
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch}{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch}{t};rport\r\nMax-Forwards: 70\r\nFrom: {f};tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
             l = host_port(self.local),
+            f = self.from,
             t = self.tag,
             to = header(ok200, "To").unwrap(),
             c = self.call_id,
