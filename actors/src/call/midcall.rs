@@ -303,3 +303,172 @@ impl CallMachine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: CallTimers = CallTimers {
+        ring: Duration::from_secs(20),
+        ack_wait: Duration::from_secs(32),
+        bye_wait: Duration::from_secs(32),
+    };
+    const B: LegId = LegId(1);
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
+    }
+
+    /// A connected call: A offered, B answered, A ACKed.
+    fn connected() -> CallMachine {
+        let mut m = CallMachine::new(std::sync::Arc::new(T));
+        let t = at(0);
+        m.handle(
+            Event::Start {
+                targets: 1,
+                offer: Some(b"v=0".to_vec()),
+            },
+            t,
+        );
+        m.handle(
+            Event::Final {
+                leg: B,
+                status: 200,
+                sdp: Some(b"v=0".to_vec()),
+            },
+            t,
+        );
+        m.handle(Event::AckFromA { sdp: None }, t);
+        assert_eq!(m.phase, Phase::Connected);
+        m
+    }
+
+    fn modify(leg: LegId, offer: Offer) -> Event {
+        Event::Modify {
+            leg,
+            kind: Kind::Reinvite,
+            offer,
+        }
+    }
+
+    fn answered(leg: LegId, status: u16, offer: Offer) -> Event {
+        Event::RelayAnswered {
+            leg,
+            kind: Kind::Reinvite,
+            status,
+            offer,
+        }
+    }
+
+    #[test]
+    fn an_early_offer_is_relayed_answered_and_the_far_leg_acked_at_the_2xx() {
+        let mut m = connected();
+        let c = m.handle(modify(LegId::A, Offer::Active), at(1));
+        assert_eq!(
+            c,
+            [Command::Relay {
+                from: LegId::A,
+                to: B,
+                kind: Kind::Reinvite
+            }]
+        );
+        let c = m.handle(answered(B, 200, Offer::Active), at(1));
+        assert!(c.contains(&Command::Answer {
+            leg: LegId::A,
+            kind: Kind::Reinvite,
+            status: 200
+        }));
+        assert!(c.contains(&Command::AckRelayed { leg: B }));
+        // A's ACK is absorbed: B has its ACK already.
+        assert!(m
+            .handle(Event::RelayAck { leg: LegId::A }, at(1))
+            .is_empty());
+    }
+
+    #[test]
+    fn a_late_offer_acks_the_far_leg_with_the_senders_ack() {
+        let mut m = connected();
+        m.handle(modify(B, Offer::None), at(1));
+        let c = m.handle(
+            Event::RelayAnswered {
+                leg: LegId::A,
+                kind: Kind::Reinvite,
+                status: 200,
+                offer: Offer::Hold,
+            },
+            at(1),
+        );
+        assert!(!c.contains(&Command::AckRelayed { leg: LegId::A }));
+        let c = m.handle(Event::RelayAck { leg: B }, at(2));
+        assert_eq!(c, [Command::AckRelayed { leg: LegId::A }]);
+        // The 2xx's offer was A's: A holds B.
+        assert_eq!(m.holding(), (true, false));
+    }
+
+    #[test]
+    fn a_crossing_offer_gets_491_and_a_second_one_of_the_same_party_500() {
+        let mut m = connected();
+        m.handle(modify(LegId::A, Offer::Hold), at(1));
+        let refuse = |leg, status| Command::Refuse {
+            leg,
+            kind: Kind::Reinvite,
+            status,
+        };
+        assert_eq!(m.handle(modify(B, Offer::Hold), at(1)), [refuse(B, 491)]);
+        assert_eq!(
+            m.handle(modify(LegId::A, Offer::Hold), at(1)),
+            [refuse(LegId::A, 500)]
+        );
+        // INFO is never blocked.
+        let info = Event::Modify {
+            leg: B,
+            kind: Kind::Info,
+            offer: Offer::None,
+        };
+        assert!(matches!(m.handle(info, at(1))[..], [Command::Relay { .. }]));
+        // The first completes; then B's retry goes through.
+        m.handle(answered(B, 200, Offer::Active), at(1));
+        m.handle(Event::RelayAck { leg: LegId::A }, at(1));
+        assert!(matches!(
+            m.handle(modify(B, Offer::Active), at(2))[..],
+            [Command::Relay { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_failed_offer_changes_nothing_and_481_ends_the_call() {
+        let mut m = connected();
+        m.handle(modify(LegId::A, Offer::Hold), at(1));
+        m.handle(answered(B, 488, Offer::None), at(1));
+        assert_eq!(m.holding(), (false, false));
+        assert_eq!(m.phase, Phase::Connected);
+        m.handle(modify(LegId::A, Offer::Hold), at(2));
+        let c = m.handle(answered(B, 481, Offer::None), at(2));
+        assert!(c.contains(&Command::Bye { leg: LegId::A }));
+        assert!(c.contains(&Command::Bye { leg: B }));
+        assert_eq!(m.outcome().map(|o| o.hangup_by), Some(HangupBy::Switch));
+    }
+
+    #[test]
+    fn the_hold_clock_counts_while_either_party_holds() {
+        let mut m = connected();
+        m.handle(modify(B, Offer::Hold), at(10));
+        m.handle(answered(LegId::A, 200, Offer::Active), at(10));
+        m.handle(Event::RelayAck { leg: B }, at(10));
+        assert_eq!(m.holding(), (false, true));
+        m.handle(modify(B, Offer::Active), at(25));
+        m.handle(answered(LegId::A, 200, Offer::Active), at(25));
+        m.handle(Event::RelayAck { leg: B }, at(25));
+        assert_eq!(m.holding(), (false, false));
+        m.handle(modify(LegId::A, Offer::Hold), at(30));
+        m.handle(answered(B, 200, Offer::Active), at(30));
+        let c = m.handle(Event::Bye { leg: LegId::A }, at(34));
+        assert!(c.contains(&Command::AnswerBye { leg: LegId::A }));
+        let c = m.handle(Event::ByeDone { leg: B }, at(35));
+        let out = c.iter().find_map(|c| match c {
+            Command::Finish(o) => Some(*o),
+            _ => None,
+        });
+        assert_eq!(out.map(|o| o.held), Some(Duration::from_secs(15 + 4)));
+    }
+}
