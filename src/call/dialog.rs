@@ -267,19 +267,7 @@ impl Dialog {
             }
             Err(_) => self.route_texts().map(Into::into).collect(),
         };
-        let (text, ends) = pack(
-            [
-                self.part(Part::CallId),
-                self.part(Part::LocalTag),
-                self.part(Part::RemoteTag),
-                self.part(Part::LocalUri),
-                self.part(Part::RemoteUri),
-                &target,
-            ],
-            &routes,
-        );
-        self.text = text;
-        self.ends = ends;
+        self.repack(&target, &routes);
     }
 
     /// A target refresh (§12.2: a re-INVITE or UPDATE, or its 2xx, with a Contact): the
@@ -293,6 +281,11 @@ impl Dialog {
             return;
         }
         let routes: Box<[Box<str>]> = self.route_texts().map(Into::into).collect();
+        self.repack(&target, &routes);
+    }
+
+    /// The same dialog with a new remote target and route set.
+    fn repack(&mut self, target: &str, routes: &[Box<str>]) {
         let (text, ends) = pack(
             [
                 self.part(Part::CallId),
@@ -300,9 +293,9 @@ impl Dialog {
                 self.part(Part::RemoteTag),
                 self.part(Part::LocalUri),
                 self.part(Part::RemoteUri),
-                &target,
+                target,
             ],
-            &routes,
+            routes,
         );
         self.text = text;
         self.ends = ends;
