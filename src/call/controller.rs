@@ -569,16 +569,18 @@ impl CallController {
         if let Some(at) = outcome.answered_at {
             b = b.answered(at).connected(callee);
         }
-        let cdr = b.held(outcome.held).end(
-            SystemTime::now(),
-            cdr_disposition(outcome.disposition),
-            outcome.sip_status,
-            match outcome.hangup_by {
-                HangupBy::Caller => billing::HangupBy::Caller,
-                HangupBy::Callee => billing::HangupBy::Callee,
-                HangupBy::Switch => billing::HangupBy::Switch,
-            },
-        );
+        let cdr = b
+            .held(Duration::from_millis(u64::from(outcome.held_ms)))
+            .end(
+                SystemTime::now(),
+                cdr_disposition(outcome.disposition),
+                outcome.sip_status,
+                match outcome.hangup_by {
+                    HangupBy::Caller => billing::HangupBy::Caller,
+                    HangupBy::Callee => billing::HangupBy::Callee,
+                    HangupBy::Switch => billing::HangupBy::Switch,
+                },
+            );
         let label = disposition_name(outcome.disposition);
         let write = self.settings.billing.write(cdr);
         // ctx.wait: nothing else of this call happens until the record is on disk.
@@ -714,7 +716,7 @@ impl Actor for CallController {
                 hangup_by: HangupBy::Switch,
                 answered_at: None,
                 connected_leg: None,
-                held: Duration::ZERO,
+                held_ms: 0,
             };
             self.write_cdr(outcome, ctx);
             return;
@@ -774,7 +776,7 @@ impl CallController {
             hangup_by: HangupBy::Switch,
             answered_at: None,
             connected_leg: None,
-            held: Duration::ZERO,
+            held_ms: 0,
         };
         // The write's completion ends an aborted call; an already written CDR ends it now.
         match self.cdr {

@@ -469,6 +469,6 @@ mod tests {
             Command::Finish(o) => Some(*o),
             _ => None,
         });
-        assert_eq!(out.map(|o| o.held), Some(Duration::from_secs(15 + 4)));
+        assert_eq!(out.map(|o| o.held_ms), Some((15 + 4) * 1000));
     }
 }
