@@ -153,6 +153,14 @@ pub enum Refusal {
     CSeqOutOfOrder,
     /// An in-dialog method the leg does not carry.
     NotImplementedInDialog,
+    /// A re-INVITE or UPDATE crossing another offer in flight (glare, RFC 3261 §14.2,
+    /// RFC 3311 §5.2): the sender retries after a random wait.
+    RequestPending,
+    /// A re-INVITE or UPDATE while the same party's earlier one is unanswered (§14.2):
+    /// 500 with a random Retry-After of 0–10 s.
+    OfferPending,
+    /// A mid-call request relayed to the other party got no answer at all (Timer B/F).
+    NoAnswerFromPeer,
 }
 
 impl Refusal {
@@ -192,7 +200,12 @@ impl Refusal {
             | Refusal::WildcardNotAlone
             | Refusal::WildcardWithoutExpiresZero => 400,
             Refusal::IntervalTooBrief { .. } => 423,
-            Refusal::BindingOutOfOrder | Refusal::StoreFailed | Refusal::CSeqOutOfOrder => 500,
+            Refusal::BindingOutOfOrder
+            | Refusal::StoreFailed
+            | Refusal::CSeqOutOfOrder
+            | Refusal::OfferPending => 500,
+            Refusal::RequestPending => 491,
+            Refusal::NoAnswerFromPeer => 504,
         }
     }
 
@@ -244,6 +257,9 @@ impl Refusal {
             Refusal::StoreFailed => "Server Internal Error (binding store)",
             Refusal::CSeqOutOfOrder => "Server Internal Error (CSeq out of order)",
             Refusal::NotImplementedInDialog => "Not Implemented (in-dialog)",
+            Refusal::RequestPending => "Request Pending",
+            Refusal::OfferPending => "Server Internal Error (offer pending)",
+            Refusal::NoAnswerFromPeer => "Server Time-out (no answer from the other party)",
         }
     }
 
@@ -261,6 +277,10 @@ impl Refusal {
                 vec![Header::new("Retry-After", "5")]
             }
             Refusal::MailboxFull => vec![Header::new("Retry-After", "1")],
+            Refusal::OfferPending => {
+                let secs = rand::random::<u8>() % 11;
+                vec![Header::new("Retry-After", secs.to_string())]
+            }
             Refusal::Challenge { by, values, .. } => {
                 let name = match by {
                     Challenger::Registrar => "WWW-Authenticate",
@@ -315,6 +335,11 @@ impl Refusal {
             | Refusal::BindingOutOfOrder
             | Refusal::StoreFailed
             | Refusal::MailboxFull => return None,
+            // The ordinary race of offer and answer, and a far party's silence: no
+            // message of the sender was at fault.
+            Refusal::RequestPending | Refusal::OfferPending | Refusal::NoAnswerFromPeer => {
+                return None
+            }
         })
     }
 
@@ -605,6 +630,9 @@ mod tests {
             MailboxFull,
             CSeqOutOfOrder,
             NotImplementedInDialog,
+            RequestPending,
+            OfferPending,
+            NoAnswerFromPeer,
         ];
         for by in [Challenger::Registrar, Challenger::Proxy] {
             all.push(BadCredentials(by));

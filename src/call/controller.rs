@@ -12,6 +12,7 @@ use super::leg::{self, Leg, LegCommand, LegReport, NewLeg, Role};
 use super::task::CallTask;
 use super::{CallNo, CallOutput, CallView};
 use crate::call::dialog::{self, BLeg};
+use crate::endpoint::Refusal;
 use crate::metrics;
 use crate::transport::{local_tag, Peer, Transport};
 use crate::txn::TxId;
@@ -21,7 +22,7 @@ use actix::WeakAddr;
 use softswitch_actors::billing::{self, BillingHandle, Cdr};
 use softswitch_actors::binding::Binding;
 use softswitch_actors::call::{
-    CallMachine, CallTimer, CallTimers, Command, Event, HangupBy, LegId, Offer, Outcome,
+    CallMachine, CallTimer, CallTimers, Command, Event, HangupBy, LegId, Offer, Outcome, Refuse,
 };
 use softswitch_actors::port::TransportKind;
 use std::sync::Arc;
@@ -140,10 +141,27 @@ impl Parcel {
     }
 }
 
+/// The switch's own answer to a mid-call request, for the machine's reason.
+fn refusal_of(why: Refuse) -> Refusal {
+    match why {
+        Refuse::Glare => Refusal::RequestPending,
+        Refuse::Pending => Refusal::OfferPending,
+        Refuse::NotConnected => Refusal::CallDoesNotExist,
+        Refuse::Unanswered => Refusal::NoAnswerFromPeer,
+    }
+}
+
 /// What a mid-call request's or answer's body offers, as far as hold goes (RFC 3264
 /// §8.4; the SDP is read by `softswitch_actors::sdp`).
 fn offer_of(common: &crate::wire::Common) -> Offer {
-    if common.body.is_empty() {
+    // Only an SDP body offers (RFC 3264 §5): an INFO's DTMF or a body of another type
+    // is never read as one.
+    let sdp = common.header("Content-Type").is_none_or(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/sdp"))
+    });
+    if common.body.is_empty() || !sdp {
         return Offer::None;
     }
     match softswitch_actors::sdp::read(&common.body) {
@@ -388,26 +406,17 @@ impl CallController {
                         self.tell(to, LegCommand::Relay { request });
                     }
                 }
-                Command::Answer { leg, kind, status } => {
-                    let response = parcel.response();
-                    let method = leg::method_of(kind);
-                    self.tell(
-                        leg,
-                        LegCommand::Answer {
-                            method,
-                            status,
-                            response,
-                        },
-                    );
+                Command::Answer { leg, kind } => {
+                    if let Some(answer) = parcel.response() {
+                        let method = leg::method_of(kind);
+                        let reply = leg::Reply::Relayed(answer);
+                        self.tell(leg, LegCommand::Answer { method, reply });
+                    }
                 }
-                Command::Refuse { leg, kind, status } => {
+                Command::Refuse { leg, kind, why } => {
                     let method = leg::method_of(kind);
-                    let c = LegCommand::Answer {
-                        method,
-                        status,
-                        response: None,
-                    };
-                    self.tell(leg, c);
+                    let reply = leg::Reply::Refused(refusal_of(why));
+                    self.tell(leg, LegCommand::Answer { method, reply });
                 }
                 Command::AckRelayed { leg } => {
                     let ack = parcel.request();

@@ -77,16 +77,12 @@ pub enum LegCommand {
         /// The other party's request.
         request: Box<Request>,
     },
-    /// Answer the oldest unanswered mid-call request `method` of this leg's party:
-    /// with the other party's answer (status, reason, body) or, without one, with
-    /// `status` (the switch's own: 491, 500 with Retry-After, 504, 481).
+    /// Answer the oldest unanswered mid-call request `method` of this leg's party.
     Answer {
         /// The request's method.
         method: Method,
-        /// The status.
-        status: u16,
-        /// The other party's answer, when it is relayed.
-        response: Option<Box<Response>>,
+        /// The other party's answer, or the switch's own refusal.
+        reply: Reply,
     },
     /// ACK the 2xx of the re-INVITE relayed on this leg, with the body of the other
     /// party's ACK (a late offer's answer).
@@ -96,6 +92,15 @@ pub enum LegCommand {
     },
     /// The call is over: stop.
     Stop,
+}
+
+/// How a mid-call request of a leg's party is answered.
+#[derive(Debug)]
+pub enum Reply {
+    /// With the other party's answer (status, reason, body and its description).
+    Relayed(Box<Response>),
+    /// With the switch's own refusal (glare, a pending offer, no answer, no call).
+    Refused(Refusal),
 }
 
 impl Message for LegCommand {
@@ -420,11 +425,7 @@ impl Leg {
                 self.send_bye();
             }
             LegCommand::Relay { request } => self.relay(&request),
-            LegCommand::Answer {
-                method,
-                status,
-                response,
-            } => self.answer_modify(&method, status, response.as_deref(), ctx),
+            LegCommand::Answer { method, reply } => self.answer_modify(&method, reply, ctx),
             LegCommand::AckRelayed { ack } => self.ack_relayed(ack.as_deref()),
             LegCommand::Abort => self.abort(ctx),
             LegCommand::Stop => {
@@ -695,39 +696,31 @@ impl Leg {
     /// `answer` (status, reason, body and its description), else with `status` alone.
     /// A 2xx to a re-INVITE or UPDATE carries our Contact and Allow; a 2xx to a
     /// re-INVITE is retransmitted until its ACK (UDP), and waited for 64·T1 (§13.3.1.4).
-    fn answer_modify(
-        &mut self,
-        method: &Method,
-        status: u16,
-        answer: Option<&Response>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn answer_modify(&mut self, method: &Method, reply: Reply, ctx: &mut Context<Self>) {
         let Some((tx, request)) = self.rare().usage.take_incoming(method) else {
             return;
         };
-        let status = answer.map_or(status, |a| a.status);
-        let reason = answer.map(|a| a.reason.as_str());
-        let mut r = request.response(status, reason, None);
-        if let Some(a) = answer {
-            for h in &a.common.headers {
-                if RELAYED_HEADERS
-                    .iter()
-                    .any(|n| h.name.eq_ignore_ascii_case(n))
-                    || h.name.eq_ignore_ascii_case("Retry-After")
-                    || h.name.eq_ignore_ascii_case("Warning")
-                {
-                    r.common.headers.push(h.clone());
-                }
+        let a = match reply {
+            Reply::Refused(refusal) => {
+                let response = refusal.response(&request, "");
+                self.send(CallOutput::Respond { tx, response });
+                return;
             }
-            r.common.body = a.common.body.clone();
+            Reply::Relayed(a) => a,
+        };
+        let status = a.status;
+        let mut r = request.response(status, Some(&a.reason), None);
+        for h in &a.common.headers {
+            if RELAYED_HEADERS
+                .iter()
+                .any(|n| h.name.eq_ignore_ascii_case(n))
+                || h.name.eq_ignore_ascii_case("Retry-After")
+                || h.name.eq_ignore_ascii_case("Warning")
+            {
+                r.common.headers.push(h.clone());
+            }
         }
-        if status == 500 && answer.is_none() {
-            // §14.2: the peer retries after a random 0-10 s.
-            let secs = rand::random::<u8>() % 11;
-            r.common
-                .headers
-                .push(Header::new("Retry-After", secs.to_string()));
-        }
+        r.common.body = a.common.body.clone();
         let is_2xx = (200..300).contains(&status);
         if is_2xx && *method != Method::Info {
             r.common.headers.push(Header::new(
@@ -1025,15 +1018,14 @@ impl Leg {
     /// on this leg (491) or its own previous one (500), else reported for relaying.
     fn on_modify(&mut self, tx: TxId, request: Request) {
         let admit = self.rare().usage.admit(&request.method);
-        if admit != Admit::Go {
-            let mut r = request.response(if admit == Admit::Glare { 491 } else { 500 }, None, None);
-            if admit == Admit::Pending {
-                let secs = rand::random::<u8>() % 11;
-                r.common
-                    .headers
-                    .push(Header::new("Retry-After", secs.to_string()));
-            }
-            self.send(CallOutput::Respond { tx, response: r });
+        let refusal = match admit {
+            Admit::Go => None,
+            Admit::Glare => Some(Refusal::RequestPending),
+            Admit::Pending => Some(Refusal::OfferPending),
+        };
+        if let Some(refusal) = refusal {
+            let response = refusal.response(&request, "");
+            self.send(CallOutput::Respond { tx, response });
             return;
         }
         if request.method != Method::Info {

@@ -131,11 +131,6 @@ impl Usage {
             None => false,
         }
     }
-
-    /// Nothing in flight.
-    pub fn is_idle(&self) -> bool {
-        self.incoming.is_empty() && self.outgoing.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -193,6 +188,6 @@ mod tests {
         u.incoming.push((TxId(1), req(Method::Update)));
         assert_eq!(u.admit(&Method::Invite), Admit::Pending);
         assert!(u.take_incoming(&Method::Update).is_some());
-        assert!(u.is_idle());
+        assert!(u.incoming.is_empty() && u.outgoing.is_empty());
     }
 }

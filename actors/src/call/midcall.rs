@@ -22,6 +22,7 @@
 //!   other party's dialog is gone, §12.2.1.2): BYE to both. A relayed request that got
 //!   no answer at all (Timer B/F) or could not be sent is answered 504 and leaves the
 //!   call as it was: the far party is not proven gone (its refreshes or its BYE tell).
+//!   The switch's own answers are [`Refuse`] reasons, never bare statuses.
 //! - A's or B's 2xx for a relayed re-INVITE not ACKed within 64·T1 ends the call
 //!   ([`Event::AckTimeout`], §13.3.1.4).
 //! - Hold: an accepted offer (a 2xx to a re-INVITE or UPDATE that carried one, or the
@@ -42,6 +43,20 @@ pub enum Kind {
     Update,
     /// INFO (RFC 6086).
     Info,
+}
+
+/// Why the switch answers a mid-call request itself ([`Command::Refuse`]); the root
+/// crate maps each to its status and reason (`endpoint::Refusal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refuse {
+    /// Another offer is in flight between the parties (glare, §14.2): 491.
+    Glare,
+    /// The same party's earlier offer is unanswered (§14.2): 500 with Retry-After.
+    Pending,
+    /// The call is not connected (an INFO before or after it): 481.
+    NotConnected,
+    /// The other party never answered the relayed request (Timer B/F): 504.
+    Unanswered,
 }
 
 /// What a request's (or a 2xx's) SDP offers, as far as hold goes.
@@ -168,7 +183,11 @@ impl CallMachine {
             self.out.push(Command::Refuse {
                 leg,
                 kind,
-                status: if kind == Kind::Info { 481 } else { 491 },
+                why: if kind == Kind::Info {
+                    Refuse::NotConnected
+                } else {
+                    Refuse::Glare
+                },
             });
             return;
         };
@@ -177,15 +196,19 @@ impl CallMachine {
             if let Some(f) = mid.in_flight {
                 // §14.2: the other party's crossing offer loses (491); the same party's
                 // second one is 500 with Retry-After.
-                let status = if f.from == leg { 500 } else { 491 };
-                self.out.push(Command::Refuse { leg, kind, status });
+                let why = if f.from == leg {
+                    Refuse::Pending
+                } else {
+                    Refuse::Glare
+                };
+                self.out.push(Command::Refuse { leg, kind, why });
                 return;
             }
             if mid.awaiting_ack.is_some() {
                 self.out.push(Command::Refuse {
                     leg,
                     kind,
-                    status: 491,
+                    why: Refuse::Glare,
                 });
                 return;
             }
@@ -214,11 +237,7 @@ impl CallMachine {
         let Some(from) = self.peer_of(leg) else {
             return;
         };
-        self.out.push(Command::Answer {
-            leg: from,
-            kind,
-            status,
-        });
+        self.out.push(Command::Answer { leg: from, kind });
         if kind == Kind::Info {
             if matches!(status, 481 | 408) {
                 self.release(from, HangupBy::Switch, true, now);
@@ -265,10 +284,10 @@ impl CallMachine {
                 m.in_flight = None;
             }
         }
-        self.out.push(Command::Answer {
+        self.out.push(Command::Refuse {
             leg: from,
             kind,
-            status: 504,
+            why: Refuse::Unanswered,
         });
     }
 
@@ -376,7 +395,6 @@ mod tests {
         assert!(c.contains(&Command::Answer {
             leg: LegId::A,
             kind: Kind::Reinvite,
-            status: 200
         }));
         assert!(c.contains(&Command::AckRelayed { leg: B }));
         // A's ACK is absorbed: B has its ACK already.
@@ -409,15 +427,18 @@ mod tests {
     fn a_crossing_offer_gets_491_and_a_second_one_of_the_same_party_500() {
         let mut m = connected();
         m.handle(modify(LegId::A, Offer::Hold), at(1));
-        let refuse = |leg, status| Command::Refuse {
+        let refuse = |leg, why| Command::Refuse {
             leg,
             kind: Kind::Reinvite,
-            status,
+            why,
         };
-        assert_eq!(m.handle(modify(B, Offer::Hold), at(1)), [refuse(B, 491)]);
+        assert_eq!(
+            m.handle(modify(B, Offer::Hold), at(1)),
+            [refuse(B, Refuse::Glare)]
+        );
         assert_eq!(
             m.handle(modify(LegId::A, Offer::Hold), at(1)),
-            [refuse(LegId::A, 500)]
+            [refuse(LegId::A, Refuse::Pending)]
         );
         // INFO is never blocked.
         let info = Event::Modify {
@@ -465,10 +486,7 @@ mod tests {
         let c = m.handle(Event::Bye { leg: LegId::A }, at(34));
         assert!(c.contains(&Command::AnswerBye { leg: LegId::A }));
         let c = m.handle(Event::ByeDone { leg: B }, at(35));
-        let out = c.iter().find_map(|c| match c {
-            Command::Finish(o) => Some(*o),
-            _ => None,
-        });
+        let out = super::super::tests::finish_of(&c);
         assert_eq!(out.map(|o| o.held_ms), Some((15 + 4) * 1000));
     }
 }

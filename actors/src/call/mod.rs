@@ -29,7 +29,7 @@
 
 mod midcall;
 
-pub use midcall::{Kind, Offer};
+pub use midcall::{Kind, Offer, Refuse};
 use std::time::{Duration, SystemTime};
 
 /// A leg of the call: 0 is the A-leg, B-legs count from 1.
@@ -219,26 +219,22 @@ pub enum Command {
         /// Which request.
         kind: Kind,
     },
-    /// Answer the mid-call request `leg`'s party sent with the relayed answer's status
-    /// (and its body).
+    /// Answer the mid-call request `leg`'s party sent with the other party's answer
+    /// (its status and body).
     Answer {
         /// The sender's leg.
         leg: LegId,
         /// Which request.
         kind: Kind,
-        /// The status (504 when the relayed request got no answer).
-        status: u16,
     },
-    /// Refuse the mid-call request `leg`'s party sent, the switch's own answer: 491
-    /// (an offer is in flight), 500 with Retry-After (its own earlier one is), 481 (an
-    /// INFO outside a connected call).
+    /// Answer the mid-call request `leg`'s party sent with the switch's own refusal.
     Refuse {
         /// The sender's leg.
         leg: LegId,
         /// Which request.
         kind: Kind,
-        /// 491, 500 or 481.
-        status: u16,
+        /// Why.
+        why: Refuse,
     },
     /// ACK the 2xx of the re-INVITE relayed on `leg` (with the answer of a late offer,
     /// which the other party's ACK carried).
@@ -854,7 +850,7 @@ mod tests {
         (m, c)
     }
 
-    fn finish_of(cmds: &[Command]) -> Option<Outcome> {
+    pub(super) fn finish_of(cmds: &[Command]) -> Option<Outcome> {
         cmds.iter().find_map(|c| match c {
             Command::Finish(o) => Some(*o),
             _ => None,
