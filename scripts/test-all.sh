@@ -4,11 +4,13 @@
 # bounded fuzz run. `.ci/run` calls exactly this. Expect about 8-12 minutes on 2 cores
 # from a cold cache (build ~2-3 min, tests, fuzz ~3.5 min); the budget is 30.
 #
-# Knobs: FUZZ_SECONDS=60 (0 skips the fuzz step), CARGO_TARGET_DIR as usual.
+# Knobs: FUZZ_SECONDS=60 (the wire target; 0 skips both fuzz steps), SDP_FUZZ_SECONDS=25
+# (the sdp target), CARGO_TARGET_DIR as usual.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+SDP_FUZZ_SECONDS=${SDP_FUZZ_SECONDS:-25}
 CARGO_FUZZ_VERSION=0.13.2
 T0=$SECONDS
 
@@ -108,6 +110,17 @@ else
   [ -d tests/data/torture ] && seeds+=(tests/data/torture)
   cargo fuzz run --sanitizer none wire fuzz/corpus/wire "${seeds[@]}" -- \
     -max_total_time="$FUZZ_SECONDS" -max_len=65536 -timeout=10 -print_final_stats=1
+fi
+
+section "fuzz: sdp (${SDP_FUZZ_SECONDS}s)"
+if [ "$FUZZ_SECONDS" = 0 ] || [ "$SDP_FUZZ_SECONDS" = 0 ]; then
+  echo "skipped (FUZZ_SECONDS=0 or SDP_FUZZ_SECONDS=0)"
+else
+  # The same crate as the wire target, so its dependencies are already built. The SDP
+  # seeds (tests/data/sdp, the unit tests' bodies) are read-only; fuzz/corpus/sdp learns.
+  mkdir -p fuzz/corpus/sdp
+  cargo fuzz run --sanitizer none sdp fuzz/corpus/sdp tests/data/sdp -- \
+    -max_total_time="$SDP_FUZZ_SECONDS" -max_len=65536 -timeout=10 -print_final_stats=1
 fi
 
 section "all passed in $((SECONDS - T0))s"

@@ -192,6 +192,10 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// The longest `[[users]] display_name`, in bytes: a phone's screen shows a few dozen
+/// characters, and the name goes into every B-leg INVITE.
+const MAX_DISPLAY_NAME: usize = 128;
+
 /// One `[[users]]` entry. Exactly one of `password` and `ha1` must be set.
 #[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,6 +232,10 @@ pub struct UserConfig {
     /// This user's ring time, overriding `sip.no_answer_timeout_s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_answer_timeout_s: Option<u64>,
+    /// The display name callees see on this user's calls (the B-leg's From), instead
+    /// of the one the caller's phone sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// A socket to listen on: `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
@@ -592,6 +600,25 @@ impl Config {
                     "must be greater than 0",
                 ));
             }
+            if let Some(name) = &u.display_name {
+                if name.trim().is_empty() {
+                    p.push(ConfigProblem::new(
+                        key("display_name"),
+                        "must not be empty (leave the key out for the phone's own)",
+                    ));
+                } else if name.chars().any(char::is_control) {
+                    // A CR or LF would end the From header inside the name.
+                    p.push(ConfigProblem::new(
+                        key("display_name"),
+                        "must not contain control characters (CR, LF, tab, ...)",
+                    ));
+                } else if name.len() > MAX_DISPLAY_NAME {
+                    p.push(ConfigProblem::new(
+                        key("display_name"),
+                        format!("must be at most {MAX_DISPLAY_NAME} bytes"),
+                    ));
+                }
+            }
         }
     }
 
@@ -804,6 +831,7 @@ impl fmt::Debug for UserConfig {
             .field("forward_busy", &self.forward_busy)
             .field("forward_no_answer", &self.forward_no_answer)
             .field("no_answer_timeout_s", &self.no_answer_timeout_s)
+            .field("display_name", &self.display_name)
             .finish()
     }
 }
@@ -1090,6 +1118,7 @@ fn schema() -> toml::Table {
         forward_busy: Some(String::new()),
         forward_no_answer: Some(String::new()),
         no_answer_timeout_s: Some(0),
+        display_name: Some(String::new()),
     }];
     match toml::Value::try_from(&full) {
         Ok(toml::Value::Table(t)) => t,
@@ -1668,6 +1697,10 @@ forward_busy = "sip:carol@example.test"
             (user("password = \"a\"\nforward_busy = \"sip:bob@elsewhere.example\""), "users[0].forward_busy"),
             (user("password = \"a\"\nforward_busy = \"sip:ghost@localhost\""), "users[0].forward_busy"),
             (user("password = \"a\"\nno_answer_timeout_s = 0"), "users[0].no_answer_timeout_s"),
+            (user("password = \"a\"\ndisplay_name = \" \""), "users[0].display_name"),
+            (user("password = \"a\"\ndisplay_name = \"Eve\\r\\nX-Evil: 1\""), "users[0].display_name"),
+            (user("password = \"a\"\ndisplay_name = \"Tab\\there\""), "users[0].display_name"),
+            (user(&format!("password = \"a\"\ndisplay_name = \"{}\"", "x".repeat(129))), "users[0].display_name"),
             ("[[users]]\nuser = \"al ice\"\npassword = \"a\"".to_string(), "users[0].user"),
             ("[[users]]\nuser = \"\"\npassword = \"a\"".to_string(), "users[0].user"),
             ("[[users]]\nuser = \"a@b\"\npassword = \"a\"".to_string(), "users[0].user"),
@@ -1683,6 +1716,11 @@ forward_busy = "sip:carol@example.test"
         }
         assert!(problems_of(&user(
             "password = \"a\"\nforward_busy = \"bob\"\nforward_no_answer = \"sips:bob@localhost:5061\""
+        ))
+        .is_empty());
+        // Quotes, backslashes and non-ASCII are fine: the From quotes them (§25.1).
+        assert!(problems_of(&user(
+            "password = \"a\"\ndisplay_name = \"Zoë \\\"Z\\\" O'Neil \\\\ Sales\""
         ))
         .is_empty());
     }
@@ -1867,7 +1905,7 @@ forward_busy = "sip:carol@example.test"
         assert!(sip.contains_key("advertised_host") && sip.contains_key("listen"));
         let users = s.get("users").and_then(|v| v.as_array()).expect("users");
         let u = users[0].as_table().expect("user table");
-        assert_eq!(u.len(), 10);
+        assert_eq!(u.len(), 11);
         for section in ["limits", "http", "billing", "registrar", "auth", "log"] {
             assert!(s.contains_key(section), "{section}");
         }

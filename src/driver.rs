@@ -214,7 +214,7 @@ impl Driver {
                     let tag = self.endpoint.stateless_tag(&req);
                     let resp = match self.endpoint.admit(&req) {
                         Err(refusal) => {
-                            metrics::sip_message_rejected(refusal.metric_reason());
+                            refusal.count();
                             Some(refusal.response(&req, &tag))
                         }
                         Ok(()) => self.registrar.handle(&reply_to, req, tag),
@@ -252,7 +252,7 @@ impl Driver {
                     // no room for; refuse it statelessly rather than grow. (A
                     // retransmission goes to the transaction it belongs to.)
                     let refusal = Refusal::Overloaded;
-                    metrics::sip_message_rejected(refusal.metric_reason());
+                    refusal.count();
                     let resp = refusal.response(&req, &self.endpoint.stateless_tag(&req));
                     self.counters.response_sent(resp.status);
                     self.layer
@@ -292,7 +292,7 @@ impl Driver {
         };
         let routed = match refusal {
             Err(refusal) => {
-                metrics::sip_message_rejected(refusal.metric_reason());
+                refusal.count();
                 let resp = refusal.response(&req, &tag);
                 Err(crate::call::router::Refused::new(
                     resp,
@@ -349,7 +349,7 @@ impl Driver {
                 // 404 would leave it holding a dead dialog.
                 if let Err(request) = self.calls.in_dialog(tx, request) {
                     let refusal = Refusal::CallDoesNotExist;
-                    metrics::sip_message_rejected(refusal.metric_reason());
+                    refusal.count();
                     self.respond(now, tx, refusal.response(&request, &local_tag()));
                 }
             }

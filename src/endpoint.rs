@@ -1,8 +1,9 @@
 //! What the switch itself answers, and the checks every request passes before a
 //! transaction user sees it (RFC 3261 §8.2.1–§8.2.3, §11, §16.3; RFC 4475 §3.3).
 //!
-//! [`Refusal`] is the one mapping from "why not" to the status, reason phrase and headers
-//! that say it. [`Endpoint::admit`] applies the checks in the order of RFC 3261 §8.2:
+//! [`Refusal`] is the one vocabulary of "why not", for every refusal the switch sends
+//! (admission here, the registrar's, the call router's, a call leg's): each variant's
+//! status, reason phrase, the headers that say it, and the metric labels that count it. [`Endpoint::admit`] applies the checks in the order of RFC 3261 §8.2:
 //! method (405/501 with Allow), Request-URI scheme (416), Require and Proxy-Require
 //! (420 with Unsupported), body type (415 with Accept), Accept (406), then the routing
 //! checks a forwarding element makes (483 for Max-Forwards 0, 403 for another domain).
@@ -13,13 +14,18 @@
 //! in-dialog request that matches no dialog gets 481 whatever its method (§12.2.2, in the
 //! driver). INVITE and REGISTER belong to the call router and the registrar.
 
+use crate::auth::{Algorithm, Authenticated, FailReason, Verdict};
+use crate::metrics;
 use crate::wire::{Header, Host, Method, Request, Response, Uri};
+use softswitch_actors::port::RegisterError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Methods the switch serves (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+/// UPDATE (RFC 3311) and INFO (RFC 6086) are served in dialogs only (relayed to the
+/// other party); out of a dialog they get 481 like a BYE without a To tag.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO";
 /// Body types the switch understands (the Accept header).
 pub const ACCEPT: &str = "application/sdp";
 /// Option tags the switch supports (the Supported header): `path` (RFC 3327, the
@@ -48,7 +54,21 @@ pub fn options_ok(req: &Request, to_tag: Option<&str>) -> Response {
     r
 }
 
-/// Why a request is refused.
+/// Who asks for credentials (RFC 3261 §22): the registrar as a UAS (401,
+/// `WWW-Authenticate`, answered in `Authorization`, §22.2) or the call router as a proxy
+/// would (407, `Proxy-Authenticate`, answered in `Proxy-Authorization`, §22.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenger {
+    /// 401 / `WWW-Authenticate` / `Authorization`.
+    Registrar,
+    /// 407 / `Proxy-Authenticate` / `Proxy-Authorization`.
+    Proxy,
+}
+
+/// Why a request is refused: every refusal the switch sends, whoever decides it (the
+/// endpoint's admission, the registrar, the call router, a call's leg). Each variant has
+/// one status, one reason phrase, the headers that explain it, and the labels it is
+/// counted under ([`Refusal::metric_reason`], [`Refusal::register_result`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// An extension method the switch does not implement (§8.2.1).
@@ -85,26 +105,111 @@ pub enum Refusal {
     ShuttingDown,
     /// The transaction table is full (`limits.max_transactions`).
     Overloaded,
+    /// No valid credentials yet: 401/407 with these challenge values, one per algorithm
+    /// offered (RFC 7616 §3.3, RFC 8760 §2.4); `stale` when only the nonce was old.
+    Challenge {
+        /// Who asks.
+        by: Challenger,
+        /// The `WWW-Authenticate` / `Proxy-Authenticate` values.
+        values: Vec<String>,
+        /// The nonce was stale (`stale=true` in the values).
+        stale: bool,
+    },
+    /// Authentication failed for good: too many failures, or the source is blocked.
+    AuthFailed,
+    /// Credentials that do not parse (in the header `by` reads).
+    BadCredentials(Challenger),
+    /// A REGISTER for an AOR that is not the authenticated user's (§10.3 step 4).
+    NotYourAor,
+    /// An INVITE whose From names another user of our domain than the authenticated
+    /// one: the phone is misconfigured or spoofing (see ARCHITECTURE.md, "Calls").
+    FromAnotherUser,
+    /// A new INVITE without Contact: no in-dialog request could reach the caller
+    /// (§12.1.1).
+    MissingContact,
+    /// An `Expires` header that is not delta-seconds (§20.19).
+    MalformedExpires,
+    /// A Contact value that does not parse as a name-addr (§20.10).
+    MalformedContact,
+    /// A Contact `expires` parameter that is not delta-seconds (§20.10).
+    MalformedContactExpires,
+    /// `Contact: *` with other contacts (§10.3 step 6).
+    WildcardNotAlone,
+    /// `Contact: *` without `Expires: 0` (§10.3 step 6).
+    WildcardWithoutExpiresZero,
+    /// A contact in a scheme the switch cannot call (it only calls SIP, §10.2.1).
+    UnsupportedContactScheme,
+    /// A nonzero expiry below the minimum (§10.3 step 7): 423 with `Min-Expires`.
+    IntervalTooBrief {
+        /// The minimum, seconds.
+        min: u32,
+    },
+    /// More contacts in one REGISTER than an AOR may hold.
+    TooManyContacts,
+    /// Same Call-ID and a lower CSeq than a stored binding (§10.3 step 7).
+    BindingOutOfOrder,
+    /// The binding store could not persist the change; nothing was applied.
+    StoreFailed,
+    /// The AOR's mailbox is full (`registrar.mailbox_capacity`).
+    MailboxFull,
+    /// An in-dialog request whose CSeq is not above the last one (§12.2.2).
+    CSeqOutOfOrder,
+    /// An in-dialog method the leg does not carry.
+    NotImplementedInDialog,
+    /// A re-INVITE or UPDATE crossing another offer in flight (glare, RFC 3261 §14.2,
+    /// RFC 3311 §5.2): the sender retries after a random wait.
+    RequestPending,
+    /// A re-INVITE or UPDATE while the same party's earlier one is unanswered (§14.2):
+    /// 500 with a random Retry-After of 0–10 s.
+    OfferPending,
+    /// A mid-call request relayed to the other party got no answer at all (Timer B/F).
+    NoAnswerFromPeer,
 }
 
 impl Refusal {
     /// The status code.
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::NotImplemented => 501,
+            Refusal::NotImplemented | Refusal::NotImplementedInDialog => 501,
             Refusal::MethodNotAllowed => 405,
-            Refusal::UnsupportedUriScheme => 416,
+            Refusal::UnsupportedUriScheme | Refusal::UnsupportedContactScheme => 416,
             Refusal::BadExtension(_) => 420,
             Refusal::UnsupportedMediaType => 415,
             Refusal::NotAcceptable => 406,
             Refusal::TooManyHops => 483,
             Refusal::LoopDetected | Refusal::MergedRequest => 482,
-            Refusal::NotOurDomain => 403,
+            Refusal::NotOurDomain
+            | Refusal::AuthFailed
+            | Refusal::NotYourAor
+            | Refusal::FromAnotherUser
+            | Refusal::TooManyContacts => 403,
             Refusal::NotFound => 404,
             Refusal::TemporarilyUnavailable => 480,
             Refusal::BusyHere => 486,
             Refusal::CallDoesNotExist => 481,
-            Refusal::ShuttingDown | Refusal::Overloaded => 503,
+            Refusal::ShuttingDown | Refusal::Overloaded | Refusal::MailboxFull => 503,
+            Refusal::Challenge {
+                by: Challenger::Registrar,
+                ..
+            } => 401,
+            Refusal::Challenge {
+                by: Challenger::Proxy,
+                ..
+            } => 407,
+            Refusal::BadCredentials(_)
+            | Refusal::MissingContact
+            | Refusal::MalformedExpires
+            | Refusal::MalformedContact
+            | Refusal::MalformedContactExpires
+            | Refusal::WildcardNotAlone
+            | Refusal::WildcardWithoutExpiresZero => 400,
+            Refusal::IntervalTooBrief { .. } => 423,
+            Refusal::BindingOutOfOrder
+            | Refusal::StoreFailed
+            | Refusal::CSeqOutOfOrder
+            | Refusal::OfferPending => 500,
+            Refusal::RequestPending => 491,
+            Refusal::NoAnswerFromPeer => 504,
         }
     }
 
@@ -126,7 +231,40 @@ impl Refusal {
             Refusal::BusyHere => "Busy Here",
             Refusal::CallDoesNotExist => "Call/Transaction Does Not Exist",
             Refusal::ShuttingDown => "Service Unavailable (shutting down)",
-            Refusal::Overloaded => "Service Unavailable (overloaded)",
+            Refusal::Overloaded | Refusal::MailboxFull => "Service Unavailable (overloaded)",
+            Refusal::Challenge {
+                by: Challenger::Registrar,
+                ..
+            } => "Unauthorized",
+            Refusal::Challenge {
+                by: Challenger::Proxy,
+                ..
+            } => "Proxy Authentication Required",
+            Refusal::AuthFailed => "Forbidden",
+            Refusal::BadCredentials(Challenger::Registrar) => {
+                "Bad Request (malformed Authorization)"
+            }
+            Refusal::BadCredentials(Challenger::Proxy) => {
+                "Bad Request (malformed Proxy-Authorization)"
+            }
+            Refusal::NotYourAor => "Forbidden (not your address-of-record)",
+            Refusal::FromAnotherUser => "Forbidden (From is another user)",
+            Refusal::MissingContact => "Bad Request (missing Contact)",
+            Refusal::MalformedExpires => "Bad Request (malformed Expires)",
+            Refusal::MalformedContact => "Bad Request (malformed Contact)",
+            Refusal::MalformedContactExpires => "Bad Request (malformed Contact expires)",
+            Refusal::WildcardNotAlone => "Bad Request (Contact * must be the only contact)",
+            Refusal::WildcardWithoutExpiresZero => "Bad Request (Contact * requires Expires: 0)",
+            Refusal::UnsupportedContactScheme => "Unsupported URI Scheme (contact)",
+            Refusal::IntervalTooBrief { .. } => "Interval Too Brief",
+            Refusal::TooManyContacts => "Forbidden (too many contacts)",
+            Refusal::BindingOutOfOrder => "Server Internal Error (out-of-order CSeq)",
+            Refusal::StoreFailed => "Server Internal Error (binding store)",
+            Refusal::CSeqOutOfOrder => "Server Internal Error (CSeq out of order)",
+            Refusal::NotImplementedInDialog => "Not Implemented (in-dialog)",
+            Refusal::RequestPending => "Request Pending",
+            Refusal::OfferPending => "Server Internal Error (offer pending)",
+            Refusal::NoAnswerFromPeer => "Server Time-out (no answer from the other party)",
         }
     }
 
@@ -140,30 +278,153 @@ impl Refusal {
             Refusal::UnsupportedMediaType | Refusal::NotAcceptable => {
                 vec![Header::new("Accept", ACCEPT)]
             }
-            Refusal::ShuttingDown | Refusal::Overloaded => vec![Header::new("Retry-After", "5")],
+            Refusal::ShuttingDown | Refusal::Overloaded | Refusal::StoreFailed => {
+                vec![Header::new("Retry-After", "5")]
+            }
+            Refusal::MailboxFull => vec![Header::new("Retry-After", "1")],
+            Refusal::OfferPending => {
+                let secs = rand::random::<u8>() % 11;
+                vec![Header::new("Retry-After", secs.to_string())]
+            }
+            Refusal::Challenge { by, values, .. } => {
+                let name = match by {
+                    Challenger::Registrar => "WWW-Authenticate",
+                    Challenger::Proxy => "Proxy-Authenticate",
+                };
+                values
+                    .iter()
+                    .map(|v| Header::new(name, v.clone()))
+                    .collect()
+            }
+            Refusal::IntervalTooBrief { min } => vec![Header::new("Min-Expires", min.to_string())],
             _ => Vec::new(),
         }
     }
 
-    /// The metrics label (closed set).
-    pub fn metric_reason(&self) -> &'static str {
-        match self {
+    /// The reason label (closed set: `metrics::REJECT_REASONS`) under which the refusal
+    /// counts in `softswitch_sip_messages_rejected_total`, or `None` for the refusals
+    /// counted elsewhere: authentication's (a challenge is the first step of nearly
+    /// every call, not a rejection; failures count in `softswitch_auth_failures_total`
+    /// by reason) and the registrar's own (every REGISTER counts in
+    /// `softswitch_register_requests_total`, [`Refusal::register_result`]).
+    pub fn metric_reason(&self) -> Option<&'static str> {
+        Some(match self {
             Refusal::NotImplemented | Refusal::MethodNotAllowed => "method",
+            Refusal::NotImplementedInDialog => "method",
             Refusal::UnsupportedUriScheme => "scheme",
             Refusal::BadExtension(_) => "extension",
             Refusal::UnsupportedMediaType | Refusal::NotAcceptable => "media_type",
             Refusal::TooManyHops => "max_forwards",
             Refusal::LoopDetected | Refusal::MergedRequest => "loop",
             Refusal::Overloaded => "overload",
-            _ => "routing",
+            Refusal::NotOurDomain
+            | Refusal::NotFound
+            | Refusal::TemporarilyUnavailable
+            | Refusal::BusyHere
+            | Refusal::CallDoesNotExist
+            | Refusal::ShuttingDown
+            | Refusal::MissingContact
+            | Refusal::FromAnotherUser
+            | Refusal::CSeqOutOfOrder => "routing",
+            Refusal::Challenge { .. } | Refusal::AuthFailed | Refusal::BadCredentials(_) => {
+                return None
+            }
+            Refusal::NotYourAor
+            | Refusal::MalformedExpires
+            | Refusal::MalformedContact
+            | Refusal::MalformedContactExpires
+            | Refusal::WildcardNotAlone
+            | Refusal::WildcardWithoutExpiresZero
+            | Refusal::UnsupportedContactScheme
+            | Refusal::IntervalTooBrief { .. }
+            | Refusal::TooManyContacts
+            | Refusal::BindingOutOfOrder
+            | Refusal::StoreFailed
+            | Refusal::MailboxFull => return None,
+            // The ordinary race of offer and answer, and a far party's silence: no
+            // message of the sender was at fault.
+            Refusal::RequestPending | Refusal::OfferPending | Refusal::NoAnswerFromPeer => {
+                return None
+            }
+        })
+    }
+
+    /// The result label (closed set: `metrics::REGISTER_RESULTS`) of a REGISTER answered
+    /// with this refusal, in `softswitch_register_requests_total`.
+    pub fn register_result(&self) -> &'static str {
+        match self {
+            Refusal::Challenge { stale: true, .. } => "stale",
+            Refusal::Challenge { stale: false, .. } => "challenged",
+            Refusal::IntervalTooBrief { .. } => "interval_too_brief",
+            Refusal::TooManyContacts => "too_many_contacts",
+            Refusal::BindingOutOfOrder => "out_of_order",
+            Refusal::StoreFailed => "storage",
+            Refusal::MailboxFull | Refusal::Overloaded | Refusal::ShuttingDown => "overloaded",
+            Refusal::NotFound => "not_found",
+            r if r.status() == 403 => "forbidden",
+            _ => "bad_request",
         }
     }
 
-    /// The response to `req` that carries this refusal.
+    /// The response to `req` that carries this refusal; `to_tag` goes on To when it
+    /// has none. An in-dialog request keeps its own: its refusals pass `""`.
     pub fn response(&self, req: &Request, to_tag: &str) -> Response {
-        let mut r = req.response(self.status(), Some(self.reason()), Some(to_tag));
+        let tag = Some(to_tag).filter(|t| !t.is_empty());
+        let mut r = req.response(self.status(), Some(self.reason()), tag);
         r.common.headers = self.headers();
         r
+    }
+
+    /// Counts the refusal in `softswitch_sip_messages_rejected_total` by its
+    /// [`Refusal::metric_reason`] (nothing for one counted elsewhere).
+    pub fn count(&self) {
+        if let Some(reason) = self.metric_reason() {
+            metrics::sip_message_rejected(reason);
+        }
+    }
+
+    /// The digest verdict ([`crate::auth::Authenticator::verify_request`]) as a refusal, counting a
+    /// failure (anything but missing credentials) in `softswitch_auth_failures_total`:
+    /// the authenticated user (and whether the same request was authenticated before:
+    /// a retransmission), or 401/407 with the values `challenge(stale, failed)` gives
+    /// (`Authenticator::challenge` over the credentials the caller picks), 403 after
+    /// repeated failures, 400 for credentials that do not parse.
+    pub fn from_verdict(
+        verdict: Verdict,
+        by: Challenger,
+        challenge: impl FnOnce(bool, Option<Algorithm>) -> Vec<String>,
+    ) -> Result<(Authenticated, bool), Refusal> {
+        if let Some(reason) = verdict.reason().filter(|r| *r != FailReason::Missing) {
+            metrics::auth_failure(reason.as_str());
+        }
+        match verdict {
+            Verdict::Ok {
+                user,
+                retransmission,
+                ..
+            } => Ok((user, retransmission)),
+            Verdict::Challenge { stale, failed, .. } => Err(Refusal::Challenge {
+                by,
+                values: challenge(stale, failed),
+                stale,
+            }),
+            Verdict::Forbidden { .. } => Err(Refusal::AuthFailed),
+            Verdict::Malformed { .. } => Err(Refusal::BadCredentials(by)),
+        }
+    }
+}
+
+impl From<&RegisterError> for Refusal {
+    /// The binding rules' refusals (§10.3 steps 7–8) and the actor path's; a request the
+    /// actor could not take after its retries ([`RegisterError::Retry`]) is overloaded.
+    fn from(e: &RegisterError) -> Refusal {
+        match e {
+            RegisterError::IntervalTooBrief { min } => Refusal::IntervalTooBrief { min: *min },
+            RegisterError::TooManyContacts { .. } => Refusal::TooManyContacts,
+            RegisterError::OutOfOrder => Refusal::BindingOutOfOrder,
+            RegisterError::Storage(_) => Refusal::StoreFailed,
+            RegisterError::Retry(_) | RegisterError::Overloaded => Refusal::MailboxFull,
+        }
     }
 }
 
@@ -242,7 +503,7 @@ impl Endpoint {
     pub fn answer(&self, req: &Request, to_tag: &str) -> (Response, Option<&'static str>) {
         match self.admit(req).and_then(|()| self.respond(req, to_tag)) {
             Ok(r) => (r, None),
-            Err(refusal) => (refusal.response(req, to_tag), Some(refusal.metric_reason())),
+            Err(refusal) => (refusal.response(req, to_tag), refusal.metric_reason()),
         }
     }
 
@@ -253,7 +514,13 @@ impl Endpoint {
             return Ok(());
         }
         match req.method {
-            Method::Invite | Method::Cancel | Method::Bye | Method::Options | Method::Register => {}
+            Method::Invite
+            | Method::Cancel
+            | Method::Bye
+            | Method::Options
+            | Method::Register
+            | Method::Update
+            | Method::Info => {}
             Method::Extension(_) => return Err(Refusal::NotImplemented),
             _ => return Err(Refusal::MethodNotAllowed),
         }
@@ -315,8 +582,8 @@ impl Endpoint {
     /// for the switch or an address of its domain (as the B2BUA it is the UAS for all of
     /// them, and a 404 or 480 would tell an unauthenticated sender which users exist,
     /// which neither the registrar nor the call router does), 403 for an OPTIONS to
-    /// another domain (as an INVITE there gets), and 481 for a BYE, which without a To
-    /// tag can match no dialog (§15.1.2).
+    /// another domain (as an INVITE there gets), and 481 for a BYE, UPDATE or INFO, which
+    /// without a To tag can match no dialog (§15.1.2, RFC 3311 §5.2, RFC 6086 §4.2.1).
     fn respond(&self, req: &Request, to_tag: &str) -> Result<Response, Refusal> {
         match (&req.method, &req.uri) {
             (Method::Options, Uri::Sip(u)) if !self.is_local_host(&u.host.host) => {
@@ -325,5 +592,105 @@ impl Endpoint {
             (Method::Options, _) => Ok(options_ok(req, Some(to_tag))),
             _ => Err(Refusal::CallDoesNotExist),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{parse_message, Message};
+
+    /// One of every refusal.
+    fn every() -> Vec<Refusal> {
+        use Refusal::*;
+        let mut all = vec![
+            NotImplemented,
+            MethodNotAllowed,
+            UnsupportedUriScheme,
+            BadExtension(vec!["foo".into()]),
+            UnsupportedMediaType,
+            NotAcceptable,
+            TooManyHops,
+            LoopDetected,
+            MergedRequest,
+            NotOurDomain,
+            NotFound,
+            TemporarilyUnavailable,
+            CallDoesNotExist,
+            ShuttingDown,
+            Overloaded,
+            AuthFailed,
+            NotYourAor,
+            FromAnotherUser,
+            MissingContact,
+            MalformedExpires,
+            MalformedContact,
+            MalformedContactExpires,
+            WildcardNotAlone,
+            WildcardWithoutExpiresZero,
+            UnsupportedContactScheme,
+            IntervalTooBrief { min: 60 },
+            TooManyContacts,
+            BindingOutOfOrder,
+            StoreFailed,
+            MailboxFull,
+            CSeqOutOfOrder,
+            NotImplementedInDialog,
+            RequestPending,
+            OfferPending,
+            NoAnswerFromPeer,
+        ];
+        for by in [Challenger::Registrar, Challenger::Proxy] {
+            all.push(BadCredentials(by));
+            for stale in [false, true] {
+                all.push(Challenge {
+                    by,
+                    values: vec!["Digest realm=\"x\"".into()],
+                    stale,
+                });
+            }
+        }
+        all
+    }
+
+    /// Every label a refusal is counted under is in its metric's closed set, so none
+    /// falls into `other`.
+    #[test]
+    fn every_refusal_labels_within_the_closed_sets() {
+        for r in every() {
+            if let Some(reason) = r.metric_reason() {
+                assert!(metrics::REJECT_REASONS.contains(&reason), "{r:?}: {reason}");
+            }
+            let result = r.register_result();
+            assert!(
+                metrics::REGISTER_RESULTS.contains(&result),
+                "{r:?}: {result}"
+            );
+            assert!((400..700).contains(&r.status()), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn challenges_and_their_headers() {
+        let head = "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nFrom: <sip:alice@example.test>;tag=1\r\nTo: <sip:alice@example.test>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n";
+        let Ok(Message::Request(req)) = parse_message(head.as_bytes(), b"") else {
+            panic!()
+        };
+        let r = Refusal::Challenge {
+            by: Challenger::Registrar,
+            values: vec!["a".into(), "b".into()],
+            stale: true,
+        }
+        .response(&req, "t");
+        assert_eq!((r.status, r.reason.as_str()), (401, "Unauthorized"));
+        assert_eq!(r.common.header_values("WWW-Authenticate").count(), 2);
+        assert_eq!(r.common.to.tag(), Some("t"));
+        let r = Refusal::IntervalTooBrief { min: 60 }.response(&req, "t");
+        assert_eq!(r.common.header("Min-Expires"), Some("60"));
+        let r = Refusal::MailboxFull.response(&req, "t");
+        assert_eq!(r.common.header("Retry-After"), Some("1"));
+        // An in-dialog refusal keeps the request's To as it is.
+        let r = Refusal::CSeqOutOfOrder.response(&req, "");
+        assert_eq!(r.common.to.tag(), None);
     }
 }

@@ -24,9 +24,9 @@
 //! (RFC 5626 §6); else the URI by the rules of §19.1.4. Path (RFC 3327) is stored, and
 //! echoed in the 200 when the UA says `Supported: path`.
 
-use crate::auth::{Authenticator, FailReason, Verdict};
+use crate::auth::Authenticator;
 use crate::directory::Directory;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Challenger, Endpoint, Refusal};
 use crate::metrics;
 use crate::transport::{Peer, Transport};
 use crate::wire::{parse_name_addr, split_list, Header, Host, Request, Response, Uri};
@@ -73,25 +73,6 @@ struct Shared {
     completions: mpsc::UnboundedSender<Completion>,
 }
 
-/// A refusal before the actor: status, reason, extra headers, metrics result label.
-struct Refuse {
-    status: u16,
-    reason: &'static str,
-    headers: Vec<Header>,
-    result: &'static str,
-}
-
-impl Refuse {
-    fn new(status: u16, reason: &'static str, result: &'static str) -> Refuse {
-        Refuse {
-            status,
-            reason,
-            headers: Vec::new(),
-            result,
-        }
-    }
-}
-
 /// How many times a request is handed again to a fresh actor (one that stopped with it
 /// queued) before it gets 503.
 const MAX_RETRIES: u8 = 3;
@@ -133,7 +114,7 @@ impl Registrar {
     pub fn handle(&self, from: &Peer, req: Request, to_tag: String) -> Option<Response> {
         let now = SystemTime::now();
         match self.prepare(&req, from, now) {
-            Err(r) => Some(refusal_response(&req, r, &to_tag)),
+            Err(r) => Some(refusal_response(&req, &r, &to_tag)),
             Ok(update) => {
                 let job = Job {
                     shared: self.shared.clone(),
@@ -152,15 +133,13 @@ impl Registrar {
         req: &Request,
         from: &Peer,
         now: SystemTime,
-    ) -> Result<RegisterUpdate, Refuse> {
+    ) -> Result<RegisterUpdate, Refusal> {
         let s = &self.shared;
         // Step 1: the Request-URI names our domain.
         match &req.uri {
             Uri::Sip(u) if s.endpoint.is_local_host(&u.host.host) => {}
-            Uri::Sip(_) => {
-                return Err(Refuse::new(403, "Forbidden (relaying denied)", "forbidden"))
-            }
-            _ => return Err(Refuse::new(416, "Unsupported URI Scheme", "bad_request")),
+            Uri::Sip(_) => return Err(Refusal::NotOurDomain),
+            _ => return Err(Refusal::UnsupportedUriScheme),
         }
         // Step 5 needs the To user already to pick the challenges (step 3).
         let to_user = match &req.common.to.uri {
@@ -181,62 +160,20 @@ impl Registrar {
             now,
             Some(request_identity(req)),
         );
-        let user = match verdict {
-            Verdict::Ok { user, .. } => user,
-            Verdict::Challenge {
-                stale,
-                reason,
-                failed,
-            } => {
-                if reason != FailReason::Missing {
-                    metrics::auth_failure(reason.as_str());
-                }
-                let mut r = Refuse::new(
-                    401,
-                    "Unauthorized",
-                    if stale { "stale" } else { "challenged" },
-                );
-                r.headers = s
-                    .auth
-                    .challenge(&s.domain, creds_of_to, stale, failed, now)
-                    .into_iter()
-                    .map(|v| Header::new("WWW-Authenticate", v))
-                    .collect();
-                return Err(r);
-            }
-            Verdict::Forbidden { reason } => {
-                metrics::auth_failure(reason.as_str());
-                return Err(Refuse::new(403, "Forbidden", "forbidden"));
-            }
-            Verdict::Malformed { reason } => {
-                metrics::auth_failure(reason.as_str());
-                return Err(Refuse::new(
-                    400,
-                    "Bad Request (malformed Authorization)",
-                    "bad_request",
-                ));
-            }
-        };
+        let challenge =
+            |stale, failed| s.auth.challenge(&s.domain, creds_of_to, stale, failed, now);
+        let (user, _) = Refusal::from_verdict(verdict, Challenger::Registrar, challenge)?;
         // Step 5, then step 4: a SIP AOR of our domain, and the user's own.
-        let Some(to_user) = to_user else {
-            return Err(Refuse::new(404, "Not Found", "not_found"));
+        let Some(to_user) = to_user.filter(|u| s.directory.contains(u)) else {
+            return Err(Refusal::NotFound);
         };
-        if !s.directory.contains(&to_user) {
-            return Err(Refuse::new(404, "Not Found", "not_found"));
-        }
         if to_user != user.user() {
-            return Err(Refuse::new(
-                403,
-                "Forbidden (not your address-of-record)",
-                "forbidden",
-            ));
+            return Err(Refusal::NotYourAor);
         }
         // Step 6: the contacts.
         let expires_header = match req.common.header("Expires") {
             None => None,
-            Some(v) => Some(parse_delta(v).ok_or_else(|| {
-                Refuse::new(400, "Bad Request (malformed Expires)", "bad_request")
-            })?),
+            Some(v) => Some(parse_delta(v).ok_or(Refusal::MalformedExpires)?),
         };
         let contacts = parse_contacts(req, expires_header)?;
         let path: Vec<String> = req
@@ -316,17 +253,10 @@ fn dispatch(job: Arc<Job>, update: RegisterUpdate, attempt: u8) {
                 ok_response(&job.req, &r.bindings, &job.to_tag, SystemTime::now())
             }
             Err(e) => {
-                let (status, reason, headers) = refusal_of(&e);
                 if matches!(e, RegisterError::Overloaded) {
                     metrics::mailbox_rejected("registrar");
                 }
-                metrics::register_result(match e {
-                    RegisterError::Retry(_) => "overloaded",
-                    _ => e.label(),
-                });
-                let mut resp = job.req.response(status, Some(reason), Some(&job.to_tag));
-                resp.common.headers = headers;
-                resp
+                refusal_response(&job.req, &Refusal::from(&e), &job.to_tag)
             }
         };
         // The driver may be gone during shutdown; nothing is left to answer then.
@@ -349,33 +279,9 @@ fn request_identity(req: &Request) -> u64 {
     h.finish()
 }
 
-fn refusal_response(req: &Request, r: Refuse, to_tag: &str) -> Response {
-    metrics::register_result(r.result);
-    let mut resp = req.response(r.status, Some(r.reason), Some(to_tag));
-    resp.common.headers = r.headers;
-    resp
-}
-
-fn refusal_of(e: &RegisterError) -> (u16, &'static str, Vec<Header>) {
-    match e {
-        RegisterError::IntervalTooBrief { min } => (
-            423,
-            "Interval Too Brief",
-            vec![Header::new("Min-Expires", min.to_string())],
-        ),
-        RegisterError::TooManyContacts { .. } => (403, "Forbidden (too many contacts)", Vec::new()),
-        RegisterError::OutOfOrder => (500, "Server Internal Error (out-of-order CSeq)", Vec::new()),
-        RegisterError::Storage(_) => (
-            500,
-            "Server Internal Error (binding store)",
-            vec![Header::new("Retry-After", "5")],
-        ),
-        RegisterError::Retry(_) | RegisterError::Overloaded => (
-            503,
-            "Service Unavailable (overloaded)",
-            vec![Header::new("Retry-After", "1")],
-        ),
-    }
+fn refusal_response(req: &Request, r: &Refusal, to_tag: &str) -> Response {
+    metrics::register_result(r.register_result());
+    r.response(req, to_tag)
 }
 
 /// The 200 OK: every current binding with its remaining expires (§10.3 step 8), a Date,
@@ -405,11 +311,10 @@ fn ok_response(req: &Request, bindings: &[Binding], to_tag: &str, now: SystemTim
 }
 
 /// Parses the Contact header fields (§10.3 step 6, §20.10).
-fn parse_contacts(req: &Request, expires_header: Option<u32>) -> Result<ContactSet, Refuse> {
-    let bad = |reason| Refuse::new(400, reason, "bad_request");
+fn parse_contacts(req: &Request, expires_header: Option<u32>) -> Result<ContactSet, Refusal> {
     let mut values = Vec::new();
     for v in req.common.header_values("Contact") {
-        let parts = split_list(v).map_err(|_| bad("Bad Request (malformed Contact)"))?;
+        let parts = split_list(v).map_err(|_| Refusal::MalformedContact)?;
         values.extend(parts.into_iter().map(str::trim).filter(|p| !p.is_empty()));
     }
     if values.is_empty() {
@@ -417,23 +322,19 @@ fn parse_contacts(req: &Request, expires_header: Option<u32>) -> Result<ContactS
     }
     if values.contains(&"*") {
         if values.len() != 1 {
-            return Err(bad("Bad Request (Contact * must be the only contact)"));
+            return Err(Refusal::WildcardNotAlone);
         }
         if expires_header != Some(0) {
-            return Err(bad("Bad Request (Contact * requires Expires: 0)"));
+            return Err(Refusal::WildcardWithoutExpiresZero);
         }
         return Ok(ContactSet::Wildcard);
     }
     let mut out = Vec::with_capacity(values.len());
     for v in values {
-        let na = parse_name_addr(v).map_err(|_| bad("Bad Request (malformed Contact)"))?;
+        let na = parse_name_addr(v).map_err(|_| Refusal::MalformedContact)?;
         if !matches!(na.uri, Uri::Sip(_)) && !matches!(na.uri, Uri::Tel(_)) {
             // A registrar may bind any URI scheme (§10.2.1), but we can only call SIP.
-            return Err(Refuse::new(
-                416,
-                "Unsupported URI Scheme (contact)",
-                "bad_request",
-            ));
+            return Err(Refusal::UnsupportedContactScheme);
         }
         let mut expires = None;
         let mut params = String::new();
@@ -441,8 +342,7 @@ fn parse_contacts(req: &Request, expires_header: Option<u32>) -> Result<ContactS
             if p.name.eq_ignore_ascii_case("expires") {
                 let v = p.value.as_deref().unwrap_or("");
                 expires = Some(
-                    parse_delta(crate::wire::unquote(v))
-                        .ok_or_else(|| bad("Bad Request (malformed Contact expires)"))?,
+                    parse_delta(crate::wire::unquote(v)).ok_or(Refusal::MalformedContactExpires)?,
                 );
                 continue;
             }
@@ -592,7 +492,7 @@ mod tests {
         assert_eq!(
             parse_contacts(&req("Contact: *\r\n"), None)
                 .err()
-                .map(|r| r.status),
+                .map(|r| r.status()),
             Some(400)
         );
     }
@@ -617,7 +517,10 @@ mod tests {
         assert_eq!(c2[0].key, c[1].key);
         // Bad expires.
         let r3 = req("Contact: <sip:a@h>;expires=soon\r\n");
-        assert_eq!(parse_contacts(&r3, None).err().map(|r| r.status), Some(400));
+        assert_eq!(
+            parse_contacts(&r3, None).err().map(|r| r.status()),
+            Some(400)
+        );
     }
 
     #[test]

@@ -4,259 +4,11 @@
 
 mod common;
 
-use common::digest::{header_values, parse_challenge, Alg, Conn, DigestInput, RegClient};
+use common::digest::{Conn, RegClient};
+use common::ua::*;
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
-
-const SDP_OFFER: &str = "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-const SDP_ANSWER: &str = "v=0\r\no=bob 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-const WAIT: Duration = Duration::from_secs(5);
-
-/// Reads datagrams until one satisfies `pred`, within `WAIT`.
-fn wait_for(sock: &UdpSocket, what: &str, pred: impl Fn(&str) -> bool) -> (String, SocketAddr) {
-    let deadline = Instant::now() + WAIT;
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "no {what} within {WAIT:?}");
-        sock.set_read_timeout(Some(left)).unwrap();
-        if let Ok((n, from)) = sock.recv_from(&mut buf) {
-            let m = String::from_utf8_lossy(&buf[..n]).to_string();
-            if pred(&m) {
-                return (m, from);
-            }
-        }
-    }
-}
-
-fn is_status(m: &str, code: u16) -> bool {
-    status_of(m) == Some(code)
-}
-
-fn is_request(m: &str, method: &str) -> bool {
-    m.starts_with(&format!("{method} "))
-}
-
-/// The headers a response copies from its request (§8.2.6.2).
-fn response_to(
-    req: &str,
-    status: u16,
-    reason: &str,
-    to_tag: &str,
-    extra: &str,
-    body: &str,
-) -> String {
-    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
-    for name in ["Via", "From", "Call-ID", "CSeq"] {
-        for v in header_values(req, name, None) {
-            out.push_str(&format!("{name}: {v}\r\n"));
-        }
-    }
-    let to = header(req, "To").expect("To");
-    if to.contains(";tag=") {
-        out.push_str(&format!("To: {to}\r\n"));
-    } else {
-        out.push_str(&format!("To: {to};tag={to_tag}\r\n"));
-    }
-    out.push_str(extra);
-    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    out
-}
-
-/// The callee's 200 with its Contact at `local` and the SDP answer.
-fn answer_200(inv: &str, to_tag: &str, local: SocketAddr) -> String {
-    response_to(
-        inv,
-        200,
-        "OK",
-        to_tag,
-        &format!(
-            "Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
-            host_port(local)
-        ),
-        SDP_ANSWER,
-    )
-}
-
-struct Caller {
-    sock: UdpSocket,
-    local: SocketAddr,
-    switch: SocketAddr,
-    call_id: String,
-    tag: String,
-    cseq: u32,
-    callee: String,
-    /// Extra header lines for the INVITE.
-    extra: String,
-    /// The SDP offer.
-    offer: String,
-}
-
-impl Caller {
-    fn new(switch: SocketAddr) -> Caller {
-        let sock = udp_client(switch);
-        let local = sock.local_addr().unwrap();
-        Caller {
-            sock,
-            local,
-            switch,
-            call_id: format!("{}@alice.test", digest_token()),
-            tag: digest_token(),
-            cseq: 0,
-            callee: "bob".into(),
-            extra: String::new(),
-            offer: SDP_OFFER.into(),
-        }
-    }
-
-    fn invite(&mut self, branch: &str, auth: Option<String>) -> String {
-        self.cseq += 1;
-        let auth = auth
-            .map(|a| format!("Proxy-Authorization: {a}\r\n"))
-            .unwrap_or_default();
-        format!(
-            "INVITE sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch}{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:{u}@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} INVITE\r\nContact: <sip:alice@{l}>\r\n{auth}{x}Content-Type: application/sdp\r\nContent-Length: {n}\r\n\r\n{o}",
-            l = host_port(self.local),
-            t = self.tag,
-            c = self.call_id,
-            s = self.cseq,
-            n = self.offer.len(),
-            o = self.offer,
-            u = self.callee,
-            x = self.extra,
-        )
-    }
-
-    fn send(&self, m: &str) {
-        self.sock.send_to(m.as_bytes(), self.switch).unwrap();
-    }
-
-    /// INVITE → 407 → ACK → INVITE with credentials; returns the authenticated INVITE.
-    fn call(&mut self) -> String {
-        self.try_call(WAIT).expect("no 407 within the deadline")
-    }
-
-    /// [`Caller::call`], `None` when no 407 comes within `within`.
-    fn try_call(&mut self, within: Duration) -> Option<String> {
-        let first = self.invite("z9hG4bKinv1", None);
-        self.send(&first);
-        let r407 = try_wait_for(&self.sock, within, |m| is_status(m, 407))?;
-        // ACK for the 407 (hop by hop: same branch, the 407's To).
-        let ack = format!(
-            "ACK sip:{u}@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv1{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-            l = host_port(self.local),
-            t = self.tag,
-            to = header(&r407, "To").unwrap(),
-            c = self.call_id,
-            u = self.callee,
-        );
-        self.send(&ack);
-        let ch = header_values(&r407, "Proxy-Authenticate", None)
-            .into_iter()
-            .filter_map(parse_challenge)
-            .find(|c| c.alg() == Some(Alg::Md5))
-            .expect("an MD5 challenge");
-        let uri = format!("sip:{}@example.test", self.callee);
-        let uri = uri.as_str();
-        let response = DigestInput {
-            alg: Alg::Md5,
-            user: "alice",
-            realm: &ch.realm,
-            password: "alice-demo",
-            method: "INVITE",
-            uri,
-            nonce: &ch.nonce,
-            nc: "00000001",
-            cnonce: "cn1",
-            qop: "auth",
-        }
-        .response();
-        let auth = format!(
-            "Digest username=\"alice\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn1\", opaque=\"{}\"",
-            ch.realm,
-            ch.nonce,
-            ch.opaque.clone().unwrap_or_default()
-        );
-        let second = self.invite("z9hG4bKinv2", Some(auth));
-        self.send(&second);
-        Some(second)
-    }
-
-    /// An in-dialog request to the switch's Contact with the dialog's tags.
-    fn in_dialog(&mut self, method: &str, ok200: &str, branch: &str, cseq: u32) -> String {
-        let contact = header(ok200, "Contact").expect("Contact in the 2xx");
-        let target = contact.trim_start_matches('<').split('>').next().unwrap();
-        format!(
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch={branch}{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: {to}\r\nCall-ID: {c}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
-            l = host_port(self.local),
-            t = self.tag,
-            to = header(ok200, "To").unwrap(),
-            c = self.call_id,
-        )
-    }
-}
-
-fn digest_token() -> String {
-    common::digest::token()
-}
-
-fn registered_bob(sw: &Switch) -> (RegClient, SocketAddr) {
-    let mut bob = RegClient::udp(sw.udp_addr(), "bob", "bob-demo");
-    let contact = bob.contact();
-    let resp = bob.register(&[&contact], &[]);
-    assert!(is_status(&resp, 200), "{resp}");
-    let local = bob.local;
-    (bob, local)
-}
-
-fn bob_sock(bob: &RegClient) -> &UdpSocket {
-    match &bob.conn {
-        Conn::Udp(s) => s,
-        Conn::Tcp(..) => panic!("udp"),
-    }
-}
-
-/// The CDR of the call with A-leg Call-ID `call_id` (it is on disk before the call counts
-/// as ended, so a test that waited for the counters finds it).
-fn cdr_of(sw: &Switch, call_id: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(sw.dir.join("cdr.jsonl")).unwrap_or_default();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a CDR line is JSON"))
-        .filter(|v: &serde_json::Value| v["call_id"] == call_id)
-        .collect();
-    assert_eq!(lines.len(), 1, "exactly one CDR for {call_id}:\n{text}");
-    lines.into_iter().next().unwrap()
-}
-
-/// The end of an answered call hung up by its caller: the callee on `b` answers the BYE
-/// it got (`b_bye`, from `from`) with To tag `b_tag`; the caller gets its 200 for the BYE,
-/// the call is over and billed as answered.
-fn bye_answered_call_billed(
-    sw: &Switch,
-    caller: &Caller,
-    b: &UdpSocket,
-    (b_bye, from): (String, SocketAddr),
-    b_tag: &str,
-) {
-    b.send_to(
-        response_to(&b_bye, 200, "OK", b_tag, "", "").as_bytes(),
-        from,
-    )
-    .unwrap();
-    wait_for(&caller.sock, "200 for the BYE", |m| {
-        is_status(m, 200) && m.contains("BYE")
-    });
-    wait_metric(sw, "softswitch_calls_active", 0.0);
-    assert_eq!(cdr_of(sw, &caller.call_id)["disposition"], "answered");
-}
-
-fn wait_metric(sw: &Switch, series: &str, want: f64) {
-    wait_until(WAIT, &format!("{series} = {want}"), || {
-        metric_now(sw, series) == want
-    });
-}
 
 /// F3 and F4: setup with 407, 180 and 200 relayed with SDP, ACK per leg, BYE from A.
 #[test]
@@ -278,7 +30,7 @@ fn f3_f4_basic_call_caller_hangs_up() {
     assert!(!inv.contains("100rel") && !inv.contains("1800"), "{inv}");
     assert_eq!(
         header(&inv, "Allow"),
-        Some("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"),
+        Some("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO"),
         "{inv}"
     );
     assert_ne!(
@@ -314,7 +66,7 @@ fn f3_f4_basic_call_caller_hangs_up() {
     assert!(a200.ends_with(SDP_ANSWER), "B's SDP relayed:\n{a200}");
     assert_eq!(
         header(&a200, "Allow"),
-        Some("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"),
+        Some("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO"),
         "the switch's own methods (§13.3.1.4):\n{a200}"
     );
     assert_eq!(
@@ -343,7 +95,7 @@ fn f3_f4_basic_call_caller_hangs_up() {
     assert_eq!(header(&opt_ok, "To"), Some(a_to.as_str()), "{opt_ok}");
     assert_eq!(
         header(&opt_ok, "Allow"),
-        Some("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"),
+        Some("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO"),
         "{opt_ok}"
     );
     // GET /api/calls: the call, its parties and both legs (connected once A's ACK is in).
@@ -534,9 +286,10 @@ fn f7_caller_cancel() {
     .unwrap();
     wait_for(&alice.sock, "180", |m| is_status(m, 180));
     let cancel = format!(
-        "CANCEL sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv2{t};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag={t}\r\nTo: <sip:bob@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} CANCEL\r\nContent-Length: 0\r\n\r\n",
+        "CANCEL sip:bob@example.test SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv2{t};rport\r\nMax-Forwards: 70\r\nFrom: {f};tag={t}\r\nTo: <sip:bob@example.test>\r\nCall-ID: {c}\r\nCSeq: {s} CANCEL\r\nContent-Length: 0\r\n\r\n",
         l = host_port(alice.local),
         t = alice.tag,
+        f = alice.from,
         c = alice.call_id,
         s = alice.cseq,
     );
@@ -750,25 +503,6 @@ fn unreachable_udp_callee_icmp() {
         status_of(m).is_some_and(|c| c >= 300) && m.contains("CSeq: 2 INVITE")
     });
     assert_eq!(status_of(&r), Some(486), "{r}");
-}
-
-/// Reads datagrams until one satisfies `pred`, within `within`; `None` on timeout.
-fn try_wait_for(sock: &UdpSocket, within: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-    let deadline = Instant::now() + within;
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        sock.set_read_timeout(Some(left)).ok()?;
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let m = String::from_utf8_lossy(&buf[..n]).to_string();
-            if pred(&m) {
-                return Some(m);
-            }
-        }
-    }
 }
 
 /// Durability: calls run back to back, the switch is SIGKILLed in the middle of them
@@ -1260,4 +994,175 @@ fn f3_f4_call_over_ipv6() {
     alice.send(&bye);
     let b_bye = wait_for(bs, "BYE on the B-leg", |m| is_request(m, "BYE"));
     bye_answered_call_billed(&sw, &alice, bs, b_bye, "b6");
+}
+
+/// A config with the demo passwords for alice and bob, alice with a display name of our
+/// own (quotes and a backslash in it: the From must quote it).
+const ALICE_NAMED: &str = "[[users]]\nuser = \"alice\"\npassword = \"alice-demo\"\ndisplay_name = \"Alice \\\"A\\\" Example \\\\ Sales\"\n\n[[users]]\nuser = \"bob\"\npassword = \"bob-demo\"\n";
+
+/// Ends a call bob is being rung for (busy) and waits until it is over.
+fn busy_ends(sw: &Switch, bs: &UdpSocket, inv: &str, from_switch: SocketAddr, alice: &Caller) {
+    let busy = response_to(inv, 486, "Busy Here", "bti", "", "");
+    bs.send_to(busy.as_bytes(), from_switch).unwrap();
+    wait_for(&alice.sock, "486", |m| is_status(m, 486));
+    wait_metric(sw, "softswitch_calls_active", 0.0);
+    let cdr = cdr_of(sw, &alice.call_id);
+    assert_eq!(cdr["caller"], "sip:alice@example.test", "{cdr}");
+}
+
+/// Issue 17 point 6: the callee sees the identity the switch vouches for, not the one
+/// the caller's phone claims: the authenticated user's AOR, with the display name of
+/// the user's config (quoted-string escaped), and the switch's own From tag.
+#[test]
+fn caller_identity_callee_sees_the_aor_and_our_display_name() {
+    let sw = Switch::start_with_config("127.0.0.1", ALICE_NAMED, &[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.from = "\"The Boss\" <sip:ceo@elsewhere.example>".into();
+    alice.call();
+    let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+    let from = header(&inv, "From").unwrap();
+    let (identity, tag) = from.split_once(";tag=").expect("our From tag");
+    assert_eq!(
+        identity, "\"Alice \\\"A\\\" Example \\\\ Sales\" <sip:alice@example.test>",
+        "{inv}"
+    );
+    assert!(!tag.is_empty() && tag != alice.tag, "{inv}");
+    assert!(!inv.contains("ceo") && !inv.contains("The Boss"), "{inv}");
+    busy_ends(&sw, bs, &inv, from_switch, &alice);
+}
+
+/// A user without a display name of their own: the caller's display name (re-quoted),
+/// on the AOR; a From of a name that is not one of our users (here ours, and another
+/// domain) is rewritten and the call goes through to its BYE, billed to the caller.
+#[test]
+fn caller_identity_a_foreign_from_is_rewritten_with_the_callers_display_name() {
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    for (i, (from, shown)) in [
+        (
+            "Front Desk <sip:reception@example.test>",
+            "\"Front Desk\" <sip:alice@example.test>",
+        ),
+        (
+            "<sip:alice@pbx.elsewhere.example>",
+            "<sip:alice@example.test>",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut alice = Caller::new(sw.udp_addr());
+        alice.from = from.into();
+        alice.call();
+        let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+        let got = header(&inv, "From").unwrap();
+        assert_eq!(got.split(";tag=").next(), Some(shown), "{from}:\n{inv}");
+        let b_tag = format!("bf{i}");
+        bs.send_to(answer_200(&inv, &b_tag, bob.local).as_bytes(), from_switch)
+            .unwrap();
+        let (a200, _) = wait_for(&alice.sock, "200 for the INVITE", |m| {
+            is_status(m, 200) && m.contains("INVITE")
+        });
+        let ack = alice.in_dialog("ACK", &a200, &format!("z9hG4bKfa{i}"), 2);
+        alice.send(&ack);
+        wait_for(bs, "ACK on the B-leg", |m| is_request(m, "ACK"));
+        let bye = alice.in_dialog("BYE", &a200, &format!("z9hG4bKfb{i}"), 3);
+        alice.send(&bye);
+        let b_bye = wait_for(bs, "BYE on the B-leg", |m| is_request(m, "BYE"));
+        assert!(
+            header(&b_bye.0, "From").is_some_and(|f| f.starts_with(shown)),
+            "the B-leg dialog keeps the identity:\n{}",
+            b_bye.0
+        );
+        bye_answered_call_billed(&sw, &alice, bs, b_bye, &b_tag);
+        assert_eq!(
+            cdr_of(&sw, &alice.call_id)["caller"],
+            "sip:alice@example.test"
+        );
+    }
+}
+
+/// RFC 3323: a caller asking for privacy (`Privacy: id`, as RFC 3325 phones send it, or
+/// `header`/`user`) is `"Anonymous" <sip:anonymous@anonymous.invalid>` to the callee
+/// (§4.1.1.3), without the headers that could name them (§5.1); the CDR still bills
+/// the authenticated user.
+#[test]
+fn caller_identity_privacy_is_anonymous() {
+    let sw = Switch::start_with_config("127.0.0.1", ALICE_NAMED, &[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    for privacy in ["id", "header; user"] {
+        let mut alice = Caller::new(sw.udp_addr());
+        alice.from = "\"Alice\" <sip:alice@example.test>".into();
+        alice.extra = format!("Privacy: {privacy}\r\nUser-Agent: Desk 1\r\nSubject: hello\r\n");
+        alice.call();
+        let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
+        let from = header(&inv, "From").unwrap();
+        assert_eq!(
+            from.split(";tag=").next(),
+            Some("\"Anonymous\" <sip:anonymous@anonymous.invalid>"),
+            "{privacy}:\n{inv}"
+        );
+        for h in ["Privacy", "User-Agent", "Subject"] {
+            assert_eq!(header(&inv, h), None, "{h} on the B-leg:\n{inv}");
+        }
+        // The SDP goes byte for byte (`Privacy: session` is not the switch's to apply).
+        let head = inv.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(!head.contains("alice") && !head.contains("Alice"), "{inv}");
+        busy_ends(&sw, bs, &inv, from_switch, &alice);
+    }
+}
+
+/// A From that names another user of ours than the authenticated one is refused 403
+/// (a misconfigured or spoofing phone; see ARCHITECTURE.md "Calls"), after
+/// authentication: the attempt is billed to the authenticated caller like the router's
+/// other refusals, and counted; the user named is never rung.
+#[test]
+fn caller_identity_a_from_naming_another_user_is_403() {
+    let sw = Switch::start(&[]);
+    let (bob, _) = registered_bob(&sw);
+    let bs = bob_sock(&bob);
+    let routing = r#"softswitch_sip_messages_rejected_total{reason="routing"}"#;
+    let before = metric_now(&sw, routing);
+    let mut alice = Caller::new(sw.udp_addr());
+    alice.from = "\"Carol\" <sip:carol@example.test>".into();
+    alice.call();
+    let (r, _) = wait_for(&alice.sock, "the final response", |m| {
+        status_of(m).is_some_and(|c| c >= 200) && m.contains("CSeq: 2 INVITE")
+    });
+    assert!(
+        r.starts_with("SIP/2.0 403 Forbidden (From is another user)\r\n"),
+        "{r}"
+    );
+    wait_metric(&sw, "softswitch_calls_total{disposition=\"rejected\"}", 1.0);
+    assert_eq!(metric_now(&sw, routing), before + 1.0);
+    let cdr = cdr_of(&sw, &alice.call_id);
+    assert_eq!(
+        (
+            cdr["caller"].as_str(),
+            cdr["callee"].as_str(),
+            cdr["sip_status"].as_u64(),
+            cdr["disposition"].as_str(),
+            cdr["hangup_by"].as_str(),
+        ),
+        (
+            Some("sip:alice@example.test"),
+            Some("sip:bob@example.test"),
+            Some(403),
+            Some("rejected"),
+            Some("switch")
+        ),
+        "{cdr}"
+    );
+    // Nobody was rung: bob's next message is the INVITE of a call alice makes as
+    // herself.
+    let mut honest = Caller::new(sw.udp_addr());
+    honest.extra = "Subject: honest\r\n".into();
+    honest.call();
+    let (inv, from_switch) = wait_for(bs, "an INVITE", |m| is_request(m, "INVITE"));
+    assert_eq!(header(&inv, "Subject"), Some("honest"), "{inv}");
+    busy_ends(&sw, bs, &inv, from_switch, &honest);
 }

@@ -286,7 +286,7 @@ impl Caller {
             };
             let m = String::from_utf8_lossy(&buf[..n]).to_string();
             let Some(code) = status_of(&m) else { continue };
-            if !header(&m, "CSeq").is_some_and(|c| c == "2 INVITE") {
+            if header(&m, "CSeq").is_none_or(|c| c != "2 INVITE") {
                 continue;
             }
             if code >= 200 {

@@ -6,7 +6,7 @@
 //! `Dialog` per dialog (RFC 3261 §12–§15), and [`billing`]'s writer (one CDR per call
 //! attempt, on disk before the attempt counts as ended). The two files the switch owns,
 //! the CDR file and the binding [`journal`], are each locked against a second process
-//! ([`lock`]). `sdp.rs` will be the only user of sdp-rs.
+//! ([`lock`]). [`sdp`] reads SDP bodies (hold, origin version), the only user of sdp-rs.
 //!
 //! The vocabulary shared with the root crate is [`port`]: plain data, no SIP syntax. The
 //! pure rules live beside the actors that execute them ([`binding`] for the registrar), so
@@ -23,3 +23,4 @@ pub mod location;
 pub mod lock;
 pub mod port;
 pub mod registrar;
+pub mod sdp;

@@ -158,20 +158,6 @@ pub enum RegisterError {
     Overloaded,
 }
 
-impl RegisterError {
-    /// A closed-set label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            RegisterError::IntervalTooBrief { .. } => "interval_too_brief",
-            RegisterError::TooManyContacts { .. } => "too_many_contacts",
-            RegisterError::OutOfOrder => "out_of_order",
-            RegisterError::Storage(_) => "storage",
-            RegisterError::Retry(_) => "retry",
-            RegisterError::Overloaded => "overloaded",
-        }
-    }
-}
-
 /// Tells the root crate that the number of bindings changed (the registrations gauge).
 pub trait Observer: Send + Sync {
     /// The registrar now holds `total` bindings in all.

@@ -13,17 +13,19 @@ use super::leg::{self, Leg, LegCommand, LegReport, NewLeg, Role};
 use super::task::CallTask;
 use super::{CallNo, CallOutput, CallView};
 use crate::call::dialog::{self, BLeg};
+use crate::endpoint::Refusal;
 use crate::metrics;
 use crate::transport::{local_tag, Peer, Transport};
 use crate::txn::TxId;
-use crate::wire::{HostPort, NameAddr, Request, Uri};
+use crate::wire::{HostPort, NameAddr, Request, Response, Uri};
 use actix::prelude::*;
 use actix::WeakAddr;
 use softswitch_actors::billing::{self, BillingHandle, Cdr};
 use softswitch_actors::binding::Binding;
 use softswitch_actors::call::forward::{Chain, Stop};
 use softswitch_actors::call::{
-    CallMachine, CallTimer, CallTimers, Command, Event, ForwardReason, HangupBy, LegId, Outcome,
+    CallMachine, CallTimer, CallTimers, Command, Event, ForwardReason, HangupBy, LegId, Offer,
+    Outcome, Refuse,
 };
 use softswitch_actors::port::TransportKind;
 use std::sync::Arc;
@@ -77,6 +79,8 @@ pub struct NewCall {
     /// The forwarding the router followed before ringing anyone: `targets` are the
     /// bindings of its current user.
     pub chain: Chain,
+    /// What the B-legs say about the caller.
+    pub identity: super::identity::Identity,
 }
 
 /// The controller.
@@ -127,12 +131,73 @@ struct Forwarding {
     invite: Option<Request>,
     /// The users rung, each with its first B-leg (leg ids grow with each forward).
     rung: Vec<(LegId, String)>,
+    /// What the C-legs say about the caller, as the B-legs did.
+    identity: super::identity::Identity,
 }
 
 /// The user part of a CDR party `sip:user@domain`.
 fn user_part(aor: &str) -> &str {
     let a = aor.strip_prefix("sip:").unwrap_or(aor);
     a.split_once('@').map_or(a, |(u, _)| u)
+}
+
+/// What came with a leg's report for the machine's command to pass on.
+enum Parcel {
+    None,
+    Request(Box<Request>),
+    Response(Box<Response>),
+}
+
+impl Parcel {
+    fn request(&mut self) -> Option<Box<Request>> {
+        match std::mem::replace(self, Parcel::None) {
+            Parcel::Request(r) => Some(r),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    fn response(&mut self) -> Option<Box<Response>> {
+        match std::mem::replace(self, Parcel::None) {
+            Parcel::Response(r) => Some(r),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
+/// The switch's own answer to a mid-call request, for the machine's reason.
+fn refusal_of(why: Refuse) -> Refusal {
+    match why {
+        Refuse::Glare => Refusal::RequestPending,
+        Refuse::Pending => Refusal::OfferPending,
+        Refuse::NotConnected => Refusal::CallDoesNotExist,
+        Refuse::Unanswered => Refusal::NoAnswerFromPeer,
+    }
+}
+
+/// What a mid-call request's or answer's body offers, as far as hold goes (RFC 3264
+/// §8.4; the SDP is read by `softswitch_actors::sdp`).
+fn offer_of(common: &crate::wire::Common) -> Offer {
+    // Only an SDP body offers (RFC 3264 §5): an INFO's DTMF or a body of another type
+    // is never read as one.
+    let sdp = common.header("Content-Type").is_none_or(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/sdp"))
+    });
+    if common.body.is_empty() || !sdp {
+        return Offer::None;
+    }
+    match softswitch_actors::sdp::read(&common.body) {
+        None => Offer::None,
+        Some(s) if s.hold.is_some() => Offer::Hold,
+        Some(_) => Offer::Active,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +261,7 @@ impl CallController {
         settings: &CallSettings,
         invite: &Request,
         callee_to: &NameAddr,
+        identity: &super::identity::Identity,
         binding: &Binding,
     ) -> Option<(Peer, Request)> {
         let peer = peer_of(binding);
@@ -210,6 +276,7 @@ impl CallController {
             from_tag: &from_tag,
             to: callee_to.clone(),
             path: &binding.path,
+            identity,
         };
         Some((peer, dialog::b_leg_invite(invite, &b)?))
     }
@@ -234,7 +301,9 @@ impl CallController {
         let b_legs: Vec<(Peer, Request)> = new
             .targets
             .iter()
-            .filter_map(|b| Self::b_leg_invite(&settings, &new.invite, &callee_to, b))
+            .filter_map(|b| {
+                Self::b_leg_invite(&settings, &new.invite, &callee_to, &new.identity, b)
+            })
             .map(|(peer, mut invite)| {
                 callees.mark(&mut invite, &new.chain);
                 (peer, invite)
@@ -250,6 +319,7 @@ impl CallController {
                     invite: (rules.on_busy || rules.on_no_answer).then(|| new.invite.clone()),
                     rung: vec![(LegId(1), current.clone())],
                     chain: new.chain.clone(),
+                    identity: new.identity.clone(),
                 })
             });
         let domain = &settings.domain;
@@ -378,9 +448,38 @@ impl CallController {
     }
 
     fn feed(&mut self, ev: Event, ctx: &mut Context<Self>) {
+        self.feed_with(ev, Parcel::None, ctx);
+    }
+
+    /// Feeds `ev` to the machine; the mid-call request, answer or ACK that came with it
+    /// (`parcel`) goes to the leg the machine's command names.
+    fn feed_with(&mut self, ev: Event, mut parcel: Parcel, ctx: &mut Context<Self>) {
         let cmds = self.machine.handle(ev, SystemTime::now());
         for c in cmds {
-            self.execute(c, ctx);
+            match c {
+                Command::Relay { to, .. } => {
+                    if let Some(request) = parcel.request() {
+                        self.tell(to, LegCommand::Relay { request });
+                    }
+                }
+                Command::Answer { leg, kind } => {
+                    if let Some(answer) = parcel.response() {
+                        let method = leg::method_of(kind);
+                        let reply = leg::Reply::Relayed(answer);
+                        self.tell(leg, LegCommand::Answer { method, reply });
+                    }
+                }
+                Command::Refuse { leg, kind, why } => {
+                    let method = leg::method_of(kind);
+                    let reply = leg::Reply::Refused(refusal_of(why));
+                    self.tell(leg, LegCommand::Answer { method, reply });
+                }
+                Command::AckRelayed { leg } => {
+                    let ack = parcel.request();
+                    self.tell(leg, LegCommand::AckRelayed { ack });
+                }
+                c => self.execute(c, ctx),
+            }
         }
         self.publish();
     }
@@ -392,10 +491,12 @@ impl CallController {
         }
         let phase = self.machine.phase_code();
         let states: smallvec::SmallVec<[u8; 4]> = self.machine.leg_state_codes().collect();
+        let (a, b) = self.machine.holding();
+        let holding = u8::from(a) | (u8::from(b) << 1);
         let seen = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (phase, &states).hash(&mut h);
+            (phase, &states, holding).hash(&mut h);
             h.finish()
         };
         if seen == self.published {
@@ -404,6 +505,7 @@ impl CallController {
         self.published = seen;
         if let Some(mut v) = self.settings.registry.get_mut(&self.call) {
             v.state = phase;
+            v.holding = holding;
             for (i, l) in v.legs.iter_mut().enumerate() {
                 l.state = match i {
                     0 => phase,
@@ -458,6 +560,11 @@ impl CallController {
                 let ev = self.forward(reason, ctx);
                 self.feed(ev, ctx);
             }
+            // Carried out by `feed_with`, with the request or answer they pass on.
+            Command::Relay { .. }
+            | Command::Answer { .. }
+            | Command::Refuse { .. }
+            | Command::AckRelayed { .. } => {}
         }
     }
 
@@ -488,7 +595,9 @@ impl CallController {
                 Some(bindings) => {
                     let built: Vec<(Peer, Request)> = bindings
                         .iter()
-                        .filter_map(|b| Self::b_leg_invite(&self.settings, invite, &to, b))
+                        .filter_map(|b| {
+                            Self::b_leg_invite(&self.settings, invite, &to, &f.identity, b)
+                        })
                         .map(|(peer, mut invite)| {
                             callees.mark(&mut invite, &chain);
                             (peer, invite)
@@ -626,16 +735,18 @@ impl CallController {
             };
             b = b.answered(at).connected(connected);
         }
-        let cdr = b.end(
-            SystemTime::now(),
-            cdr_disposition(outcome.disposition),
-            outcome.sip_status,
-            match outcome.hangup_by {
-                HangupBy::Caller => billing::HangupBy::Caller,
-                HangupBy::Callee => billing::HangupBy::Callee,
-                HangupBy::Switch => billing::HangupBy::Switch,
-            },
-        );
+        let cdr = b
+            .held(Duration::from_millis(u64::from(outcome.held_ms)))
+            .end(
+                SystemTime::now(),
+                cdr_disposition(outcome.disposition),
+                outcome.sip_status,
+                match outcome.hangup_by {
+                    HangupBy::Caller => billing::HangupBy::Caller,
+                    HangupBy::Callee => billing::HangupBy::Callee,
+                    HangupBy::Switch => billing::HangupBy::Switch,
+                },
+            );
         let label = disposition_name(outcome.disposition);
         let write = self.settings.billing.write(cdr);
         // ctx.wait: nothing else of this call happens until the record is on disk.
@@ -683,6 +794,31 @@ impl CallController {
                 }
             }
             LegReport::Panicked(_) => self.abort(ctx),
+            LegReport::Modify(leg, request) => {
+                let Some(kind) = leg::kind_of(&request.method) else {
+                    return;
+                };
+                let offer = offer_of(&request.common);
+                let ev = Event::Modify { leg, kind, offer };
+                self.feed_with(ev, Parcel::Request(request), ctx);
+            }
+            LegReport::Relayed(leg, response) => {
+                let Some(kind) = leg::kind_of(&response.common.cseq.method) else {
+                    return;
+                };
+                let ev = Event::RelayAnswered {
+                    leg,
+                    kind,
+                    status: response.status,
+                    offer: offer_of(&response.common),
+                };
+                self.feed_with(ev, Parcel::Response(response), ctx);
+            }
+            LegReport::RelayFailed(leg, kind) => self.feed(Event::RelayFailed { leg, kind }, ctx),
+            LegReport::RelayAck(leg, ack) => {
+                self.feed_with(Event::RelayAck { leg }, Parcel::Request(ack), ctx)
+            }
+            LegReport::AckTimeout(leg) => self.feed(Event::AckTimeout { leg }, ctx),
         }
     }
 }
@@ -746,6 +882,7 @@ impl Actor for CallController {
                 hangup_by: HangupBy::Switch,
                 answered_at: None,
                 connected_leg: None,
+                held_ms: 0,
             };
             self.write_cdr(outcome, ctx);
             return;
@@ -805,6 +942,7 @@ impl CallController {
             hangup_by: HangupBy::Switch,
             answered_at: None,
             connected_leg: None,
+            held_ms: 0,
         };
         // The write's completion ends an aborted call; an already written CDR ends it now.
         match self.cdr {

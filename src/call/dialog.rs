@@ -14,6 +14,7 @@
 //! Time, randomness for tags and branches, and our own address are arguments: these
 //! functions never touch a socket or the clock.
 
+use super::identity::Identity;
 use crate::wire::{
     parse_name_addr, split_list, CSeq, Common, Header, HostPort, Method, NameAddr, Param, Request,
     Response, Uri, Via,
@@ -41,6 +42,10 @@ const COPIED_TO_B_LEG: &[&str] = &[
     "Priority",
     "User-Agent",
 ];
+
+/// Of [`COPIED_TO_B_LEG`], the headers that can name the caller, left off when the caller
+/// asks for privacy (RFC 3323 §5.1).
+const NAMES_THE_CALLER: &[&str] = &["Subject", "User-Agent"];
 
 /// One leg's dialog (RFC 3261 §12).
 ///
@@ -262,6 +267,25 @@ impl Dialog {
             }
             Err(_) => self.route_texts().map(Into::into).collect(),
         };
+        self.repack(&target, &routes);
+    }
+
+    /// A target refresh (§12.2: a re-INVITE or UPDATE, or its 2xx, with a Contact): the
+    /// remote target becomes that Contact; the route set stays (it is fixed when the
+    /// dialog is made). A missing or bad Contact changes nothing.
+    pub fn refresh_target(&mut self, by: &Common) {
+        let Ok(target) = contact_uri(by).map(|t| t.to_string()) else {
+            return;
+        };
+        if target == self.part(Part::RemoteTarget) {
+            return;
+        }
+        let routes: Box<[Box<str>]> = self.route_texts().map(Into::into).collect();
+        self.repack(&target, &routes);
+    }
+
+    /// The same dialog with a new remote target and route set.
+    fn repack(&mut self, target: &str, routes: &[Box<str>]) {
         let (text, ends) = pack(
             [
                 self.part(Part::CallId),
@@ -269,9 +293,9 @@ impl Dialog {
                 self.part(Part::RemoteTag),
                 self.part(Part::LocalUri),
                 self.part(Part::RemoteUri),
-                &target,
+                target,
             ],
-            &routes,
+            routes,
         );
         self.text = text;
         self.ends = ends;
@@ -441,10 +465,12 @@ pub struct BLeg<'a> {
     pub to: NameAddr,
     /// Path of the binding (RFC 3327): sent as Route headers.
     pub path: &'a [String],
+    /// Who calls, as the switch vouches for it (`call::identity`): the From, tagged here.
+    pub identity: &'a Identity,
 }
 
 /// The B-leg INVITE for A-leg INVITE `a` (a B2BUA's new request, RFC 3261 §8.1.1): From is
-/// A's identity with our tag, CSeq 1, Max-Forwards one less than A's (70 when A had
+/// the caller's identity as the switch vouches for it (`b.identity`) with our tag, CSeq 1, Max-Forwards one less than A's (70 when A had
 /// none), the body byte for byte with its Content-* headers, the end-to-end headers of
 /// [`COPIED_TO_B_LEG`] and our own `Allow`. `None` when A's Max-Forwards is 0 (the
 /// caller answers 483).
@@ -454,7 +480,7 @@ pub fn b_leg_invite(a: &Request, b: &BLeg<'_>) -> Option<Request> {
         Some(n) => n - 1,
         None => 69,
     };
-    let mut from = without_tag(&a.common.from);
+    let mut from = b.identity.from.clone();
     from.set_tag(b.from_tag.to_string());
     let mut headers: Vec<Header> = b
         .path
@@ -471,6 +497,10 @@ pub fn b_leg_invite(a: &Request, b: &BLeg<'_>) -> Option<Request> {
                 COPIED_TO_B_LEG
                     .iter()
                     .any(|n| h.name.eq_ignore_ascii_case(n))
+                    && !(b.identity.anonymous
+                        && NAMES_THE_CALLER
+                            .iter()
+                            .any(|n| h.name.eq_ignore_ascii_case(n)))
             })
             .cloned(),
     );
@@ -697,6 +727,7 @@ Content-Length: 0",
             headers: None,
         }));
         let target = crate::wire::parse_uri("sip:bob-x@10.0.0.2:5080").unwrap();
+        let identity = super::super::identity::of_caller(&a, "alice", "example.test", None);
         let leg = BLeg {
             target: target.clone(),
             via: our_via("udp", sent_by(), "z9hG4bKbleg".into()),
@@ -705,12 +736,17 @@ Content-Length: 0",
             from_tag: "bt-ours",
             to: a.common.to.clone(),
             path: &[],
+            identity: &identity,
         };
         let b = b_leg_invite(&a, &leg).unwrap();
         assert_eq!(b.uri, target);
         assert_eq!(b.common.call_id, "b-call@127.0.0.1");
         assert_eq!(b.common.from.tag(), Some("bt-ours"));
-        assert_eq!(b.common.from.uri, a.common.from.uri);
+        assert_eq!(
+            b.common.from.to_string(),
+            "\"Alice\" <sip:alice@example.test>;tag=bt-ours",
+            "the identity the switch vouches for"
+        );
         assert_eq!(b.common.to.tag(), None);
         assert_eq!(b.common.cseq.to_string(), "1 INVITE");
         assert_eq!(b.common.max_forwards, Some(69));
@@ -744,6 +780,30 @@ Content-Length: 0",
                 && !text.contains("z9hG4bKa1"),
             "{text}"
         );
+        // A caller asking for privacy: anonymous, and the headers that could name them
+        // stay behind.
+        let anonymous = Identity {
+            anonymous: true,
+            ..identity.clone()
+        };
+        let named = req(&INVITE.replace(
+            "Accept: application/sdp",
+            "Accept: application/sdp\nUser-Agent: Desk 1\nSubject: hello",
+        ));
+        let public = b_leg_invite(&named, &leg).unwrap();
+        assert_eq!(public.common.header("User-Agent"), Some("Desk 1"));
+        assert_eq!(public.common.header("Subject"), Some("hello"));
+        let private = b_leg_invite(
+            &named,
+            &BLeg {
+                identity: &anonymous,
+                ..leg.clone()
+            },
+        )
+        .unwrap();
+        assert!(private.common.header("User-Agent").is_none());
+        assert!(private.common.header("Subject").is_none());
+        assert!(private.common.header("Accept").is_some());
         // Max-Forwards 0 cannot be forwarded.
         let zero = req(&INVITE.replace("Max-Forwards: 70", "Max-Forwards: 0"));
         assert!(b_leg_invite(&zero, &leg).is_none());

@@ -19,15 +19,17 @@
 //! check of in-dialog requests (§12.2.2) and 501 for in-dialog methods we do not carry.
 
 use super::controller::{CallController, CallSettings};
+use super::usage::{Admit, Resend, ResendStep, Usage};
 use super::{CallInput, CallNo, CallOutput, Purpose};
 use crate::call::dialog::{self, Dialog, DialogState};
+use crate::endpoint::Refusal;
 use crate::metrics;
 use crate::transport::{Peer, Transport};
 use crate::txn::{new_branch, TxId};
 use crate::wire::{Header, HostPort, Method, NameAddr, Request, Response, SipUri, Uri};
 use actix::prelude::*;
 use actix::WeakAddr;
-use softswitch_actors::call::{Event, LegFailure, LegId};
+use softswitch_actors::call::{Event, Kind, LegFailure, LegId};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,8 +71,36 @@ pub enum LegCommand {
     /// allows (500 to an unanswered A, BYE on a confirmed dialog, CANCEL for a pending
     /// INVITE).
     Abort,
+    /// Send, in this leg's dialog, the mid-call request the other party sent (its
+    /// body and the headers that describe it, byte for byte).
+    Relay {
+        /// The other party's request.
+        request: Box<Request>,
+    },
+    /// Answer the oldest unanswered mid-call request `method` of this leg's party.
+    Answer {
+        /// The request's method.
+        method: Method,
+        /// The other party's answer, or the switch's own refusal.
+        reply: Reply,
+    },
+    /// ACK the 2xx of the re-INVITE relayed on this leg, with the body of the other
+    /// party's ACK (a late offer's answer).
+    AckRelayed {
+        /// The other party's ACK.
+        ack: Option<Box<Request>>,
+    },
     /// The call is over: stop.
     Stop,
+}
+
+/// How a mid-call request of a leg's party is answered.
+#[derive(Debug)]
+pub enum Reply {
+    /// With the other party's answer (status, reason, body and its description).
+    Relayed(Box<Response>),
+    /// With the switch's own refusal (glare, a pending offer, no answer, no call).
+    Refused(Refusal),
 }
 
 impl Message for LegCommand {
@@ -86,6 +116,16 @@ pub enum LegReport {
     ByeReceived(LegId),
     /// The leg's handler panicked: the call must end (the leg's state is not trusted).
     Panicked(LegId),
+    /// The party sent a re-INVITE, UPDATE or INFO (admitted by the leg: no glare on it).
+    Modify(LegId, Box<Request>),
+    /// The final answer to the request relayed on this leg.
+    Relayed(LegId, Box<Response>),
+    /// The request relayed on this leg got no answer or could not be sent.
+    RelayFailed(LegId, Kind),
+    /// The party ACKed our 2xx to its re-INVITE (the ACK, with a late offer's answer).
+    RelayAck(LegId, Box<Request>),
+    /// The party never ACKed our 2xx to its re-INVITE (64·T1).
+    AckTimeout(LegId),
 }
 
 impl Message for LegReport {
@@ -119,7 +159,7 @@ struct Setup {
     early: Vec<Dialog>,
     /// A: our 2xx, retransmitted until A's ACK (UDP only).
     ok: Option<Response>,
-    ok_interval: Duration,
+    resend: Resend,
     retransmit: Option<SpawnHandle>,
 }
 
@@ -130,6 +170,52 @@ struct Rare {
     ack_sdp: Option<Box<[u8]>>,
     /// BYEs received, answered on [`LegCommand::AnswerBye`].
     pending_byes: Vec<(TxId, Box<Request>)>,
+    /// Mid-call requests in flight on this leg, both ways.
+    usage: Usage,
+    /// Our 2xx to the party's re-INVITE, retransmitted until its ACK.
+    reok: Option<Reok>,
+    /// The ACK we sent for the 2xx of the re-INVITE we relayed on this leg (sent again
+    /// for each retransmission of that 2xx), or that re-INVITE's CSeq number until then.
+    reack: Option<(u32, Option<Request>)>,
+}
+
+/// Our 2xx to the party's re-INVITE, until its ACK.
+struct Reok {
+    /// The re-INVITE's server transaction.
+    tx: TxId,
+    ok: Response,
+    resend: Resend,
+    timer: SpawnHandle,
+}
+
+/// The headers of a mid-call request or its answer that go across with its body: what
+/// describes the body (RFC 3261 §20) and the INFO package (RFC 6086 §7).
+const RELAYED_HEADERS: &[&str] = &[
+    "Content-Type",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Info-Package",
+    "Recv-Info",
+];
+
+/// The method of a mid-call request kind.
+pub fn method_of(kind: Kind) -> Method {
+    match kind {
+        Kind::Reinvite => Method::Invite,
+        Kind::Update => Method::Update,
+        Kind::Info => Method::Info,
+    }
+}
+
+/// The mid-call request kind of `method`, if it is one.
+pub fn kind_of(method: &Method) -> Option<Kind> {
+    match method {
+        Method::Invite => Some(Kind::Reinvite),
+        Method::Update => Some(Kind::Update),
+        Method::Info => Some(Kind::Info),
+        _ => None,
+    }
 }
 
 /// One leg.
@@ -223,6 +309,7 @@ impl Leg {
         #[cfg(not(debug_assertions))]
         let _ = new.fault;
         let t1 = settings.t1;
+        let seq = new.invite.common.cseq.seq;
         let ctx = Context::new();
         // Weak: see `Actor::stopping` below.
         let addr = ctx.address().downgrade();
@@ -239,7 +326,7 @@ impl Leg {
                 role: new.role,
                 early: Vec::new(),
                 ok: None,
-                ok_interval: t1,
+                resend: Resend::new(seq, t1),
                 retransmit: None,
             })),
             dialog: None,
@@ -337,9 +424,15 @@ impl Leg {
                 self.stop_retransmit(ctx);
                 self.send_bye();
             }
+            LegCommand::Relay { request } => self.relay(&request),
+            LegCommand::Answer { method, reply } => self.answer_modify(&method, reply, ctx),
+            LegCommand::AckRelayed { ack } => self.ack_relayed(ack.as_deref()),
             LegCommand::Abort => self.abort(ctx),
             LegCommand::Stop => {
                 self.stop_retransmit(ctx);
+                if let Some(reok) = self.rare.as_mut().and_then(|r| r.reok.take()) {
+                    ctx.cancel_future(reok.timer);
+                }
                 self.stop = true;
                 ctx.stop();
             }
@@ -480,11 +573,15 @@ impl Leg {
     }
 
     fn arm_retransmit(&mut self, ctx: &mut Context<Self>) {
-        let Some(wait) = self.setup.as_ref().map(|s| s.ok_interval) else {
+        let Some(wait) = self.setup.as_ref().map(|s| s.resend.first_wait()) else {
             return;
         };
+        self.retransmit_after(wait, ctx);
+    }
+
+    fn retransmit_after(&mut self, wait: Duration, ctx: &mut Context<Self>) {
         let h = ctx.run_later(wait, |act, ctx| {
-            let t2 = act.settings.t2;
+            let (t1, t2) = (act.settings.t1, act.settings.t2);
             let Some(s) = act.setup.as_deref_mut() else {
                 return;
             };
@@ -495,9 +592,11 @@ impl Leg {
                 tx: *tx,
                 response: ok.clone(),
             };
-            s.ok_interval = (s.ok_interval * 2).min(t2);
-            act.send(out);
-            act.arm_retransmit(ctx);
+            // Past 64·T1 the machine's AckWait ends the call (§13.3.1.4).
+            if let ResendStep::Again(next) = s.resend.step(t1, t2) {
+                act.send(out);
+                act.retransmit_after(next, ctx);
+            }
         });
         if let Some(s) = self.setup.as_deref_mut() {
             s.retransmit = Some(h);
@@ -543,6 +642,164 @@ impl Leg {
         }
     }
 
+    /// Sends the other party's mid-call request in this leg's dialog: our Via, CSeq,
+    /// tags and route set; its body and the headers describing it byte for byte; our
+    /// Contact and Allow on a re-INVITE or UPDATE (a target refresh, §14.1, RFC 3311).
+    fn relay(&mut self, from: &Request) {
+        let via = via_for(&self.settings, self.peer.transport);
+        let kind = kind_of(&from.method);
+        let request = self
+            .dialog
+            .as_mut()
+            .and_then(|d| d.request(from.method.clone(), via));
+        let (Some(mut request), Some(kind)) = (request, kind) else {
+            if let Some(kind) = kind {
+                self.report(LegReport::RelayFailed(self.id, kind));
+            }
+            return;
+        };
+        for h in &from.common.headers {
+            if RELAYED_HEADERS
+                .iter()
+                .any(|n| h.name.eq_ignore_ascii_case(n))
+            {
+                request.common.headers.push(h.clone());
+            }
+        }
+        if kind != Kind::Info {
+            request.common.headers.push(Header::new(
+                "Contact",
+                contact_for(&self.settings, self.peer.transport).to_string(),
+            ));
+            request
+                .common
+                .headers
+                .push(Header::new("Allow", crate::endpoint::ALLOW));
+        }
+        request.common.body = from.common.body.clone();
+        let seq = request.common.cseq.seq;
+        let rare = self.rare();
+        rare.usage.outgoing.push((request.method.clone(), seq));
+        if kind == Kind::Reinvite {
+            rare.reack = Some((seq, None));
+        }
+        self.send(CallOutput::Send {
+            call: self.call,
+            leg: self.id,
+            purpose: Purpose::Relay(kind),
+            to: self.peer,
+            request,
+        });
+    }
+
+    /// Answers the party's oldest unanswered `method` request: with the other party's
+    /// `answer` (status, reason, body and its description), else with `status` alone.
+    /// A 2xx to a re-INVITE or UPDATE carries our Contact and Allow; a 2xx to a
+    /// re-INVITE is retransmitted until its ACK (UDP), and waited for 64·T1 (§13.3.1.4).
+    fn answer_modify(&mut self, method: &Method, reply: Reply, ctx: &mut Context<Self>) {
+        let Some((tx, request)) = self.rare().usage.take_incoming(method) else {
+            return;
+        };
+        let a = match reply {
+            Reply::Refused(refusal) => {
+                let response = refusal.response(&request, "");
+                self.send(CallOutput::Respond { tx, response });
+                return;
+            }
+            Reply::Relayed(a) => a,
+        };
+        let status = a.status;
+        let mut r = request.response(status, Some(&a.reason), None);
+        for h in &a.common.headers {
+            if RELAYED_HEADERS
+                .iter()
+                .any(|n| h.name.eq_ignore_ascii_case(n))
+                || h.name.eq_ignore_ascii_case("Retry-After")
+                || h.name.eq_ignore_ascii_case("Warning")
+            {
+                r.common.headers.push(h.clone());
+            }
+        }
+        r.common.body = a.common.body.clone();
+        let is_2xx = (200..300).contains(&status);
+        if is_2xx && *method != Method::Info {
+            r.common.headers.push(Header::new(
+                "Contact",
+                contact_for(&self.settings, self.peer.transport).to_string(),
+            ));
+            r.common
+                .headers
+                .push(Header::new("Allow", crate::endpoint::ALLOW));
+        }
+        if is_2xx && *method == Method::Invite {
+            let resend = Resend::new(request.common.cseq.seq, self.settings.t1);
+            let timer = self.reok_after(resend.first_wait(), ctx);
+            let reok = Reok {
+                tx,
+                ok: r.clone(),
+                resend,
+                timer,
+            };
+            if let Some(old) = self.rare().reok.replace(reok) {
+                ctx.cancel_future(old.timer);
+            }
+        }
+        self.send(CallOutput::Respond { tx, response: r });
+    }
+
+    /// The retransmission of our 2xx to the party's re-INVITE (over UDP; over TCP only
+    /// the 64·T1 wait for its ACK). The re-INVITE's server transaction is in Accepted
+    /// and passes each retransmission on (RFC 6026).
+    fn reok_after(&mut self, wait: Duration, ctx: &mut Context<Self>) -> SpawnHandle {
+        ctx.run_later(wait, |act, ctx| {
+            let (t1, t2) = (act.settings.t1, act.settings.t2);
+            let Some(mut reok) = act.rare.as_mut().and_then(|r| r.reok.take()) else {
+                return;
+            };
+            match reok.resend.step(t1, t2) {
+                ResendStep::Again(next) => {
+                    if act.peer.transport == Transport::Udp {
+                        act.send(CallOutput::Respond {
+                            tx: reok.tx,
+                            response: reok.ok.clone(),
+                        });
+                    }
+                    reok.timer = act.reok_after(next, ctx);
+                    act.rare().reok = Some(reok);
+                }
+                ResendStep::GiveUp => act.report(LegReport::AckTimeout(act.id)),
+            }
+        })
+    }
+
+    /// ACKs the 2xx of the re-INVITE relayed on this leg (§13.2.2.4), with the body of
+    /// the other party's ACK.
+    fn ack_relayed(&mut self, from: Option<&Request>) {
+        let Some(seq) = self
+            .rare
+            .as_ref()
+            .and_then(|r| r.reack.as_ref())
+            .map(|r| r.0)
+        else {
+            return;
+        };
+        let via = via_for(&self.settings, self.peer.transport);
+        let body = from.filter(|a| !a.common.body.is_empty()).map(|a| {
+            (
+                a.common.body.clone(),
+                a.common.header("Content-Type").unwrap_or("application/sdp"),
+            )
+        });
+        let Some(ack) = self.dialog.as_ref().and_then(|d| d.ack(seq, via, body)) else {
+            return;
+        };
+        self.rare().reack = Some((seq, Some(ack.clone())));
+        self.send(CallOutput::Ack {
+            to: self.peer,
+            request: ack,
+        });
+    }
+
     // ---- SIP from the driver ----
 
     fn input(&mut self, msg: CallInput, ctx: &mut Context<Self>) {
@@ -571,10 +828,31 @@ impl Leg {
                 }
                 Purpose::Bye => self.event(Event::ByeDone { leg: self.id }),
                 Purpose::Cancel => {}
+                Purpose::Relay(kind) => {
+                    if let Some(r) = self.rare.as_mut() {
+                        let m = method_of(kind);
+                        if let Some(i) = r.usage.outgoing.iter().position(|(o, _)| *o == m) {
+                            r.usage.outgoing.remove(i);
+                        }
+                    }
+                    self.report(LegReport::RelayFailed(self.id, kind));
+                }
             },
             CallInput::Request { tx, request } => self.on_request(tx, request),
             CallInput::Ack { request } => {
-                if self.uas {
+                let seq = request.common.cseq.seq;
+                let reok = self
+                    .rare
+                    .as_ref()
+                    .and_then(|r| r.reok.as_ref())
+                    .is_some_and(|r| r.resend.acked_by(seq));
+                if reok {
+                    // The ACK of our 2xx to the party's re-INVITE.
+                    if let Some(r) = self.rare.as_mut().and_then(|r| r.reok.take()) {
+                        ctx.cancel_future(r.timer);
+                    }
+                    self.report(LegReport::RelayAck(self.id, Box::new(request)));
+                } else if self.uas && seq == self.invite_seq {
                     self.stop_retransmit(ctx);
                     let sdp = sdp_of(&request.common.body);
                     self.event(Event::AckFromA { sdp });
@@ -586,7 +864,15 @@ impl Leg {
 
     fn on_response(&mut self, purpose: Purpose, response: Response) {
         let leg = self.id;
+        let relayed_2xx = purpose == Purpose::Invite
+            && response.common.cseq.seq != self.invite_seq
+            && response.common.cseq.method == Method::Invite;
+        if relayed_2xx {
+            // A 2xx retransmission of a re-INVITE we relayed, after its transaction.
+            return self.on_relayed_response(Kind::Reinvite, response);
+        }
         match purpose {
+            Purpose::Relay(kind) => self.on_relayed_response(kind, response),
             Purpose::Invite => {
                 let status = response.status;
                 let sdp = sdp_of(&response.common.body);
@@ -613,6 +899,40 @@ impl Leg {
                 }
             }
         }
+    }
+
+    /// A response to the request relayed on this leg: the final one goes to the
+    /// controller (once: a retransmitted 2xx of a re-INVITE gets our ACK again, §13.2.2.4).
+    fn on_relayed_response(&mut self, kind: Kind, response: Response) {
+        if response.status < 200 {
+            return;
+        }
+        let (method, seq) = (method_of(kind), response.common.cseq.seq);
+        let first = self
+            .rare
+            .as_mut()
+            .is_some_and(|r| r.usage.answered(&method, seq));
+        if !first {
+            let again = self
+                .rare
+                .as_ref()
+                .and_then(|r| r.reack.as_ref())
+                .filter(|(s, _)| *s == seq)
+                .and_then(|(_, ack)| ack.clone());
+            if let (Some(ack), true) = (again, (200..300).contains(&response.status)) {
+                self.send(CallOutput::Ack {
+                    to: self.peer,
+                    request: ack,
+                });
+            }
+            return;
+        }
+        if (200..300).contains(&response.status) && kind != Kind::Info {
+            if let Some(d) = self.dialog.as_mut() {
+                d.refresh_target(&response.common);
+            }
+        }
+        self.report(LegReport::Relayed(self.id, Box::new(response)));
     }
 
     /// A 1xx with a To tag creates an early dialog (§12.1.2), one per tag.
@@ -658,7 +978,7 @@ impl Leg {
         };
         if self.dialog.as_ref().is_some_and(|d| !ours(d)) {
             // The driver's dialog key matched another dialog's (see `DialogKey`).
-            let r = request.response(481, None, None);
+            let r = Refusal::CallDoesNotExist.response(&request, "");
             self.send(CallOutput::Respond { tx, response: r });
             return;
         }
@@ -667,7 +987,7 @@ impl Leg {
             .as_mut()
             .is_none_or(|d| d.accept_remote_seq(request.common.cseq.seq));
         if !seq_ok {
-            let r = request.response(500, Some("Server Internal Error (CSeq out of order)"), None);
+            let r = Refusal::CSeqOutOfOrder.response(&request, "");
             self.send(CallOutput::Respond { tx, response: r });
             return;
         }
@@ -684,11 +1004,38 @@ impl Leg {
                 let r = crate::endpoint::options_ok(&request, None);
                 self.send(CallOutput::Respond { tx, response: r });
             }
+            Method::Invite | Method::Update | Method::Info if self.dialog.is_some() => {
+                self.on_modify(tx, request)
+            }
             _ => {
-                let r = request.response(501, Some("Not Implemented (in-dialog)"), None);
+                let r = Refusal::NotImplementedInDialog.response(&request, "");
                 self.send(CallOutput::Respond { tx, response: r });
             }
         }
+    }
+
+    /// The party's re-INVITE, UPDATE or INFO: refused here when it crosses our own offer
+    /// on this leg (491) or its own previous one (500), else reported for relaying.
+    fn on_modify(&mut self, tx: TxId, request: Request) {
+        let admit = self.rare().usage.admit(&request.method);
+        let refusal = match admit {
+            Admit::Go => None,
+            Admit::Glare => Some(Refusal::RequestPending),
+            Admit::Pending => Some(Refusal::OfferPending),
+        };
+        if let Some(refusal) = refusal {
+            let response = refusal.response(&request, "");
+            self.send(CallOutput::Respond { tx, response });
+            return;
+        }
+        if request.method != Method::Info {
+            if let Some(d) = self.dialog.as_mut() {
+                d.refresh_target(&request.common);
+            }
+        }
+        let copy = Box::new(request.clone());
+        self.rare().usage.incoming.push((tx, Box::new(request)));
+        self.report(LegReport::Modify(self.id, copy));
     }
 }
 

@@ -17,9 +17,11 @@
 pub mod controller;
 pub mod dialog;
 pub mod forward;
+pub mod identity;
 pub mod leg;
 pub mod router;
 pub mod task;
+pub mod usage;
 
 use crate::transport::Peer;
 use crate::txn::TxId;
@@ -39,6 +41,8 @@ pub enum Purpose {
     Cancel,
     /// A BYE on a leg.
     Bye,
+    /// A mid-call request relayed on the leg (re-INVITE, UPDATE, INFO).
+    Relay(softswitch_actors::call::Kind),
 }
 
 /// Driver → the leg it is for.
@@ -250,6 +254,7 @@ struct LiveCall {
 }
 
 use crate::call::router::{Bill, CallRouter, Refused};
+use crate::endpoint::Refusal;
 use crate::metrics;
 use crate::txn::TxLayer;
 use actix::WeakAddr;
@@ -271,6 +276,8 @@ pub struct CallView {
     ends: [u32; 3],
     /// The call's phase, as its index in `STATE_NAMES` (see [`CallView::state`]).
     pub state: u8,
+    /// Who holds the other party (RFC 3264 §8.4): bit 0 A, bit 1 the B-leg.
+    pub holding: u8,
     /// When the INVITE arrived.
     pub start_time: SystemTime,
     /// A, then the B-legs (by `LegId`).
@@ -334,6 +341,7 @@ impl CallView {
             text: text.into_boxed_str(),
             ends,
             state: softswitch_actors::call::STATE_IDLE,
+            holding: 0,
             start_time: SystemTime::now(),
             legs: views.into_boxed_slice(),
         }
@@ -421,11 +429,19 @@ impl serde::Serialize for CallView {
             }
         }
         let start = softswitch_actors::billing::Timestamp::from(self.start_time);
-        let mut m = s.serialize_struct("Call", 6)?;
+        let mut m = s.serialize_struct("Call", 8)?;
         m.serialize_field("call_id", self.call_id())?;
         m.serialize_field("caller", self.caller())?;
         m.serialize_field("callee", self.callee())?;
         m.serialize_field("state", self.state())?;
+        m.serialize_field("held", &(self.holding != 0))?;
+        let held_by = match self.holding {
+            1 => Some("A"),
+            2 => Some("B"),
+            3 => Some("both"),
+            _ => None,
+        };
+        m.serialize_field("held_by", &held_by)?;
         m.serialize_field("start_time", &format_args!("{start}"))?;
         m.serialize_field("legs", &Legs(self))?;
         m.end()
@@ -510,8 +526,8 @@ impl CallHub {
             // §8.2.2.2: checked before authentication, as the first copy's credentials
             // (its nonce count used) would draw a stale challenge instead. Not billed:
             // it is the same attempt as the first copy, whose call writes its CDR.
-            let refusal = crate::endpoint::Refusal::MergedRequest;
-            metrics::sip_message_rejected(refusal.metric_reason());
+            let refusal = Refusal::MergedRequest;
+            refusal.count();
             return Err(Refused::new(refusal.response(request, tag), Bill::Nobody));
         }
         let attempt = self.table.attempt_key(request);
@@ -527,7 +543,7 @@ impl CallHub {
             } else {
                 Bill::Caller(routed.caller)
             };
-            let resp = request.response(400, Some("Bad Request (missing Contact)"), Some(tag));
+            let resp = Refusal::MissingContact.response(request, tag);
             return Err(Refused::new(resp, bill));
         }
         Ok((routed, merge))
@@ -627,6 +643,7 @@ impl CallHub {
                 caller,
                 callee,
                 chain: routed.chain,
+                identity: routed.identity,
             },
             self.settings.clone(),
         );

@@ -8,7 +8,8 @@
 //! 3. the caller is one of our users, authenticated by digest (RFC 3261 §22.3): without
 //!    valid `Proxy-Authorization` it gets 407 with one `Proxy-Authenticate` per algorithm
 //!    of the From user's challenge list (the deployment's unless they have one), `stale`
-//!    for an expired nonce, 403 after repeated failures from one source;
+//!    for an expired nonce, 403 after repeated failures from one source; a From that
+//!    names another of our users is 403 ([`identity::check_from`]);
 //! 4. the callee, the Request-URI's user (a `tel:` number as a user name), is a
 //!    subscriber (else 404); the forwarding decided before anyone rings is followed
 //!    (`forward_unconditional`; busy without `call_waiting`: `forward_busy`, else 486
@@ -16,7 +17,7 @@
 //!    [`super::forward`]); the user it ends at has at least one binding (else 480).
 //!
 //! The caller's identity is the authenticated user, whatever the From says: it is what
-//! the CDR bills. Max-Forwards 0 (483) is refused earlier, by the endpoint.
+//! the CDR bills, and what the callee sees ([`identity::of_caller`]: the B-legs' From). Max-Forwards 0 (483) is refused earlier, by the endpoint.
 //!
 //! Every refusal says whom it bills ([`Bill`]): an authenticated caller's attempt gets
 //! one CDR (`CallHub::refused` writes it before the answer goes), a challenge or failed
@@ -25,12 +26,12 @@
 //! INVITE without credentials (nearly every call's first) costs nothing more.
 
 use super::forward::Callees;
-use crate::auth::{Authenticated, Authenticator, Verdict};
+use crate::auth::{Authenticated, Authenticator};
+use crate::call::identity::{self, Identity};
 use crate::directory::Directory;
-use crate::endpoint::{Endpoint, Refusal};
-use crate::metrics;
+use crate::endpoint::{Challenger, Endpoint, Refusal};
 use crate::transport::Peer;
-use crate::wire::{Header, HostPort, Request, Response, Uri};
+use crate::wire::{HostPort, Request, Response, Uri};
 use softswitch_actors::binding::Binding;
 use softswitch_actors::call::forward::{Chain, Stop};
 use softswitch_actors::location::Location;
@@ -42,6 +43,8 @@ use std::time::SystemTime;
 pub struct Routed {
     /// The authenticated caller: what the CDR bills.
     pub caller: Authenticated,
+    /// What the B-legs say about the caller (their From).
+    pub identity: Identity,
     /// The callee as dialled (the Request-URI's user).
     pub callee: String,
     /// The callee's AOR, `user@domain`.
@@ -90,52 +93,6 @@ impl Refused {
     }
 }
 
-/// Why an INVITE is not set up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rejection {
-    /// An admission or routing refusal.
-    Refused(Refusal),
-    /// 407 with these `Proxy-Authenticate` values.
-    Challenge(Vec<String>),
-    /// 403 after authentication failed for good (too many failures, blocked).
-    Forbidden,
-    /// 400: credentials that do not parse.
-    BadCredentials,
-}
-
-impl Rejection {
-    /// The response to `req` with To tag `to_tag`.
-    pub fn response(&self, req: &Request, to_tag: &str) -> Response {
-        match self {
-            Rejection::Refused(r) => r.response(req, to_tag),
-            Rejection::Challenge(values) => {
-                let mut resp = req.response(407, None, Some(to_tag));
-                resp.common.headers = values
-                    .iter()
-                    .map(|v| Header::new("Proxy-Authenticate", v.clone()))
-                    .collect();
-                resp
-            }
-            Rejection::Forbidden => req.response(403, Some("Forbidden"), Some(to_tag)),
-            Rejection::BadCredentials => req.response(
-                400,
-                Some("Bad Request (malformed Proxy-Authorization)"),
-                Some(to_tag),
-            ),
-        }
-    }
-
-    /// The status code.
-    pub fn status(&self) -> u16 {
-        match self {
-            Rejection::Refused(r) => r.status(),
-            Rejection::Challenge(_) => 407,
-            Rejection::Forbidden => 403,
-            Rejection::BadCredentials => 400,
-        }
-    }
-}
-
 /// Decides where new calls go.
 pub struct CallRouter {
     endpoint: Arc<Endpoint>,
@@ -178,9 +135,9 @@ impl CallRouter {
         from: &Peer,
         now: SystemTime,
         attempt: u64,
-    ) -> Result<Routed, (Rejection, Bill)> {
+    ) -> Result<Routed, (Refusal, Bill)> {
         let domain = &self.endpoint.domain;
-        let before_auth = |r: Refusal| (Rejection::Refused(r), Bill::Unverified);
+        let before_auth = |r: Refusal| (r, Bill::Unverified);
         // 1. Our domain, and a callee.
         let callee = match &req.uri {
             Uri::Sip(u) if self.endpoint.is_local_host(&u.host.host) => u.user.clone(),
@@ -210,46 +167,28 @@ impl CallRouter {
             now,
             Some(attempt),
         );
-        let (caller, retransmission) = match verdict {
-            Verdict::Ok {
-                user,
-                retransmission,
-                ..
-            } => (user, retransmission),
-            Verdict::Challenge {
-                stale,
-                reason,
-                failed,
-            } => {
-                if reason != crate::auth::FailReason::Missing {
-                    metrics::auth_failure(reason.as_str());
-                }
-                let creds = from_user
-                    .as_deref()
-                    .and_then(|u| self.directory.get(u))
-                    .map(|s| &s.credentials);
-                return Err((
-                    Rejection::Challenge(self.auth.challenge(domain, creds, stale, failed, now)),
-                    Bill::Nobody,
-                ));
-            }
-            Verdict::Forbidden { reason } => {
-                metrics::auth_failure(reason.as_str());
-                return Err((Rejection::Forbidden, Bill::Nobody));
-            }
-            Verdict::Malformed { reason } => {
-                metrics::auth_failure(reason.as_str());
-                return Err((Rejection::BadCredentials, Bill::Nobody));
-            }
+        let challenge = |stale, failed| {
+            let creds = from_user
+                .as_deref()
+                .and_then(|u| self.directory.get(u))
+                .map(|s| &s.credentials);
+            self.auth.challenge(domain, creds, stale, failed, now)
         };
+        let (caller, retransmission) = Refusal::from_verdict(verdict, Challenger::Proxy, challenge)
+            .map_err(|r| (r, Bill::Nobody))?;
         let after_auth = |r: Refusal| {
             let bill = if retransmission {
                 Bill::Again
             } else {
                 Bill::Caller(caller.clone())
             };
-            (Rejection::Refused(r), bill)
+            (r, bill)
         };
+        // 3b. The caller's identity: a From naming another of our users is refused.
+        if let Err(r) = identity::check_from(req, caller.user(), &self.endpoint, &self.directory) {
+            r.count();
+            return Err(after_auth(r));
+        }
         // 4. The callee.
         let Some(callee) = callee.filter(|c| self.directory.contains(c)) else {
             return Err(after_auth(Refusal::NotFound));
@@ -267,7 +206,13 @@ impl CallRouter {
         let Some(targets) = self.location.lookup(&aor) else {
             return Err(after_auth(Refusal::TemporarilyUnavailable));
         };
+        let display_name = self
+            .directory
+            .get(caller.user())
+            .and_then(|s| s.profile.display_name.as_deref());
+        let identity = identity::of_caller(req, caller.user(), domain, display_name);
         Ok(Routed {
+            identity,
             caller,
             callee,
             aor,
@@ -295,20 +240,12 @@ impl CallRouter {
             now,
             Some(attempt),
         );
-        let failed = match verdict {
-            Verdict::Ok {
-                retransmission: true,
-                ..
-            } => return Bill::Again,
-            Verdict::Ok { user, .. } => return Bill::Caller(user),
-            Verdict::Challenge { reason, .. }
-            | Verdict::Forbidden { reason }
-            | Verdict::Malformed { reason } => reason,
-        };
-        if failed != crate::auth::FailReason::Missing {
-            metrics::auth_failure(failed.as_str());
+        // No challenge is sent instead of the refusal: its values are never made.
+        match Refusal::from_verdict(verdict, Challenger::Proxy, |_, _| Vec::new()) {
+            Ok((_, true)) => Bill::Again,
+            Ok((user, false)) => Bill::Caller(user),
+            Err(_) => Bill::Nobody,
         }
-        Bill::Nobody
     }
 
     /// The callee of an INVITE as dialled, in the form a call's CDR gives it: a user at
@@ -427,9 +364,9 @@ mod tests {
         )
     }
 
-    fn authorised(r: &CallRouter, ruri: &str) -> Result<Routed, (Rejection, Bill)> {
+    fn authorised(r: &CallRouter, ruri: &str) -> Result<Routed, (Refusal, Bill)> {
         let now = SystemTime::now();
-        let Err((Rejection::Challenge(ch), Bill::Nobody)) =
+        let Err((Refusal::Challenge { values: ch, .. }, Bill::Nobody)) =
             r.route(&invite(ruri, ""), &peer(), now, 1)
         else {
             panic!("no 407 first")
@@ -476,14 +413,15 @@ mod tests {
             ("sip:carol@example.test", Refusal::TemporarilyUnavailable),
         ] {
             let now = SystemTime::now();
-            let Err((Rejection::Challenge(ch), _)) = r.route(&invite(ruri, ""), &peer(), now, 1)
+            let Err((Refusal::Challenge { values: ch, .. }, _)) =
+                r.route(&invite(ruri, ""), &peer(), now, 1)
             else {
                 panic!("no 407 first")
             };
             let md5 = ch.iter().find(|c| c.contains("algorithm=MD5")).unwrap();
             let req = invite(ruri, &credentials(md5, ruri, "alice-pw"));
             let (rej, bill) = r.route(&req, &peer(), now, 2).unwrap_err();
-            assert_eq!(rej, Rejection::Refused(refusal));
+            assert_eq!(rej, refusal);
             assert!(matches!(bill, Bill::Caller(c) if c.user() == "alice"));
             let (rej_again, again) = r.route(&req, &peer(), now, 2).unwrap_err();
             assert_eq!((rej_again, again), (rej, Bill::Again), "{ruri}");
@@ -505,7 +443,9 @@ mod tests {
             Bill::Unverified
         );
         assert_eq!(r.caller(&bare, &peer(), now, 1), Bill::Nobody);
-        let Err((Rejection::Challenge(ch), _)) = r.route(&invite(ruri, ""), &peer(), now, 2) else {
+        let Err((Refusal::Challenge { values: ch, .. }, _)) =
+            r.route(&invite(ruri, ""), &peer(), now, 2)
+        else {
             panic!("no 407")
         };
         let md5 = ch.iter().find(|c| c.contains("algorithm=MD5")).unwrap();
@@ -536,7 +476,7 @@ mod tests {
             )
             .unwrap_err()
             .0;
-        assert_eq!(rej, Rejection::Refused(Refusal::NotOurDomain));
+        assert_eq!(rej, Refusal::NotOurDomain);
         assert_eq!(rej.status(), 403);
     }
 
@@ -556,14 +496,16 @@ mod tests {
         let r = router();
         let now = SystemTime::now();
         let ruri = "sip:bob@example.test";
-        let Err((Rejection::Challenge(ch), _)) = r.route(&invite(ruri, ""), &peer(), now, 1) else {
+        let Err((Refusal::Challenge { values: ch, .. }, _)) =
+            r.route(&invite(ruri, ""), &peer(), now, 1)
+        else {
             panic!()
         };
         let md5 = ch.iter().find(|c| c.contains("algorithm=MD5")).unwrap();
         let bad = invite(ruri, &credentials(md5, ruri, "wrong"));
         assert!(matches!(
             r.route(&bad, &peer(), now, 2),
-            Err((Rejection::Challenge(_), Bill::Nobody))
+            Err((Refusal::Challenge { .. }, Bill::Nobody))
         ));
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod baresip;
 pub mod digest;
+pub mod ua;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

@@ -35,6 +35,9 @@
 //! - The call ends (its CDR is written, then it counts as ended) once A has its final
 //!   non-2xx and every B-leg is settled, or after the BYEs of a connected call.
 
+mod midcall;
+
+pub use midcall::{Kind, Offer, Refuse};
 use std::time::{Duration, SystemTime};
 
 pub mod forward;
@@ -141,6 +144,45 @@ pub enum Event {
         /// The final status for A.
         status: u16,
     },
+    /// A re-INVITE, UPDATE or INFO from `leg`'s party, with what its SDP offers.
+    Modify {
+        /// The sender's leg.
+        leg: LegId,
+        /// Which request.
+        kind: Kind,
+        /// Its offer.
+        offer: Offer,
+    },
+    /// The final answer to the mid-call request relayed on `leg`, with what its SDP
+    /// offers (a late offer's 2xx).
+    RelayAnswered {
+        /// The leg it was relayed on.
+        leg: LegId,
+        /// Which request.
+        kind: Kind,
+        /// Its status.
+        status: u16,
+        /// Its SDP's offer.
+        offer: Offer,
+    },
+    /// The mid-call request relayed on `leg` got no answer (Timer B/F) or could not
+    /// be sent.
+    RelayFailed {
+        /// The leg it was relayed on.
+        leg: LegId,
+        /// Which request.
+        kind: Kind,
+    },
+    /// `leg`'s ACK for the 2xx of its relayed re-INVITE.
+    RelayAck {
+        /// The leg.
+        leg: LegId,
+    },
+    /// `leg`'s party never ACKed our 2xx for its re-INVITE (64·T1).
+    AckTimeout {
+        /// The leg.
+        leg: LegId,
+    },
 }
 
 /// What the machine needs of the callee being rung: its ring time and which of its
@@ -211,6 +253,39 @@ pub enum Command {
         /// Which rule.
         reason: ForwardReason,
     },
+    /// Relay the mid-call request `from`'s party sent on the leg `to`, in that leg's
+    /// dialog.
+    Relay {
+        /// The sender's leg.
+        from: LegId,
+        /// The leg it goes on.
+        to: LegId,
+        /// Which request.
+        kind: Kind,
+    },
+    /// Answer the mid-call request `leg`'s party sent with the other party's answer
+    /// (its status and body).
+    Answer {
+        /// The sender's leg.
+        leg: LegId,
+        /// Which request.
+        kind: Kind,
+    },
+    /// Answer the mid-call request `leg`'s party sent with the switch's own refusal.
+    Refuse {
+        /// The sender's leg.
+        leg: LegId,
+        /// Which request.
+        kind: Kind,
+        /// Why.
+        why: Refuse,
+    },
+    /// ACK the 2xx of the re-INVITE relayed on `leg` (with the answer of a late offer,
+    /// which the other party's ACK carried).
+    AckRelayed {
+        /// The leg.
+        leg: LegId,
+    },
 }
 
 /// How the call ended, for its CDR.
@@ -226,6 +301,9 @@ pub struct Outcome {
     pub answered_at: Option<SystemTime>,
     /// The B-leg that answered.
     pub connected_leg: Option<LegId>,
+    /// The time the call spent on hold, in milliseconds (49 days at most: 8 bytes less
+    /// than a `Duration` in every held call's task, see `task.rs`'s size test).
+    pub held_ms: u32,
 }
 
 /// CDR `disposition` (interface.md).
@@ -362,10 +440,20 @@ pub struct CallMachine {
     byes_out: Vec<LegId>,
     /// B released the call before A ACKed our 2xx: BYE A once it does (§15).
     bye_a_on_ack: bool,
-    /// The callee's own ring time and forwarding, when it has any (a box: most calls
-    /// have none, and this struct is in every held call's task).
-    callee: Option<Box<Callee>>,
+    /// What few calls have (a box: this struct is in every held call's task): the
+    /// callee's own ring time and forwarding, and re-INVITEs, UPDATEs, INFOs and hold
+    /// (`midcall.rs`).
+    extra: Option<Box<Extra>>,
     out: Vec<Command>,
+}
+
+/// The boxed part of a [`CallMachine`].
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    /// The callee's own ring time and forwarding, when it has any.
+    callee: Option<Callee>,
+    /// Re-INVITEs, UPDATEs, INFOs and hold, once the call has any.
+    mid: Option<midcall::MidCall>,
 }
 
 /// The callee being rung, when its rules differ from the defaults.
@@ -390,7 +478,7 @@ impl CallMachine {
             outcome: None,
             byes_out: Vec::new(),
             bye_a_on_ack: false,
-            callee: None,
+            extra: None,
             out: Vec::new(),
         }
     }
@@ -402,22 +490,27 @@ impl CallMachine {
 
     fn set_rules(&mut self, rules: CalleeRules, first: usize) {
         let plain = rules.ring == self.timers.ring && !rules.on_busy && !rules.on_no_answer;
-        self.callee = (!plain || first > 0).then(|| Box::new(Callee { rules, first }));
+        let callee = (!plain || first > 0).then_some(Callee { rules, first });
+        if callee.is_some() || self.extra.is_some() {
+            self.extra.get_or_insert_default().callee = callee;
+        }
     }
 
     fn ring(&self) -> Duration {
-        self.callee
-            .as_ref()
-            .map_or(self.timers.ring, |c| c.rules.ring)
+        self.callee().map_or(self.timers.ring, |c| c.rules.ring)
+    }
+
+    fn callee(&self) -> Option<&Callee> {
+        self.extra.as_ref().and_then(|e| e.callee.as_ref())
     }
 
     fn rules(&self) -> Option<CalleeRules> {
-        self.callee.as_ref().map(|c| c.rules)
+        self.callee().map(|c| c.rules)
     }
 
     /// The legs of the callee being rung (all of them unless the call was forwarded).
     fn current_legs(&self) -> impl Iterator<Item = (LegId, Leg)> + '_ {
-        let first = self.callee.as_ref().map_or(0, |c| c.first);
+        let first = self.callee().map_or(0, |c| c.first);
         self.b_legs().skip(first)
     }
 
@@ -594,9 +687,19 @@ impl CallMachine {
             Event::Timer(CallTimer::AckWait) => {
                 if self.phase == Phase::Answered {
                     // A never confirmed: the call cannot go on (RFC 3261 §13.3.1.4).
-                    self.release(LegId::A, HangupBy::Switch, true);
+                    self.release(LegId::A, HangupBy::Switch, true, now);
                 }
             }
+            Event::Modify { leg, kind, offer } => self.on_modify(leg, kind, offer),
+            Event::RelayAnswered {
+                leg,
+                kind,
+                status,
+                offer,
+            } => self.on_relay_answer(leg, kind, status, offer, now),
+            Event::RelayFailed { leg, kind } => self.on_relay_failed(leg, kind),
+            Event::RelayAck { leg } => self.on_relay_ack(leg, now),
+            Event::AckTimeout { leg } => self.on_ack_timeout(leg, now),
             Event::Timer(CallTimer::ByeWait) => {
                 self.byes_out.clear();
                 for l in self.legs.iter_mut() {
@@ -745,12 +848,12 @@ impl CallMachine {
             hangup_by,
             answered_at: None,
             connected_leg: None,
+            held_ms: 0,
         });
         self.maybe_finish();
     }
 
     fn on_bye(&mut self, leg: LegId, now: SystemTime) {
-        let _ = now;
         match self.phase {
             Phase::Connected | Phase::Answered => {
                 self.out.push(Command::AnswerBye { leg });
@@ -762,7 +865,7 @@ impl CallMachine {
                 if leg != LegId::A && Some(leg) != self.winner {
                     return;
                 }
-                self.release(leg, by, false);
+                self.release(leg, by, false, now);
             }
             // A BYE crossing ours: answer it; our own BYE's answer ends the wait.
             _ => self.out.push(Command::AnswerBye { leg }),
@@ -771,7 +874,7 @@ impl CallMachine {
 
     /// Ends a connected (or answered) call: BYE to the legs other than `from` (all when
     /// `both`).
-    fn release(&mut self, from: LegId, by: HangupBy, both: bool) {
+    fn release(&mut self, from: LegId, by: HangupBy, both: bool, now: SystemTime) {
         // §15: no BYE to A before A's ACK for our 2xx (or the transaction's timeout): with
         // A still unconfirmed, A's BYE waits for the ACK or the AckWait timer.
         let defer_a = self.phase == Phase::Answered && !both;
@@ -779,12 +882,14 @@ impl CallMachine {
             self.out.push(Command::StopTimer(CallTimer::AckWait));
         }
         self.phase = Phase::Releasing;
+        self.stop_hold_clock(now);
         self.outcome = Some(Outcome {
             disposition: Disposition::Answered,
             sip_status: 200,
             hangup_by: by,
             answered_at: self.answered_at,
             connected_leg: self.winner,
+            held_ms: u32::try_from(self.held(now).as_millis()).unwrap_or(u32::MAX),
         });
         if both || from != LegId::A {
             if defer_a {
@@ -882,7 +987,7 @@ mod tests {
         (m, c)
     }
 
-    fn finish_of(cmds: &[Command]) -> Option<Outcome> {
+    pub(super) fn finish_of(cmds: &[Command]) -> Option<Outcome> {
         cmds.iter().find_map(|c| match c {
             Command::Finish(o) => Some(*o),
             _ => None,
