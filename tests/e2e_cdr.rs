@@ -243,6 +243,8 @@ fn every_refused_attempt_gets_one_cdr_field_by_field() {
         "counted before the answer"
     );
     assert_refusal_cdr(&sw, &a.call_id, "bob", 480, "no_answer");
+    let routing = r#"softswitch_sip_messages_rejected_total{reason="routing"}"#;
+    assert_eq!(metric_now(&sw, routing), 1.0, "the 480 counted");
 
     // 404: no such user; its retransmission gets the same answer, no second CDR.
     let b = Caller::new(sw.udp_addr());
@@ -259,6 +261,7 @@ fn every_refused_attempt_gets_one_cdr_field_by_field() {
     );
     assert_eq!(calls_total(&sw, "rejected"), 1.0);
     assert_refusal_cdr(&sw, &b.call_id, "nobody", 404, "rejected");
+    assert_eq!(metric_now(&sw, routing), 3.0, "each 404 sent counted");
 
     // 482: our own Via in it (it went through us already), before authentication: the
     // credentials it carries are verified to bill it. Without credentials: no CDR.

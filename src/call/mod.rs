@@ -534,7 +534,12 @@ impl CallHub {
         let routed = self
             .router
             .route(request, from, SystemTime::now(), attempt)
-            .map_err(|(rej, bill)| Refused::new(rej.response(request, tag), bill))?;
+            .map_err(|(rej, bill)| {
+                // Every refusal of the router counts here, once (a challenge or an
+                // authentication failure counts elsewhere: `Refusal::metric_reason`).
+                rej.count();
+                Refused::new(rej.response(request, tag), bill)
+            })?;
         if request.common.header("Contact").is_none() {
             // §12.1.1: the dialog's remote target; without it no in-dialog request can
             // reach the caller.

@@ -186,7 +186,6 @@ impl CallRouter {
         };
         // 3b. The caller's identity: a From naming another of our users is refused.
         if let Err(r) = identity::check_from(req, caller.user(), &self.endpoint, &self.directory) {
-            r.count();
             return Err(after_auth(r));
         }
         // 4. The callee.
