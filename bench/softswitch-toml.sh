@@ -6,7 +6,8 @@
 # Without MAX_TRANSACTIONS the switch's default bound applies (derived from memory).
 # SIP on udp+tcp 127.0.0.1:PORT, HTTP on 127.0.0.1:HPORT, CDRs and bindings under WORK,
 # domain example.test, MD5 only (SIPp answers nothing else), the callers u0001 and u0002
-# of the SIPp injection files (password p<digits>), warnings only in the log.
+# of the SIPp injection files (password p<digits>; u0002, the callee of every call, with
+# call waiting, else its concurrent calls would get 486), warnings only in the log.
 set -euo pipefail
 [ $# -eq 3 ] || [ $# -eq 4 ] || { echo "usage: $0 WORK PORT HPORT [MAX_TRANSACTIONS]" >&2; exit 2; }
 LIMITS=""
@@ -33,4 +34,5 @@ password = "p0001"
 [[users]]
 user = "u0002"
 password = "p0002"
+call_waiting = true
 TOML

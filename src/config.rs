@@ -570,16 +570,24 @@ impl Config {
             ] {
                 let Some(t) = target else { continue };
                 let t = t.trim();
+                let named = softswitch_actors::call::forward::target_user(t, &self.sip.domain);
                 if t.is_empty() {
                     p.push(ConfigProblem::new(key(field), "must not be empty"));
-                } else if is_sip_uri(t) {
-                    // A URI outside the directory: the switch routes it as dialled.
-                } else if t == u.user {
+                } else if is_sip_uri(t) && named.is_none() {
+                    // Forwarding there would make the switch an open relay.
+                    p.push(ConfigProblem::new(
+                        key(field),
+                        format!(
+                            "{t:?} is not a SIP URI of a user of {:?} (sip.domain): the switch forwards only to its own users",
+                            self.sip.domain
+                        ),
+                    ));
+                } else if named == Some(u.user.as_str()) {
                     p.push(ConfigProblem::new(
                         key(field),
                         "a user cannot forward to themselves",
                     ));
-                } else if !names.contains(t) {
+                } else if !named.is_some_and(|n| names.contains(n)) {
                     p.push(ConfigProblem::new(
                         key(field),
                         format!("{t:?} is neither a user in [[users]] nor a sip:/sips: URI"),
@@ -621,8 +629,8 @@ impl Config {
             && self.http.listen.ip().is_loopback()
     }
 
-    /// The configured directory, or the demo directory (alice, bob, carol, dave) when
-    /// `[[users]]` is empty.
+    /// The configured directory, or the demo directory (alice, bob, carol, dave, each
+    /// with `call_waiting` and no forwarding) when `[[users]]` is empty.
     ///
     /// On a loopback-only configuration the demo passwords are fixed (`alice-demo`, …).
     /// Otherwise they live in [`DEMO_USERS_FILE`] beside `billing.cdr_path`, one
@@ -651,6 +659,10 @@ impl Config {
             .map(|(name, password)| UserConfig {
                 user: (*name).to_string(),
                 password: Some(password),
+                // A demo phone is offered a second call rather than busy treatment:
+                // the demo shows calls, not a PBX profile, and two phones calling one
+                // demo user at once both ring it.
+                call_waiting: true,
                 ..UserConfig::default()
             })
             .collect())
@@ -1407,7 +1419,7 @@ ha1 = "0123456789abcdef0123456789ABCDEF"
 [[users]]
 user = "dave"
 password = "d"
-forward_busy = "sip:voicemail@example.test"
+forward_busy = "sip:carol@example.test"
 "#;
         let c = Config::from_toml_str(text).expect("example is valid");
         assert_eq!(c.sip.domain, "example.test");
@@ -1682,6 +1694,8 @@ forward_busy = "sip:voicemail@example.test"
             (user("password = \"a\"\nforward_no_answer = \"zed\""), "users[0].forward_no_answer"),
             (user("password = \"a\"\nforward_unconditional = \"alice\""), "users[0].forward_unconditional"),
             (user("password = \"a\"\nforward_unconditional = \"sip:\""), "users[0].forward_unconditional"),
+            (user("password = \"a\"\nforward_busy = \"sip:bob@elsewhere.example\""), "users[0].forward_busy"),
+            (user("password = \"a\"\nforward_busy = \"sip:ghost@localhost\""), "users[0].forward_busy"),
             (user("password = \"a\"\nno_answer_timeout_s = 0"), "users[0].no_answer_timeout_s"),
             (user("password = \"a\"\ndisplay_name = \" \""), "users[0].display_name"),
             (user("password = \"a\"\ndisplay_name = \"Eve\\r\\nX-Evil: 1\""), "users[0].display_name"),
@@ -1701,7 +1715,7 @@ forward_busy = "sip:voicemail@example.test"
             assert!(has(&ps, key), "{text:?}: expected {key}, got {ps:?}");
         }
         assert!(problems_of(&user(
-            "password = \"a\"\nforward_busy = \"bob\"\nforward_no_answer = \"sips:vm@x.test\""
+            "password = \"a\"\nforward_busy = \"bob\"\nforward_no_answer = \"sips:bob@localhost:5061\""
         ))
         .is_empty());
         // Quotes, backslashes and non-ASCII are fine: the From quotes them (§25.1).

@@ -96,6 +96,9 @@ pub enum Refusal {
     NotFound,
     /// A known user with no reachable contact.
     TemporarilyUnavailable,
+    /// The callee is busy (a party of a live call) without call waiting or a
+    /// `forward_busy` target: the switch answers 486 itself (RFC 3261 §21.4.24).
+    BusyHere,
     /// An in-dialog request or CANCEL that matches nothing (§12.2.2, §9.2).
     CallDoesNotExist,
     /// The switch is draining for shutdown.
@@ -182,6 +185,7 @@ impl Refusal {
             | Refusal::TooManyContacts => 403,
             Refusal::NotFound => 404,
             Refusal::TemporarilyUnavailable => 480,
+            Refusal::BusyHere => 486,
             Refusal::CallDoesNotExist => 481,
             Refusal::ShuttingDown | Refusal::Overloaded | Refusal::MailboxFull => 503,
             Refusal::Challenge {
@@ -224,6 +228,7 @@ impl Refusal {
             Refusal::NotOurDomain => "Forbidden (relaying denied)",
             Refusal::NotFound => "Not Found",
             Refusal::TemporarilyUnavailable => "Temporarily Unavailable",
+            Refusal::BusyHere => "Busy Here",
             Refusal::CallDoesNotExist => "Call/Transaction Does Not Exist",
             Refusal::ShuttingDown => "Service Unavailable (shutting down)",
             Refusal::Overloaded | Refusal::MailboxFull => "Service Unavailable (overloaded)",
@@ -315,6 +320,7 @@ impl Refusal {
             Refusal::NotOurDomain
             | Refusal::NotFound
             | Refusal::TemporarilyUnavailable
+            | Refusal::BusyHere
             | Refusal::CallDoesNotExist
             | Refusal::ShuttingDown
             | Refusal::MissingContact

@@ -141,12 +141,19 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
     );
     let udp_us = our_address(config, udp_addrs.first().copied());
     let tcp_us = our_address(config, tcp_addrs.first().copied());
+    let callees = Arc::new(crate::call::forward::Callees::new(
+        directory.clone(),
+        location.clone(),
+        &config.sip.domain,
+        config.sip.no_answer_timeout(),
+    ));
     let router = CallRouter::new(
         endpoint.clone(),
         directory,
         auth,
         location.clone(),
         vec![udp_us.clone(), tcp_us.clone()],
+        callees.clone(),
     );
     let t1 = config.sip.t1();
     let calls_registry = Arc::new(dashmap::DashMap::new());
@@ -169,6 +176,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             domain: config.sip.domain.clone(),
             registry: calls_registry.clone(),
             out: call_out,
+            callees,
         },
     );
     let driver = Driver::new(

@@ -8,6 +8,7 @@
 //! the controller or in any leg ends this call only (every leg released as far as its SIP
 //! state allows, CDR `failed`/500/`hangup_by = switch`), never the process.
 
+use super::forward::Callees;
 use super::leg::{self, Leg, LegCommand, LegReport, NewLeg, Role};
 use super::task::CallTask;
 use super::{CallNo, CallOutput, CallView};
@@ -21,8 +22,10 @@ use actix::prelude::*;
 use actix::WeakAddr;
 use softswitch_actors::billing::{self, BillingHandle, Cdr};
 use softswitch_actors::binding::Binding;
+use softswitch_actors::call::forward::{Chain, Stop};
 use softswitch_actors::call::{
-    CallMachine, CallTimer, CallTimers, Command, Event, HangupBy, LegId, Offer, Outcome, Refuse,
+    CallMachine, CallTimer, CallTimers, Command, Event, ForwardReason, HangupBy, LegId, Offer,
+    Outcome, Refuse,
 };
 use softswitch_actors::port::TransportKind;
 use std::sync::Arc;
@@ -51,6 +54,8 @@ pub struct CallSettings {
     /// (unbounded: a call sends a handful per SIP message it receives, and the driver
     /// drains it at every wake-up). One sender for all, not one per actor.
     pub out: mpsc::UnboundedSender<CallOutput>,
+    /// The callees' forwarding rules, bindings and busy state (shared with the router).
+    pub callees: Arc<Callees>,
 }
 
 /// A new call.
@@ -71,6 +76,9 @@ pub struct NewCall {
     pub caller: crate::auth::Authenticated,
     /// The callee as dialled (user name).
     pub callee: String,
+    /// The forwarding the router followed before ringing anyone: `targets` are the
+    /// bindings of its current user.
+    pub chain: Chain,
     /// What the B-legs say about the caller.
     pub identity: super::identity::Identity,
 }
@@ -106,10 +114,31 @@ pub struct CallController {
     aborted: bool,
     /// [`CallController::done`] ran: the actor may stop.
     finished: bool,
+    /// A call that was or can be forwarded: its chain and what a C-leg needs. `None`
+    /// for most calls (a box: this struct is in every held call's task).
+    forwarding: Option<Box<Forwarding>>,
     /// Test builds: `X-Softswitch-Test-Fault: panic` on the caller's INVITE makes this
     /// controller panic at the first report from a B-leg.
     #[cfg(debug_assertions)]
     fault: bool,
+}
+
+/// What a forwarded (or forwardable) call keeps.
+struct Forwarding {
+    chain: Chain,
+    /// A's INVITE, the C-legs' INVITEs are built from it; dropped once A has its final
+    /// response.
+    invite: Option<Request>,
+    /// The users rung, each with its first B-leg (leg ids grow with each forward).
+    rung: Vec<(LegId, String)>,
+    /// What the C-legs say about the caller, as the B-legs did.
+    identity: super::identity::Identity,
+}
+
+/// The user part of a CDR party `sip:user@domain`.
+fn user_part(aor: &str) -> &str {
+    let a = aor.strip_prefix("sip:").unwrap_or(aor);
+    a.split_once('@').map_or(a, |(u, _)| u)
 }
 
 /// What came with a leg's report for the machine's command to pass on.
@@ -262,13 +291,37 @@ impl CallController {
         } else {
             None
         };
+        let callees = settings.callees.clone();
+        let current = new.chain.current().to_string();
+        // A call forwarded before ringing goes To its current user's AOR.
+        let callee_to = match new.chain.last() {
+            Some(_) => callees.to_of(&current).unwrap_or(new.callee_to),
+            None => new.callee_to,
+        };
         let b_legs: Vec<(Peer, Request)> = new
             .targets
             .iter()
             .filter_map(|b| {
-                Self::b_leg_invite(&settings, &new.invite, &new.callee_to, &new.identity, b)
+                Self::b_leg_invite(&settings, &new.invite, &callee_to, &new.identity, b)
+            })
+            .map(|(peer, mut invite)| {
+                callees.mark(&mut invite, &new.chain);
+                (peer, invite)
             })
             .collect();
+        // Busy (forward.rs): both parties are in a live call from now until `done`.
+        callees.enter(new.caller.user());
+        callees.enter(&current);
+        let rules = callees.rules(&current);
+        let forwarding =
+            (new.chain.last().is_some() || rules.on_busy || rules.on_no_answer).then(|| {
+                Box::new(Forwarding {
+                    invite: (rules.on_busy || rules.on_no_answer).then(|| new.invite.clone()),
+                    rung: vec![(LegId(1), current.clone())],
+                    chain: new.chain.clone(),
+                    identity: new.identity.clone(),
+                })
+            });
         let domain = &settings.domain;
         let view = CallView::new(
             new.invite.common.call_id.as_str(),
@@ -323,9 +376,11 @@ impl CallController {
             legs.push(addr);
             futures.push(fut);
         }
+        let mut machine = CallMachine::new(timers);
+        machine.set_callee(rules);
         let controller = CallController {
             call,
-            machine: CallMachine::new(timers),
+            machine,
             settings,
             legs: legs.clone(),
             offer,
@@ -338,6 +393,7 @@ impl CallController {
             published: 0,
             aborted: false,
             finished: false,
+            forwarding,
             #[cfg(debug_assertions)]
             fault: fault.as_deref() == Some("panic"),
         };
@@ -472,6 +528,9 @@ impl CallController {
             }
             Command::FinalToA { status, sdp } => {
                 self.record_setup();
+                if let Some(f) = self.forwarding.as_mut() {
+                    f.invite = None; // no C-leg after A's final response
+                }
                 let c = LegCommand::Final { status, sdp };
                 if (200..300).contains(&status) {
                     self.tell(LegId::A, c);
@@ -497,11 +556,94 @@ impl CallController {
             // The A-leg stops retransmitting our 2xx itself, at the ACK or our BYE.
             Command::StopTimer(t) => self.stop_timer(t, ctx),
             Command::Finish(outcome) => self.finish(outcome, ctx),
+            Command::Forward { reason } => {
+                let ev = self.forward(reason, ctx);
+                self.feed(ev, ctx);
+            }
             // Carried out by `feed_with`, with the request or answer they pass on.
             Command::Relay { .. }
             | Command::Answer { .. }
             | Command::Refuse { .. }
             | Command::AckRelayed { .. } => {}
+        }
+    }
+
+    /// The machine asks for a C-leg (F9, F10): the current user's target for `reason`,
+    /// the chain's rules (loop 482, bound 483), the forwarding decided before ringing at
+    /// the target, its bindings (480 without), one leg per binding with A's offer and
+    /// History-Info/Diversion naming who forwarded. The answer is the machine's next
+    /// event.
+    fn forward(&mut self, reason: ForwardReason, ctx: &mut Context<Self>) -> Event {
+        let failed = |status| Event::ForwardFailed { status };
+        let Some(mut f) = self.forwarding.take() else {
+            return failed(500); // the machine asks only for a callee with rules
+        };
+        let callees = self.settings.callees.clone();
+        let from = f.chain.current().to_string();
+        let mut chain = f.chain.clone();
+        let settled = match callees.target_of(&from, reason) {
+            Some(to) => chain
+                .forward(&to, reason)
+                .and_then(|()| callees.settle(&mut chain)),
+            None => Err(Stop::NotFound),
+        };
+        let current = chain.current().to_string();
+        let legs = match (settled, f.invite.as_ref(), callees.to_of(&current)) {
+            (Err(stop), ..) => Err(stop.status()),
+            (Ok(()), Some(invite), Some(to)) => match callees.bindings(&current) {
+                None => Err(480),
+                Some(bindings) => {
+                    let built: Vec<(Peer, Request)> = bindings
+                        .iter()
+                        .filter_map(|b| {
+                            Self::b_leg_invite(&self.settings, invite, &to, &f.identity, b)
+                        })
+                        .map(|(peer, mut invite)| {
+                            callees.mark(&mut invite, &chain);
+                            (peer, invite)
+                        })
+                        .collect();
+                    if built.is_empty() {
+                        Err(480)
+                    } else {
+                        Ok(built)
+                    }
+                }
+            },
+            (Ok(()), ..) => Err(500),
+        };
+        // The CDR names the last hop taken, also when its target could not be rung.
+        f.chain = chain;
+        let ev = match legs {
+            Err(status) => failed(status),
+            Ok(built) => {
+                callees.leave(&from);
+                callees.enter(&current);
+                f.rung
+                    .push((LegId(self.legs.len() as u32), current.clone()));
+                let targets = built.len() as u32;
+                for (peer, invite) in built {
+                    self.add_leg(peer, invite, ctx);
+                }
+                Event::Forwarded {
+                    targets,
+                    rules: callees.rules(&current),
+                }
+            }
+        };
+        self.forwarding = Some(f);
+        ev
+    }
+
+    /// The user rung on B-leg `leg`, as a CDR party.
+    fn party_of(&self, leg: LegId, callee: &str) -> String {
+        match self
+            .forwarding
+            .as_ref()
+            .and_then(|f| f.rung.iter().rev().find(|(first, _)| *first <= leg))
+        {
+            Some((_, user)) => format!("sip:{user}@{}", self.settings.domain),
+            None => callee.to_string(),
         }
     }
 
@@ -546,7 +688,15 @@ impl CallController {
     }
 
     fn done(&mut self, ctx: &mut Context<Self>) {
-        self.settings.registry.remove(&self.call);
+        if let Some((_, v)) = self.settings.registry.remove(&self.call) {
+            // Both parties are out of this live call (busy, forward.rs).
+            let callees = &self.settings.callees;
+            callees.leave(user_part(v.caller()));
+            match self.forwarding.as_ref() {
+                Some(f) => callees.leave(f.chain.current()),
+                None => callees.leave(user_part(v.callee())),
+            }
+        }
         crate::mem::shrink_sparse_dashmap(&self.settings.registry);
         for l in self.legs.iter().filter_map(WeakAddr::upgrade) {
             l.do_send(LegCommand::Stop);
@@ -575,8 +725,15 @@ impl CallController {
             }
         };
         let mut b = Cdr::builder(call_id, caller, callee.clone(), start_time);
+        if let Some(h) = self.forwarding.as_ref().and_then(|f| f.chain.last()) {
+            b = b.forwarded(format!("sip:{}@{}", h.from, self.settings.domain), h.reason);
+        }
         if let Some(at) = outcome.answered_at {
-            b = b.answered(at).connected(callee);
+            let connected = match outcome.connected_leg {
+                Some(leg) => self.party_of(leg, &callee),
+                None => callee,
+            };
+            b = b.answered(at).connected(connected);
         }
         let cdr = b
             .held(Duration::from_millis(u64::from(outcome.held_ms)))

@@ -16,6 +16,7 @@
 
 pub mod controller;
 pub mod dialog;
+pub mod forward;
 pub mod identity;
 pub mod leg;
 pub mod router;
@@ -641,6 +642,7 @@ impl CallHub {
                 callee_to,
                 caller,
                 callee,
+                chain: routed.chain,
                 identity: routed.identity,
             },
             self.settings.clone(),

@@ -11,7 +11,10 @@
 //!    for an expired nonce, 403 after repeated failures from one source; a From that
 //!    names another of our users is 403 ([`identity::check_from`]);
 //! 4. the callee, the Request-URI's user (a `tel:` number as a user name), is a
-//!    subscriber (else 404) with at least one binding (else 480).
+//!    subscriber (else 404); the forwarding decided before anyone rings is followed
+//!    (`forward_unconditional`; busy without `call_waiting`: `forward_busy`, else 486
+//!    from the switch; a loop 482, more than `MAX_FORWARD_HOPS` 483: see
+//!    [`super::forward`]); the user it ends at has at least one binding (else 480).
 //!
 //! The caller's identity is the authenticated user, whatever the From says: it is what
 //! the CDR bills, and what the callee sees ([`identity::of_caller`]: the B-legs' From). Max-Forwards 0 (483) is refused earlier, by the endpoint.
@@ -22,6 +25,7 @@
 //! unread ([`Bill::Unverified`]): [`CallRouter::caller`] verifies them only then, so an
 //! INVITE without credentials (nearly every call's first) costs nothing more.
 
+use super::forward::Callees;
 use crate::auth::{Authenticated, Authenticator};
 use crate::call::identity::{self, Identity};
 use crate::directory::Directory;
@@ -29,6 +33,7 @@ use crate::endpoint::{Challenger, Endpoint, Refusal};
 use crate::transport::Peer;
 use crate::wire::{HostPort, Request, Response, Uri};
 use softswitch_actors::binding::Binding;
+use softswitch_actors::call::forward::{Chain, Stop};
 use softswitch_actors::location::Location;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -44,8 +49,11 @@ pub struct Routed {
     pub callee: String,
     /// The callee's AOR, `user@domain`.
     pub aor: String,
-    /// The callee's bindings, to ring in parallel.
+    /// The bindings of the user the call goes to (the callee, or where its forwarding
+    /// sent it: `chain`), to ring in parallel.
     pub targets: Arc<Vec<Binding>>,
+    /// The forwarding followed before ringing anyone (no hops for most calls).
+    pub chain: Chain,
     /// The credentials were this request's again: a retransmission of an attempt the
     /// switch already answered.
     pub retransmission: bool,
@@ -93,6 +101,8 @@ pub struct CallRouter {
     location: Location,
     /// Our own Via sent-by values (every listener, and the advertised address).
     ours: Vec<HostPort>,
+    /// The callees' forwarding and busy state.
+    callees: Arc<Callees>,
 }
 
 impl CallRouter {
@@ -104,6 +114,7 @@ impl CallRouter {
         auth: Arc<Authenticator>,
         location: Location,
         ours: Vec<HostPort>,
+        callees: Arc<Callees>,
     ) -> CallRouter {
         CallRouter {
             endpoint,
@@ -111,6 +122,7 @@ impl CallRouter {
             auth,
             location,
             ours,
+            callees,
         }
     }
 
@@ -181,7 +193,16 @@ impl CallRouter {
         let Some(callee) = callee.filter(|c| self.directory.contains(c)) else {
             return Err(after_auth(Refusal::NotFound));
         };
-        let aor = format!("{callee}@{domain}");
+        let mut chain = Chain::new(&callee);
+        if let Err(stop) = self.callees.settle(&mut chain) {
+            return Err(after_auth(match stop {
+                Stop::Loop => Refusal::LoopDetected,
+                Stop::TooManyHops => Refusal::TooManyHops,
+                Stop::Busy => Refusal::BusyHere,
+                Stop::NotFound => Refusal::NotFound,
+            }));
+        }
+        let aor = format!("{}@{domain}", chain.current());
         let Some(targets) = self.location.lookup(&aor) else {
             return Err(after_auth(Refusal::TemporarilyUnavailable));
         };
@@ -196,6 +217,7 @@ impl CallRouter {
             callee,
             aor,
             targets,
+            chain,
             retransmission,
         })
     }
@@ -297,7 +319,13 @@ mod tests {
             host: Host::V4([127, 0, 0, 1].into()),
             port: Some(5060),
         }];
-        CallRouter::new(endpoint, directory, auth, location, ours)
+        let callees = Arc::new(Callees::new(
+            directory.clone(),
+            location.clone(),
+            DOMAIN,
+            std::time::Duration::from_secs(20),
+        ));
+        CallRouter::new(endpoint, directory, auth, location, ours, callees)
     }
 
     fn invite(ruri: &str, extra: &str) -> Request {

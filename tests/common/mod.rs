@@ -22,7 +22,9 @@ pub const START_DEADLINE: Duration = Duration::from_secs(20);
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The two users of the SIPp scenarios' injection files (`u0001`/`p0001` calls
-/// `u0002`/`p0002`), as `[[users]]` TOML for [`Switch::start_with_config`].
+/// `u0002`/`p0002`), as `[[users]]` TOML for [`Switch::start_with_config`]. `u0002`
+/// has call waiting: the load tests ring it with many calls at once, which busy
+/// treatment would answer 486.
 pub const SIPP_USERS: &str = r#"
 [[users]]
 user = "u0001"
@@ -31,6 +33,7 @@ password = "p0001"
 [[users]]
 user = "u0002"
 password = "p0002"
+call_waiting = true
 "#;
 
 /// A running switch.

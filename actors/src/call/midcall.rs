@@ -156,23 +156,28 @@ impl CallMachine {
         usize::from(leg != LegId::A)
     }
 
+    fn mid(&self) -> Option<&MidCall> {
+        self.extra.as_ref().and_then(|e| e.mid.as_ref())
+    }
+
+    fn mid_mut(&mut self) -> Option<&mut MidCall> {
+        self.extra.as_mut().and_then(|e| e.mid.as_mut())
+    }
+
     /// Who holds whom: (A holds B, B holds A).
     pub fn holding(&self) -> (bool, bool) {
-        self.mid
-            .as_deref()
+        self.mid()
             .map_or((false, false), |m| (m.holding[0], m.holding[1]))
     }
 
     /// The time the call spent on hold until `now`.
     pub fn held(&self, now: SystemTime) -> Duration {
-        self.mid
-            .as_deref()
-            .map_or(Duration::ZERO, |m| m.held_until(now))
+        self.mid().map_or(Duration::ZERO, |m| m.held_until(now))
     }
 
     /// Stops the hold clock (the call is ending).
     pub(super) fn stop_hold_clock(&mut self, now: SystemTime) {
-        if let Some(m) = self.mid.as_deref_mut() {
+        if let Some(m) = self.mid_mut() {
             m.stop_clock(now);
         }
     }
@@ -191,7 +196,11 @@ impl CallMachine {
             });
             return;
         };
-        let mid = self.mid.get_or_insert_default();
+        let mid = self
+            .extra
+            .get_or_insert_default()
+            .mid
+            .get_or_insert_default();
         if kind != Kind::Info {
             if let Some(f) = mid.in_flight {
                 // §14.2: the other party's crossing offer loses (491); the same party's
@@ -245,7 +254,11 @@ impl CallMachine {
             return;
         }
         let side = self.side(from);
-        let mid = self.mid.get_or_insert_default();
+        let mid = self
+            .extra
+            .get_or_insert_default()
+            .mid
+            .get_or_insert_default();
         let flight = mid.in_flight.take();
         if (200..300).contains(&status) {
             let sent = flight.map_or(Offer::None, |f| f.offer);
@@ -280,7 +293,7 @@ impl CallMachine {
             return;
         };
         if kind != Kind::Info {
-            if let Some(m) = self.mid.as_deref_mut() {
+            if let Some(m) = self.mid_mut() {
                 m.in_flight = None;
             }
         }
@@ -293,7 +306,7 @@ impl CallMachine {
 
     /// `leg`'s ACK for the relayed 2xx it got.
     pub(super) fn on_relay_ack(&mut self, leg: LegId, now: SystemTime) {
-        let Some(m) = self.mid.as_deref_mut() else {
+        let Some(m) = self.mid_mut() else {
             return;
         };
         let Some(a) = m.awaiting_ack.filter(|a| a.from == leg) else {
@@ -314,7 +327,7 @@ impl CallMachine {
 
     /// Our 2xx for a relayed re-INVITE went unacknowledged for 64·T1 (§13.3.1.4).
     pub(super) fn on_ack_timeout(&mut self, leg: LegId, now: SystemTime) {
-        if let Some(m) = self.mid.as_deref_mut() {
+        if let Some(m) = self.mid_mut() {
             m.awaiting_ack = None;
         }
         if self.phase == Phase::Connected {

@@ -22,6 +22,14 @@
 //! - Ring timer: every ringing B-leg gets CANCEL, A gets 480 (F8; `sip.no_answer_timeout_s`).
 //!   A B-leg that never answered anything (Timer B) or could not be reached counts as a
 //!   final 408 or 503 for it.
+//! - Forwarding (F9, F10; [`forward`] has the chain rules): with the callee's
+//!   `forward_busy`, a 486 from every binding of the callee being rung asks for a C-leg
+//!   ([`Command::Forward`]) instead of relaying the 486; with `forward_no_answer`, the
+//!   callee's ring timer CANCELs every ringing leg and asks for one. The controller
+//!   answers with [`Event::Forwarded`] (A gets 181, the new legs are INVITEd, the ring
+//!   timer is re-armed with the new callee's time) or [`Event::ForwardFailed`] (A gets
+//!   that status). Only the legs of the callee being rung count for the outcome; a
+//!   cancelled leg of the one before still settles before the call finishes.
 //! - BYE from either side when connected: answered 200 and relayed to the other (F4).
 //! - A never ACKs our 2xx (64·T1): BYE to both.
 //! - The call ends (its CDR is written, then it counts as ended) once A has its final
@@ -31,6 +39,10 @@ mod midcall;
 
 pub use midcall::{Kind, Offer, Refuse};
 use std::time::{Duration, SystemTime};
+
+pub mod forward;
+
+pub use crate::billing::ForwardReason;
 
 /// A leg of the call: 0 is the A-leg, B-legs count from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,6 +130,20 @@ pub enum Event {
     },
     /// A timer fired.
     Timer(CallTimer),
+    /// The controller answered [`Command::Forward`] with `targets` new B-legs (numbered
+    /// after the existing ones), ringing a callee with `rules`.
+    Forwarded {
+        /// How many B-legs to fork to (≥ 1).
+        targets: u32,
+        /// The new callee's ring time and forwarding.
+        rules: CalleeRules,
+    },
+    /// The controller could not forward (480 target not registered, 482 loop, 483 too
+    /// many hops, 486 target busy): A gets `status`.
+    ForwardFailed {
+        /// The final status for A.
+        status: u16,
+    },
     /// A re-INVITE, UPDATE or INFO from `leg`'s party, with what its SDP offers.
     Modify {
         /// The sender's leg.
@@ -157,6 +183,18 @@ pub enum Event {
         /// The leg.
         leg: LegId,
     },
+}
+
+/// What the machine needs of the callee being rung: its ring time and which of its
+/// forwarding rules the legs' outcome can trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalleeRules {
+    /// `no_answer_timeout_s` (the user's, else `sip.no_answer_timeout_s`).
+    pub ring: Duration,
+    /// `forward_busy` is set.
+    pub on_busy: bool,
+    /// `forward_no_answer` is set.
+    pub on_no_answer: bool,
 }
 
 /// What to do.
@@ -209,6 +247,12 @@ pub enum Command {
     StopTimer(CallTimer),
     /// The call is over: write its CDR from these facts, then count it ended.
     Finish(Outcome),
+    /// Forward the call for `reason` (the callee's rule): answer with
+    /// [`Event::Forwarded`] or [`Event::ForwardFailed`], in the same turn.
+    Forward {
+        /// Which rule.
+        reason: ForwardReason,
+    },
     /// Relay the mid-call request `from`'s party sent on the leg `to`, in that leg's
     /// dialog.
     Relay {
@@ -396,9 +440,28 @@ pub struct CallMachine {
     byes_out: Vec<LegId>,
     /// B released the call before A ACKed our 2xx: BYE A once it does (§15).
     bye_a_on_ack: bool,
-    /// Re-INVITEs, UPDATEs, INFOs and hold (`midcall.rs`), once the call has any.
-    mid: Option<Box<midcall::MidCall>>,
+    /// What few calls have (a box: this struct is in every held call's task): the
+    /// callee's own ring time and forwarding, and re-INVITEs, UPDATEs, INFOs and hold
+    /// (`midcall.rs`).
+    extra: Option<Box<Extra>>,
     out: Vec<Command>,
+}
+
+/// The boxed part of a [`CallMachine`].
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    /// The callee's own ring time and forwarding, when it has any.
+    callee: Option<Callee>,
+    /// Re-INVITEs, UPDATEs, INFOs and hold, once the call has any.
+    mid: Option<midcall::MidCall>,
+}
+
+/// The callee being rung, when its rules differ from the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Callee {
+    rules: CalleeRules,
+    /// Its first B-leg (0-based index into `legs`): only its legs decide the outcome.
+    first: usize,
 }
 
 impl CallMachine {
@@ -415,9 +478,40 @@ impl CallMachine {
             outcome: None,
             byes_out: Vec::new(),
             bye_a_on_ack: false,
-            mid: None,
+            extra: None,
             out: Vec::new(),
         }
+    }
+
+    /// The callee's ring time and forwarding rules, before [`Event::Start`].
+    pub fn set_callee(&mut self, rules: CalleeRules) {
+        self.set_rules(rules, 0);
+    }
+
+    fn set_rules(&mut self, rules: CalleeRules, first: usize) {
+        let plain = rules.ring == self.timers.ring && !rules.on_busy && !rules.on_no_answer;
+        let callee = (!plain || first > 0).then_some(Callee { rules, first });
+        if callee.is_some() || self.extra.is_some() {
+            self.extra.get_or_insert_default().callee = callee;
+        }
+    }
+
+    fn ring(&self) -> Duration {
+        self.callee().map_or(self.timers.ring, |c| c.rules.ring)
+    }
+
+    fn callee(&self) -> Option<&Callee> {
+        self.extra.as_ref().and_then(|e| e.callee.as_ref())
+    }
+
+    fn rules(&self) -> Option<CalleeRules> {
+        self.callee().map(|c| c.rules)
+    }
+
+    /// The legs of the callee being rung (all of them unless the call was forwarded).
+    fn current_legs(&self) -> impl Iterator<Item = (LegId, Leg)> + '_ {
+        let first = self.callee().map_or(0, |c| c.first);
+        self.b_legs().skip(first)
     }
 
     /// True once [`Command::Finish`] was emitted.
@@ -498,7 +592,35 @@ impl CallMachine {
                     self.out.push(Command::InviteB { leg: LegId(i) });
                 }
                 self.out
-                    .push(Command::StartTimer(CallTimer::Ring, self.timers.ring));
+                    .push(Command::StartTimer(CallTimer::Ring, self.ring()));
+            }
+            Event::Forwarded { targets, rules } => {
+                if self.phase != Phase::Setup {
+                    return;
+                }
+                let first = self.legs.len();
+                self.set_rules(rules, first);
+                // RFC 3261 §21.1.3; the new callee's 180 is relayed again.
+                self.out.push(Command::ProvisionalToA {
+                    status: 181,
+                    sdp: None,
+                });
+                self.a_rang = false;
+                let n = targets.max(1) as usize;
+                self.legs
+                    .extend(std::iter::repeat_n(Leg::Trying { rang: false }, n));
+                for i in first..first + n {
+                    self.out.push(Command::InviteB {
+                        leg: LegId(i as u32 + 1),
+                    });
+                }
+                self.out
+                    .push(Command::StartTimer(CallTimer::Ring, rules.ring));
+            }
+            Event::ForwardFailed { status } => {
+                if self.phase == Phase::Setup {
+                    self.fail_a(status, Disposition::of_status(status), HangupBy::Switch);
+                }
             }
             Event::Provisional { leg, status, sdp } => self.on_provisional(leg, status, sdp),
             Event::Final { leg, status, sdp } if (200..300).contains(&status) => {
@@ -546,7 +668,13 @@ impl CallMachine {
                 self.maybe_finish();
             }
             Event::Timer(CallTimer::Ring) => {
-                if self.phase == Phase::Setup {
+                if self.phase == Phase::Setup && self.rules().is_some_and(|r| r.on_no_answer) {
+                    // F10: the callee's own ring time is up; its target rings next.
+                    self.cancel_ringing();
+                    self.out.push(Command::Forward {
+                        reason: ForwardReason::NoAnswer,
+                    });
+                } else if self.phase == Phase::Setup {
                     self.cancel_ringing();
                     self.fail_a(480, Disposition::NoAnswer, HangupBy::Switch);
                 }
@@ -654,10 +782,19 @@ impl CallMachine {
         }
         *l = Leg::Failed(status);
         if self.phase == Phase::Setup {
-            let all_failed = self.b_legs().all(|(_, l)| matches!(l, Leg::Failed(_)));
+            let all_failed = self
+                .current_legs()
+                .all(|(_, l)| matches!(l, Leg::Failed(_)));
             if all_failed {
                 self.out.push(Command::StopTimer(CallTimer::Ring));
                 let best = self.best_failure();
+                if best == 486 && self.rules().is_some_and(|r| r.on_busy) {
+                    // F9: A never sees the 486; the callee's target rings next.
+                    self.out.push(Command::Forward {
+                        reason: ForwardReason::Busy,
+                    });
+                    return;
+                }
                 let (disposition, status) = classify(best);
                 self.fail_a(status, disposition, HangupBy::Callee);
             }
@@ -669,7 +806,7 @@ impl CallMachine {
     /// §16.7 step 6: a 6xx if any, else 486, else the lowest class's first.
     fn best_failure(&self) -> u16 {
         let codes: Vec<u16> = self
-            .b_legs()
+            .current_legs()
             .filter_map(|(_, l)| match l {
                 Leg::Failed(c) => Some(c),
                 _ => None,
