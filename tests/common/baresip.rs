@@ -28,6 +28,12 @@
 //!   [`AudioStats::parse`] reads the RTP/RTCP counters from it. `rcvd=N` counts RTP
 //!   packets per remote SSRC as they arrive; `psent` stays 0 until the first RTCP
 //!   sender report (about 5 s in), so it is not used.
+//! * In-call commands act on the *current* call (`listcalls` marks it `>`; `line N`
+//!   selects another). `hold` on a ringing incoming call fails (`Invalid argument`) but
+//!   still marks it held, so its later `accept` answers `a=sendonly`: select the
+//!   established call with `line` before `hold`.
+//! * `hold` offers `a=sendonly` and then sends no RTP at all; the held phone answers
+//!   `recvonly`. When the current call ends, baresip resumes a held call by itself.
 //! * `-t SECS` makes baresip quit by itself: a safety net if the test process dies
 //!   without running `Drop`.
 #![allow(dead_code)]
@@ -200,6 +206,9 @@ pub struct AudioStats {
     pub tx_seconds: Option<f64>,
     /// Seconds of received audio decoded (`rx: ... time = S sec`).
     pub rx_seconds: Option<f64>,
+    /// The stream's negotiated direction (`audio dir=sendrecv pt_enc=0`): `sendrecv`,
+    /// `sendonly`, `recvonly` or `inactive`, as this phone applies it (RFC 3264 §6.1).
+    pub dir: Option<String>,
     /// The remote sources, one per SSRC heard.
     pub sources: Vec<RtpSource>,
     /// The text parsed (colour codes removed), for assertion messages.
@@ -230,6 +239,8 @@ impl AudioStats {
                     "rx" => st.rx_seconds = st.rx_seconds.or(secs),
                     _ => {}
                 }
+            } else if let Some(rest) = l.strip_prefix("audio dir=") {
+                st.dir = rest.split_whitespace().next().map(str::to_string);
             } else if let Some(rest) = l.strip_prefix("local: ") {
                 // `local: 0.0.0.0:41108, remote: 127.0.0.1:42102/127.0.0.1:42103`
                 let (local, remote) = rest.split_once(", remote: ").unwrap_or((rest, ""));
@@ -276,6 +287,64 @@ impl AudioStats {
     /// The source with `ssrc`, if this phone heard it.
     pub fn source(&self, ssrc: u32) -> Option<&RtpSource> {
         self.sources.iter().find(|s| s.ssrc == ssrc)
+    }
+
+    /// RTP packets received from `ssrc` so far (0 when never heard).
+    pub fn received_from(&self, ssrc: u32) -> u64 {
+        self.source(ssrc).map_or(0, |s| s.received)
+    }
+}
+
+/// One line of `listcalls`: a call the phone has, and the line number that `line N`
+/// selects it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedCall {
+    /// The line number (`[line N]`).
+    pub line: u32,
+    /// Marked `>`: the current call, which `accept`, `hold`, `resume`, `hangup` and
+    /// `audio_debug` act on.
+    pub current: bool,
+    /// baresip's call state: `INCOMING`, `OUTGOING`, `RINGING`, `EARLY`, `ESTABLISHED`...
+    pub state: String,
+    /// Marked `(on hold)`: this phone has put the call on hold.
+    pub on_hold: bool,
+    /// The other party's URI.
+    pub peer: String,
+}
+
+impl ListedCall {
+    /// Parses `listcalls` text: lines like
+    /// `> [line 2]  0:00:00   INCOMING  (on hold)  sip:carol@127.0.0.1`.
+    pub fn parse(data: &str) -> Vec<ListedCall> {
+        strip_ansi(data)
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                let (current, l) = match l.strip_prefix('>') {
+                    Some(rest) => (true, rest.trim_start()),
+                    None => (false, l),
+                };
+                let rest = l.strip_prefix("[line ")?;
+                let (n, rest) = rest.split_once(']')?;
+                let line = n.trim().parse().ok()?;
+                let on_hold = rest.contains("(on hold)");
+                let words: Vec<&str> = rest
+                    .split_whitespace()
+                    .filter(|w| !matches!(*w, "(on" | "hold)"))
+                    .collect();
+                // duration, state, peer
+                let [_, state, peer] = words.as_slice() else {
+                    return None;
+                };
+                Some(ListedCall {
+                    line,
+                    current,
+                    state: state.to_string(),
+                    on_hold,
+                    peer: peer.to_string(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -629,6 +698,30 @@ impl Baresip {
     /// `hangup`: ends the current call (on a ringing incoming call: 486).
     pub fn hangup(&mut self) -> Result<Response, String> {
         self.command("hangup", None)
+    }
+
+    /// `hold`: puts the current call on hold (a re-INVITE offering `a=sendonly`).
+    pub fn hold(&mut self) -> Result<Response, String> {
+        self.command("hold", None)
+    }
+
+    /// `resume`: takes the current call off hold (a re-INVITE offering `a=sendrecv`).
+    pub fn resume(&mut self) -> Result<Response, String> {
+        self.command("resume", None)
+    }
+
+    /// `line N`: makes the call on line `n` (see [`Baresip::listcalls`]) the current one.
+    pub fn line(&mut self, n: u32) -> Result<Response, String> {
+        self.command("line", Some(&n.to_string()))
+    }
+
+    /// `listcalls`, parsed.
+    pub fn listcalls(&mut self) -> Result<Vec<ListedCall>, String> {
+        let r = self.command("listcalls", None)?;
+        if !r.ok {
+            return Err(format!("listcalls failed: {}", r.data));
+        }
+        Ok(ListedCall::parse(&r.data))
     }
 
     /// `audio_debug`: the current call's audio stream statistics (only while a call
