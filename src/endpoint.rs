@@ -164,6 +164,9 @@ pub enum Refusal {
     OfferPending,
     /// A mid-call request relayed to the other party got no answer at all (Timer B/F).
     NoAnswerFromPeer,
+    /// A mid-call request still unanswered when its dialog ends (a BYE either way):
+    /// 487, as §15.1.2 recommends.
+    RequestTerminated,
 }
 
 impl Refusal {
@@ -209,6 +212,7 @@ impl Refusal {
             | Refusal::CSeqOutOfOrder
             | Refusal::OfferPending => 500,
             Refusal::RequestPending => 491,
+            Refusal::RequestTerminated => 487,
             Refusal::NoAnswerFromPeer => 504,
         }
     }
@@ -263,6 +267,7 @@ impl Refusal {
             Refusal::CSeqOutOfOrder => "Server Internal Error (CSeq out of order)",
             Refusal::NotImplementedInDialog => "Not Implemented (in-dialog)",
             Refusal::RequestPending => "Request Pending",
+            Refusal::RequestTerminated => "Request Terminated",
             Refusal::OfferPending => "Server Internal Error (offer pending)",
             Refusal::NoAnswerFromPeer => "Server Time-out (no answer from the other party)",
         }
@@ -341,11 +346,12 @@ impl Refusal {
             | Refusal::BindingOutOfOrder
             | Refusal::StoreFailed
             | Refusal::MailboxFull => return None,
-            // The ordinary race of offer and answer, and a far party's silence: no
-            // message of the sender was at fault.
-            Refusal::RequestPending | Refusal::OfferPending | Refusal::NoAnswerFromPeer => {
-                return None
-            }
+            // The ordinary race of offer and answer, a far party's silence, a call's
+            // end: no message of the sender was at fault.
+            Refusal::RequestPending
+            | Refusal::OfferPending
+            | Refusal::NoAnswerFromPeer
+            | Refusal::RequestTerminated => return None,
         })
     }
 
@@ -639,6 +645,7 @@ mod tests {
             RequestPending,
             OfferPending,
             NoAnswerFromPeer,
+            RequestTerminated,
         ];
         for by in [Challenger::Registrar, Challenger::Proxy] {
             all.push(BadCredentials(by));

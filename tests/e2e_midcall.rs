@@ -574,3 +574,43 @@ fn update_and_info_are_relayed() {
     let cdr = c.hang_up();
     assert_eq!(cdr["disposition"], "answered");
 }
+
+/// A BYE while the sender's re-INVITE waits for the far party's answer (§15.1.2): the
+/// re-INVITE gets 487, the BYE 200; the far party gets its BYE and the call ends as a
+/// caller's hang-up. No server transaction is left waiting for an answer that never comes.
+#[test]
+fn bye_during_a_pending_reinvite_answers_it_487() {
+    let mut c = connected(&[]);
+    let reinv = c.a_request("INVITE", "z9hG4bKp1", &hold_sdp("alice", 2, "sendonly"), "");
+    c.alice.send(&reinv);
+    wait_for(c.bs(), "re-INVITE on the B-leg", |m| {
+        m.starts_with("INVITE ")
+    });
+    // Bob never answers it; alice gives up and hangs up.
+    let bye = c.a_request("BYE", "z9hG4bKp2", "", "");
+    c.alice.send(&bye);
+    let (b_bye, from) = wait_for(c.bs(), "BYE on the B-leg", |m| m.starts_with("BYE "));
+    c.bs()
+        .send_to(
+            response_to(&b_bye, 200, "OK", B_TAG, "", "").as_bytes(),
+            from,
+        )
+        .unwrap();
+    let (r, _) = wait_for(&c.alice.sock, "the re-INVITE's final answer", |m| {
+        is_final_for(m, "INVITE")
+    });
+    assert_eq!(status_of(&r), Some(487), "{r}");
+    assert_eq!(
+        cseq_num(&r),
+        c.alice.cseq - 1,
+        "it answers the re-INVITE: {r}"
+    );
+    wait_for(&c.alice.sock, "200 for the BYE", |m| {
+        status_of(m) == Some(200) && m.contains("BYE")
+    });
+    wait_until(WAIT, "the call ended", || {
+        metric_now(&c.sw, "softswitch_calls_active") == 0.0
+    });
+    let cdr = cdr_of(&c.sw, &c.alice.call_id);
+    assert_eq!(cdr["hangup_by"], "caller");
+}

@@ -411,6 +411,7 @@ impl Leg {
             }
             LegCommand::Final { status, sdp } => self.final_to_a(status, sdp, ctx),
             LegCommand::AnswerBye => {
+                self.terminate_pending();
                 let byes = self
                     .rare
                     .as_mut()
@@ -422,6 +423,7 @@ impl Leg {
             }
             LegCommand::Bye => {
                 self.stop_retransmit(ctx);
+                self.terminate_pending();
                 self.send_bye();
             }
             LegCommand::Relay { request } => self.relay(&request),
@@ -430,6 +432,7 @@ impl Leg {
             LegCommand::Abort => self.abort(ctx),
             LegCommand::Stop => {
                 self.stop_retransmit(ctx);
+                self.terminate_pending();
                 if let Some(reok) = self.rare.as_mut().and_then(|r| r.reok.take()) {
                     ctx.cancel_future(reok.timer);
                 }
@@ -489,6 +492,20 @@ impl Leg {
             to: self.peer,
             request,
         });
+    }
+
+    /// The dialog ends (a BYE either way, or the call stops): the party's mid-call
+    /// requests still waiting for the other party's answer get 487 (§15.1.2), so their
+    /// server transactions end and the phone is not left waiting.
+    fn terminate_pending(&mut self) {
+        let pending = self
+            .rare
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.usage.incoming));
+        for (tx, request) in pending.unwrap_or_default() {
+            let response = Refusal::RequestTerminated.response(&request, "");
+            self.send(CallOutput::Respond { tx, response });
+        }
     }
 
     fn send_bye(&mut self) {
