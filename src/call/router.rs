@@ -5,6 +5,9 @@
 //! decides, in this order:
 //! 1. the Request-URI names our domain (else 403: the switch is no open relay);
 //! 2. it has not passed through us already: our own Via in it means a loop (482);
+//!    a `Session-Expires` below our `Min-SE` from a phone that supports session timers
+//!    gets 422 with our `Min-SE` (RFC 4028 §6, [`session_timer::as_uas`]). Like a 407 it
+//!    bills nobody: the phone retries at once, and the retry is the attempt;
 //! 3. the caller is one of our users, authenticated by digest (RFC 3261 §22.3): without
 //!    valid `Proxy-Authorization` it gets 407 with one `Proxy-Authenticate` per algorithm
 //!    of the From user's challenge list (the deployment's unless they have one), `stale`
@@ -24,6 +27,7 @@
 
 use crate::auth::{Authenticated, Authenticator};
 use crate::call::identity::{self, Identity};
+use crate::call::session_timer::{self, Policy};
 use crate::directory::Directory;
 use crate::endpoint::{Challenger, Endpoint, Refusal};
 use crate::transport::Peer;
@@ -93,6 +97,8 @@ pub struct CallRouter {
     location: Location,
     /// Our own Via sent-by values (every listener, and the advertised address).
     ours: Vec<HostPort>,
+    /// The switch's session-timer values (`Min-SE`: the 422).
+    session: Policy,
 }
 
 impl CallRouter {
@@ -104,6 +110,7 @@ impl CallRouter {
         auth: Arc<Authenticator>,
         location: Location,
         ours: Vec<HostPort>,
+        session: Policy,
     ) -> CallRouter {
         CallRouter {
             endpoint,
@@ -111,6 +118,7 @@ impl CallRouter {
             auth,
             location,
             ours,
+            session,
         }
     }
 
@@ -140,6 +148,15 @@ impl CallRouter {
             .any(|o| crate::call::dialog::is_loop(req, o))
         {
             return Err(before_auth(Refusal::LoopDetected));
+        }
+        // 2b. A session interval too small for us (RFC 4028 §6, §9).
+        let asked = session_timer::Asked::of(&req.common);
+        if let Err(small) = session_timer::as_uas(&asked, &self.session) {
+            let r = Refusal::SessionIntervalTooSmall {
+                min_se: small.min_se,
+            };
+            r.count();
+            return Err((r, Bill::Nobody));
         }
         // 3. The caller.
         let from_user = match &req.common.from.uri {
@@ -297,7 +314,11 @@ mod tests {
             host: Host::V4([127, 0, 0, 1].into()),
             port: Some(5060),
         }];
-        CallRouter::new(endpoint, directory, auth, location, ours)
+        let session = crate::call::session_timer::Policy {
+            session_expires: 1800,
+            min_se: 90,
+        };
+        CallRouter::new(endpoint, directory, auth, location, ours, session)
     }
 
     fn invite(ruri: &str, extra: &str) -> Request {
