@@ -26,6 +26,9 @@
 //! - A never ACKs our 2xx (64·T1): BYE to both.
 //! - The call ends (its CDR is written, then it counts as ended) once A has its final
 //!   non-2xx and every B-leg is settled, or after the BYEs of a connected call.
+//! - Session timers (RFC 4028, `session.rs`): each party's session is refreshed by its
+//!   refresher (the switch at half the interval where the phone cannot); one not
+//!   refreshed in time ends the call: BYE to both, hung up by the switch.
 
 mod midcall;
 mod session;
