@@ -88,6 +88,14 @@ pub struct SipConfig {
     /// (RFC 3581 behaviour for every client, as Asterisk's `force_rport=yes`); when false,
     /// responses go to the Via's sent-by port as RFC 3261 §18.2.2 says.
     pub force_rport: bool,
+    /// The session interval (RFC 4028) the switch asks for on every leg and caps a
+    /// phone's request at (seconds).
+    pub session_expires_s: u32,
+    /// The shortest session interval the switch accepts, its `Min-SE` (seconds; RFC 4028
+    /// §4 allows no less than 90 on the wire). Builds with debug assertions (the test
+    /// profile) accept less, with a warning at start-up, so that loopback tests can
+    /// run session timers of a few seconds; a release build refuses it.
+    pub min_se_s: u32,
 }
 
 /// `[limits]`: what the wire layer refuses.
@@ -387,6 +395,24 @@ impl Config {
             p.push(ConfigProblem::new(
                 "sip.t1_ms",
                 format!("T1 ({} ms) must not exceed T2 ({} ms)", s.t1_ms, s.t2_ms),
+            ));
+        }
+        let rfc_min = crate::call::session_timer::RFC_MIN_SE;
+        // Test builds (debug assertions) may run shorter timers: see `SipConfig::min_se_s`.
+        let least = if cfg!(debug_assertions) { 1 } else { rfc_min };
+        if s.min_se_s < least {
+            p.push(ConfigProblem::new(
+                "sip.min_se_s",
+                format!("must be at least {rfc_min} (RFC 4028 §4)"),
+            ));
+        }
+        if s.session_expires_s < s.min_se_s {
+            p.push(ConfigProblem::new(
+                "sip.session_expires_s",
+                format!(
+                    "must be at least sip.min_se_s ({} s), got {}",
+                    s.min_se_s, s.session_expires_s
+                ),
             ));
         }
         let l = &self.limits;
@@ -702,6 +728,13 @@ impl SipConfig {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_s)
     }
+    /// The switch's session-timer values (RFC 4028).
+    pub fn session_policy(&self) -> crate::call::session_timer::Policy {
+        crate::call::session_timer::Policy {
+            session_expires: self.session_expires_s,
+            min_se: self.min_se_s,
+        }
+    }
 }
 
 impl Default for SipConfig {
@@ -729,6 +762,8 @@ impl Default for SipConfig {
             udp_buffer_bytes: 4 << 20,
             drain_timeout_s: 30,
             force_rport: true,
+            session_expires_s: 1800,
+            min_se_s: crate::call::session_timer::RFC_MIN_SE,
         }
     }
 }
@@ -1386,6 +1421,20 @@ mod tests {
         assert_eq!(c.log.level, "info");
         assert!(c.users.is_empty());
         assert_eq!(c.sip.t1(), Duration::from_millis(500));
+        assert_eq!((c.sip.session_expires_s, c.sip.min_se_s), (1800, 90));
+    }
+
+    #[test]
+    fn session_timers_are_checked_against_rfc_4028_and_each_other() {
+        let ps = problems_of("[sip]\nsession_expires_s = 60\nmin_se_s = 120\n");
+        assert!(has(&ps, "sip.session_expires_s"), "{ps:?}");
+        let ps = problems_of("[sip]\nmin_se_s = 0\n");
+        assert!(has(&ps, "sip.min_se_s"), "{ps:?}");
+        // Below RFC 4028's 90 s only where tests run (debug assertions), never in a
+        // release build.
+        let ps = problems_of("[sip]\nsession_expires_s = 6\nmin_se_s = 2\n");
+        assert_eq!(has(&ps, "sip.min_se_s"), !cfg!(debug_assertions), "{ps:?}");
+        assert!(problems_of("[sip]\nsession_expires_s = 90\nmin_se_s = 90\n").is_empty());
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, IN
 /// Body types the switch understands (the Accept header).
 pub const ACCEPT: &str = "application/sdp";
 /// Option tags the switch supports (the Supported header): `path` (RFC 3327, the
-/// registrar stores and echoes Path).
-pub const SUPPORTED: &[&str] = &["path"];
+/// registrar stores and echoes Path) and `timer` (RFC 4028 session timers, per call leg:
+/// `call/session_timer.rs`).
+pub const SUPPORTED: &[&str] = &["path", crate::call::session_timer::OPTION_TAG];
 /// Body types accepted on requests that carry a session description.
 const ACCEPTED_BODIES: &[&str] = &[
     "application/sdp",
@@ -167,6 +168,13 @@ pub enum Refusal {
     /// A mid-call request still unanswered when its dialog ends (a BYE either way):
     /// 487, as §15.1.2 recommends.
     RequestTerminated,
+    /// An INVITE, re-INVITE or UPDATE from a sender that supports session timers asks
+    /// for a session interval below the switch's minimum (RFC 4028 §6): 422 with our
+    /// `Min-SE`, and the sender retries with at least that.
+    SessionIntervalTooSmall {
+        /// Our `Min-SE`, seconds.
+        min_se: u32,
+    },
 }
 
 impl Refusal {
@@ -214,6 +222,7 @@ impl Refusal {
             Refusal::RequestPending => 491,
             Refusal::RequestTerminated => 487,
             Refusal::NoAnswerFromPeer => 504,
+            Refusal::SessionIntervalTooSmall { .. } => 422,
         }
     }
 
@@ -270,6 +279,7 @@ impl Refusal {
             Refusal::RequestTerminated => "Request Terminated",
             Refusal::OfferPending => "Server Internal Error (offer pending)",
             Refusal::NoAnswerFromPeer => "Server Time-out (no answer from the other party)",
+            Refusal::SessionIntervalTooSmall { .. } => "Session Interval Too Small",
         }
     }
 
@@ -302,6 +312,9 @@ impl Refusal {
                     .collect()
             }
             Refusal::IntervalTooBrief { min } => vec![Header::new("Min-Expires", min.to_string())],
+            Refusal::SessionIntervalTooSmall { min_se } => {
+                vec![Header::new("Min-SE", min_se.to_string())]
+            }
             _ => Vec::new(),
         }
     }
@@ -317,7 +330,9 @@ impl Refusal {
             Refusal::NotImplemented | Refusal::MethodNotAllowed => "method",
             Refusal::NotImplementedInDialog => "method",
             Refusal::UnsupportedUriScheme => "scheme",
-            Refusal::BadExtension(_) => "extension",
+            // The session-timer extension's own refusal (RFC 4028 §6): the label set
+            // stays at its 15.
+            Refusal::BadExtension(_) | Refusal::SessionIntervalTooSmall { .. } => "extension",
             Refusal::UnsupportedMediaType | Refusal::NotAcceptable => "media_type",
             Refusal::TooManyHops => "max_forwards",
             Refusal::LoopDetected | Refusal::MergedRequest => "loop",
@@ -636,6 +651,7 @@ mod tests {
             WildcardWithoutExpiresZero,
             UnsupportedContactScheme,
             IntervalTooBrief { min: 60 },
+            SessionIntervalTooSmall { min_se: 90 },
             TooManyContacts,
             BindingOutOfOrder,
             StoreFailed,
@@ -694,6 +710,8 @@ mod tests {
         assert_eq!(r.common.to.tag(), Some("t"));
         let r = Refusal::IntervalTooBrief { min: 60 }.response(&req, "t");
         assert_eq!(r.common.header("Min-Expires"), Some("60"));
+        let r = Refusal::SessionIntervalTooSmall { min_se: 90 }.response(&req, "t");
+        assert_eq!((r.status, r.common.header("Min-SE")), (422, Some("90")));
         let r = Refusal::MailboxFull.response(&req, "t");
         assert_eq!(r.common.header("Retry-After"), Some("1"));
         // An in-dialog refusal keeps the request's To as it is.

@@ -154,7 +154,15 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
         location.clone(),
         vec![udp_us.clone(), tcp_us.clone()],
         callees.clone(),
+        config.sip.session_policy(),
     );
+    if config.sip.min_se_s < crate::call::session_timer::RFC_MIN_SE {
+        // Only builds with debug assertions get here (`SipConfig::min_se_s`).
+        tracing::warn!(
+            min_se_s = config.sip.min_se_s,
+            "sip.min_se_s below RFC 4028's 90 s: a test build's short session timers"
+        );
+    }
     let t1 = config.sip.t1();
     let calls_registry = Arc::new(dashmap::DashMap::new());
     let billing = open_billing(config)?;
@@ -172,6 +180,7 @@ pub async fn start(config: &Config, metrics: PrometheusHandle) -> io::Result<Run
             }),
             t1,
             t2: config.sip.t2(),
+            session: config.sip.session_policy(),
             billing,
             domain: config.sip.domain.clone(),
             registry: calls_registry.clone(),

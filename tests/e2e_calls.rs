@@ -13,20 +13,23 @@ use std::time::{Duration, Instant};
 /// F3 and F4: setup with 407, 180 and 200 relayed with SDP, ACK per leg, BYE from A.
 #[test]
 fn f3_f4_basic_call_caller_hangs_up() {
-    let sw = Switch::start(&[]);
+    // The switch's own session interval differs from alice's, to tell them apart.
+    let sw = Switch::start(&[("SOFTSWITCH_SIP_SESSION_EXPIRES_S", "1200")]);
     let (bob, _) = registered_bob(&sw);
     let bs = bob_sock(&bob);
     let mut alice = Caller::new(sw.udp_addr());
     // A desk phone's INVITE: session timers (RFC 4028), 100rel (RFC 3262), its methods.
-    alice.extra = "Supported: timer, 100rel, replaces\r\nSession-Expires: 1800\r\nMin-SE: 90\r\nAllow: INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, REFER, INFO\r\n".into();
+    alice.extra = "Supported: timer, 100rel, replaces\r\nSession-Expires: 1800\r\nMin-SE: 120\r\nAllow: INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, REFER, INFO\r\n".into();
     alice.call();
     // B-leg INVITE: a fresh dialog, A's SDP byte for byte.
     let (inv, from_switch) = wait_for(bs, "B-leg INVITE", |m| is_request(m, "INVITE"));
     // The switch is the B-leg's UAC: bob learns the switch's abilities, not alice's (no
-    // 100rel nobody PRACKs, no session timer nobody refreshes).
-    for h in ["Supported", "Session-Expires", "Min-SE", "Require"] {
-        assert_eq!(header(&inv, h), None, "{h} on the B-leg:\n{inv}");
-    }
+    // 100rel nobody PRACKs; the switch's own session timer, which it refreshes itself
+    // where bob does not, never alice's).
+    assert_eq!(header(&inv, "Supported"), Some("timer"), "{inv}");
+    assert_eq!(header(&inv, "Session-Expires"), Some("1200"), "{inv}");
+    assert_eq!(header(&inv, "Min-SE"), Some("90"), "{inv}");
+    assert_eq!(header(&inv, "Require"), None, "{inv}");
     assert!(!inv.contains("100rel") && !inv.contains("1800"), "{inv}");
     assert_eq!(
         header(&inv, "Allow"),
@@ -69,6 +72,14 @@ fn f3_f4_basic_call_caller_hangs_up() {
         Some("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO"),
         "the switch's own methods (§13.3.1.4):\n{a200}"
     );
+    // Alice's session (RFC 4028 §9): her interval capped at the switch's, and she, who
+    // supports timers, refreshes it.
+    assert_eq!(
+        header(&a200, "Session-Expires"),
+        Some("1200;refresher=uac"),
+        "{a200}"
+    );
+    assert_eq!(header(&a200, "Require"), Some("timer"), "{a200}");
     assert_eq!(
         header(&a200, "To"),
         Some(a_to.as_str()),

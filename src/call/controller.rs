@@ -44,6 +44,8 @@ pub struct CallSettings {
     pub t1: Duration,
     /// T2.
     pub t2: Duration,
+    /// Session timers (RFC 4028): what the switch asks for and accepts on each leg.
+    pub session: super::session_timer::Policy,
     /// Where CDRs go.
     pub billing: BillingHandle,
     /// The served domain (CDR parties are `sip:user@domain`).
@@ -278,7 +280,18 @@ impl CallController {
             path: &binding.path,
             identity,
         };
-        Some((peer, dialog::b_leg_invite(invite, &b)?))
+        let mut request = dialog::b_leg_invite(invite, &b)?;
+        // The switch's own session timer on this leg (RFC 4028 §7.1), never A's.
+        let policy = &settings.session;
+        request
+            .common
+            .headers
+            .extend(super::session_timer::request_headers(
+                policy.session_expires,
+                None,
+                policy,
+            ));
+        Some((peer, request))
     }
 
     /// Starts the actor for `new` and its legs, answering through `settings.out`; gives
@@ -545,6 +558,7 @@ impl CallController {
                 self.after_cdr(leg, LegCommand::AnswerBye, ctx);
             }
             Command::Bye { leg } => self.tell(leg, LegCommand::Bye),
+            Command::Refresh { leg, interval } => self.tell(leg, LegCommand::Refresh { interval }),
             Command::StartTimer(t, d) => {
                 self.stop_timer(t, ctx);
                 let h = ctx.run_later(d, move |act, ctx| {
@@ -819,6 +833,10 @@ impl CallController {
                 self.feed_with(Event::RelayAck { leg }, Parcel::Request(ack), ctx)
             }
             LegReport::AckTimeout(leg) => self.feed(Event::AckTimeout { leg }, ctx),
+            LegReport::SessionRefreshed(leg, session) => {
+                self.feed(Event::SessionRefreshed { leg, session }, ctx)
+            }
+            LegReport::RefreshFailed(leg) => self.feed(Event::RefreshFailed { leg }, ctx),
         }
     }
 }

@@ -17,8 +17,16 @@
 //! our 2xx to A until its ACK (§13.3.1.4: T1 doubling to T2), ACK for a B-leg 2xx and for
 //! each retransmission of it (§13.2.2.4), CANCEL (§9.1), BYE (§15.1.1), the remote CSeq
 //! check of in-dialog requests (§12.2.2) and 501 for in-dialog methods we do not carry.
+//!
+//! Session timers (RFC 4028, negotiated by [`super::session_timer`]): the leg's own
+//! `Session-Expires`/`Min-SE` on the requests it sends, the answer to the party's on its
+//! 2xx responses, 422 for too small an interval, a bodiless UPDATE answered here (a
+//! refresh of this dialog alone), the switch's own refresh on [`LegCommand::Refresh`],
+//! and every refresh of the dialog reported ([`LegReport::SessionRefreshed`]) to the
+//! call machine, which keeps the clocks.
 
 use super::controller::{CallController, CallSettings};
+use super::session_timer::{self, Asked, Session};
 use super::usage::{Admit, Resend, ResendStep, Usage};
 use super::{CallInput, CallNo, CallOutput, Purpose};
 use crate::call::dialog::{self, Dialog, DialogState};
@@ -33,6 +41,8 @@ use softswitch_actors::call::{Event, Kind, LegFailure, LegId};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod session;
 
 /// Leg actors alive in this process (the `softswitch_call_legs_active` gauge).
 static LIVE_LEGS: AtomicUsize = AtomicUsize::new(0);
@@ -90,6 +100,12 @@ pub enum LegCommand {
         /// The other party's ACK.
         ack: Option<Box<Request>>,
     },
+    /// Refresh this leg's session (RFC 4028): UPDATE, or a re-INVITE with the last SDP
+    /// the switch sent on the leg.
+    Refresh {
+        /// The session interval to ask for, seconds.
+        interval: u32,
+    },
     /// The call is over: stop.
     Stop,
 }
@@ -126,6 +142,10 @@ pub enum LegReport {
     RelayAck(LegId, Box<Request>),
     /// The party never ACKed our 2xx to its re-INVITE (64·T1).
     AckTimeout(LegId),
+    /// A 2xx set up or refreshed this leg's session (RFC 4028), as negotiated.
+    SessionRefreshed(LegId, Session),
+    /// The switch's refresh got 408 or 481, or no answer.
+    RefreshFailed(LegId),
 }
 
 impl Message for LegReport {
@@ -177,6 +197,9 @@ struct Rare {
     /// The ACK we sent for the 2xx of the re-INVITE we relayed on this leg (sent again
     /// for each retransmission of that 2xx), or that re-INVITE's CSeq number until then.
     reack: Option<(u32, Option<Request>)>,
+    /// The last SDP the switch sent on this leg, for its session refresh by re-INVITE
+    /// (kept only when the peer's Allow did not list UPDATE).
+    sdp: Option<bytes::Bytes>,
 }
 
 /// Our 2xx to the party's re-INVITE, until its ACK.
@@ -240,6 +263,9 @@ pub struct Leg {
     rare: Option<Box<Rare>>,
     /// A: a final response went. B: one came.
     final_done: bool,
+    /// The peer's Allow (its INVITE or its 2xx) listed UPDATE: the switch refreshes the
+    /// session with UPDATE, else with a re-INVITE (RFC 4028 §7.4).
+    update: bool,
     /// The call was aborted: only releases run.
     aborted: bool,
     /// Its controller said [`LegCommand::Stop`]: the actor may stop.
@@ -332,6 +358,7 @@ impl Leg {
             dialog: None,
             rare: None,
             final_done: false,
+            update: false,
             aborted: false,
             stop: false,
             #[cfg(debug_assertions)]
@@ -394,8 +421,9 @@ impl Leg {
             LegCommand::Invite => self.send_invite(),
             LegCommand::Cancel => self.send_cancel(),
             LegCommand::Ack { sdp } => {
-                if sdp.is_some() {
-                    self.rare().ack_sdp = sdp.map(Vec::into_boxed_slice);
+                if let Some(sdp) = sdp {
+                    self.sent_sdp(&bytes::Bytes::copy_from_slice(&sdp));
+                    self.rare().ack_sdp = Some(sdp.into_boxed_slice());
                 }
                 self.send_ack();
             }
@@ -429,6 +457,7 @@ impl Leg {
             LegCommand::Relay { request } => self.relay(&request),
             LegCommand::Answer { method, reply } => self.answer_modify(&method, reply, ctx),
             LegCommand::AckRelayed { ack } => self.ack_relayed(ack.as_deref()),
+            LegCommand::Refresh { interval } => self.send_refresh(interval),
             LegCommand::Abort => self.abort(ctx),
             LegCommand::Stop => {
                 self.stop_retransmit(ctx);
@@ -559,8 +588,13 @@ impl Leg {
     }
 
     fn final_to_a(&mut self, status: u16, sdp: Option<Vec<u8>>, ctx: &mut Context<Self>) {
-        let Some((tx, r)) = self.to_a(status, sdp) else {
+        let Some((tx, mut r)) = self.to_a(status, sdp) else {
             return;
+        };
+        let session = if (200..300).contains(&status) {
+            self.a_session(&mut r)
+        } else {
+            None
         };
         self.final_done = true;
         let udp_2xx = (200..300).contains(&status) && self.peer.transport == Transport::Udp;
@@ -587,6 +621,9 @@ impl Leg {
             self.setup = None;
         }
         self.send(CallOutput::Respond { tx, response: r });
+        if let Some(session) = session {
+            self.report(LegReport::SessionRefreshed(self.id, session));
+        }
     }
 
     fn arm_retransmit(&mut self, ctx: &mut Context<Self>) {
@@ -692,6 +729,18 @@ impl Leg {
                 .common
                 .headers
                 .push(Header::new("Allow", crate::endpoint::ALLOW));
+            // This leg's own session timer (RFC 4028 §7.4), never the sender's: the far
+            // UAS answers with the refresher, as to the INVITE that set the leg up.
+            let policy = &self.settings.session;
+            request
+                .common
+                .headers
+                .extend(session_timer::request_headers(
+                    policy.session_expires,
+                    None,
+                    policy,
+                ));
+            self.sent_sdp(&from.common.body);
         }
         request.common.body = from.common.body.clone();
         let seq = request.common.cseq.seq;
@@ -739,6 +788,7 @@ impl Leg {
         }
         r.common.body = a.common.body.clone();
         let is_2xx = (200..300).contains(&status);
+        let mut session = None;
         if is_2xx && *method != Method::Info {
             r.common.headers.push(Header::new(
                 "Contact",
@@ -747,6 +797,16 @@ impl Leg {
             r.common
                 .headers
                 .push(Header::new("Allow", crate::endpoint::ALLOW));
+            // A refresh of this leg's session too (RFC 4028 §9: its interval was
+            // checked when the request came, `on_modify`).
+            let asked = Asked::of(&request.common);
+            if let Ok(s) = session_timer::as_uas(&asked, &self.settings.session) {
+                r.common
+                    .headers
+                    .extend(session_timer::answer_headers(&s, asked.timer));
+                session = Some(s);
+            }
+            self.sent_sdp(&a.common.body);
         }
         if is_2xx && *method == Method::Invite {
             let resend = Resend::new(request.common.cseq.seq, self.settings.t1);
@@ -762,6 +822,9 @@ impl Leg {
             }
         }
         self.send(CallOutput::Respond { tx, response: r });
+        if let Some(session) = session {
+            self.report(LegReport::SessionRefreshed(self.id, session));
+        }
     }
 
     /// The retransmission of our 2xx to the party's re-INVITE (over UDP; over TCP only
@@ -810,6 +873,7 @@ impl Leg {
         let Some(ack) = self.dialog.as_ref().and_then(|d| d.ack(seq, via, body)) else {
             return;
         };
+        self.sent_sdp(&ack.common.body);
         self.rare().reack = Some((seq, Some(ack.clone())));
         self.send(CallOutput::Ack {
             to: self.peer,
@@ -854,6 +918,12 @@ impl Leg {
                     }
                     self.report(LegReport::RelayFailed(self.id, kind));
                 }
+                Purpose::Refresh { kind, .. } => {
+                    if let (Kind::Reinvite, Some(r)) = (kind, self.rare.as_mut()) {
+                        r.usage.outgoing.retain(|(m, _)| *m != Method::Invite);
+                    }
+                    self.report(LegReport::RefreshFailed(self.id));
+                }
             },
             CallInput::Request { tx, request } => self.on_request(tx, request),
             CallInput::Ack { request } => {
@@ -890,6 +960,9 @@ impl Leg {
         }
         match purpose {
             Purpose::Relay(kind) => self.on_relayed_response(kind, response),
+            Purpose::Refresh { kind, interval } => {
+                self.on_refresh_response(kind, interval, response)
+            }
             Purpose::Invite => {
                 let status = response.status;
                 let sdp = sdp_of(&response.common.body);
@@ -897,6 +970,10 @@ impl Leg {
                     self.early_dialog(&response);
                     self.event(Event::Provisional { leg, status, sdp });
                     return;
+                }
+                let mut session = None;
+                if (200..300).contains(&status) && self.dialog.is_none() {
+                    session = self.b_session(&response);
                 }
                 if (200..300).contains(&status) {
                     self.confirm(&response);
@@ -908,6 +985,9 @@ impl Leg {
                     self.setup = None;
                 }
                 self.event(Event::Final { leg, status, sdp });
+                if let Some(session) = session {
+                    self.report(LegReport::SessionRefreshed(leg, session));
+                }
             }
             Purpose::Cancel => {}
             Purpose::Bye => {
@@ -944,12 +1024,21 @@ impl Leg {
             }
             return;
         }
+        let mut session = None;
         if (200..300).contains(&response.status) && kind != Kind::Info {
             if let Some(d) = self.dialog.as_mut() {
                 d.refresh_target(&response.common);
             }
+            // It refreshed this leg's session (RFC 4028 §7.2).
+            session = Some(session_timer::as_uac(
+                &Asked::of(&response.common),
+                self.settings.session.session_expires,
+            ));
         }
         self.report(LegReport::Relayed(self.id, Box::new(response)));
+        if let Some(session) = session {
+            self.report(LegReport::SessionRefreshed(self.id, session));
+        }
     }
 
     /// A 1xx with a To tag creates an early dialog (§12.1.2), one per tag.
@@ -1034,6 +1123,27 @@ impl Leg {
     /// The party's re-INVITE, UPDATE or INFO: refused here when it crosses our own offer
     /// on this leg (491) or its own previous one (500), else reported for relaying.
     fn on_modify(&mut self, tx: TxId, request: Request) {
+        if request.method != Method::Info {
+            let asked = Asked::of(&request.common);
+            match session_timer::as_uas(&asked, &self.settings.session) {
+                Err(small) => {
+                    // RFC 4028 §9: too small an interval, from a party that can retry.
+                    let refusal = Refusal::SessionIntervalTooSmall {
+                        min_se: small.min_se,
+                    };
+                    refusal.count();
+                    let response = refusal.response(&request, "");
+                    self.send(CallOutput::Respond { tx, response });
+                    return;
+                }
+                Ok(session)
+                    if request.method == Method::Update && request.common.body.is_empty() =>
+                {
+                    return self.refreshed_by_update(tx, &request, &asked, session);
+                }
+                Ok(_) => {}
+            }
+        }
         let admit = self.rare().usage.admit(&request.method);
         let refusal = match admit {
             Admit::Go => None,

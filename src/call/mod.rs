@@ -20,6 +20,7 @@ pub mod forward;
 pub mod identity;
 pub mod leg;
 pub mod router;
+pub mod session_timer;
 pub mod task;
 pub mod usage;
 
@@ -43,6 +44,14 @@ pub enum Purpose {
     Bye,
     /// A mid-call request relayed on the leg (re-INVITE, UPDATE, INFO).
     Relay(softswitch_actors::call::Kind),
+    /// The switch's own session refresh on the leg (RFC 4028: UPDATE or re-INVITE),
+    /// asking for `interval` seconds.
+    Refresh {
+        /// UPDATE or re-INVITE.
+        kind: softswitch_actors::call::Kind,
+        /// The `Session-Expires` it carries.
+        interval: u32,
+    },
 }
 
 /// Driver → the leg it is for.

@@ -5,6 +5,9 @@
 //! decides, in this order:
 //! 1. the Request-URI names our domain (else 403: the switch is no open relay);
 //! 2. it has not passed through us already: our own Via in it means a loop (482);
+//!    a `Session-Expires` below our `Min-SE` from a phone that supports session timers
+//!    gets 422 with our `Min-SE` (RFC 4028 §6, [`session_timer::as_uas`]). Like a 407 it
+//!    bills nobody: the phone retries at once, and the retry is the attempt;
 //! 3. the caller is one of our users, authenticated by digest (RFC 3261 §22.3): without
 //!    valid `Proxy-Authorization` it gets 407 with one `Proxy-Authenticate` per algorithm
 //!    of the From user's challenge list (the deployment's unless they have one), `stale`
@@ -28,6 +31,7 @@
 use super::forward::Callees;
 use crate::auth::{Authenticated, Authenticator};
 use crate::call::identity::{self, Identity};
+use crate::call::session_timer::{self, Policy};
 use crate::directory::Directory;
 use crate::endpoint::{Challenger, Endpoint, Refusal};
 use crate::transport::Peer;
@@ -103,6 +107,8 @@ pub struct CallRouter {
     ours: Vec<HostPort>,
     /// The callees' forwarding and busy state.
     callees: Arc<Callees>,
+    /// The switch's session-timer values (`Min-SE`: the 422).
+    session: Policy,
 }
 
 impl CallRouter {
@@ -115,6 +121,7 @@ impl CallRouter {
         location: Location,
         ours: Vec<HostPort>,
         callees: Arc<Callees>,
+        session: Policy,
     ) -> CallRouter {
         CallRouter {
             endpoint,
@@ -123,6 +130,7 @@ impl CallRouter {
             location,
             ours,
             callees,
+            session,
         }
     }
 
@@ -152,6 +160,14 @@ impl CallRouter {
             .any(|o| crate::call::dialog::is_loop(req, o))
         {
             return Err(before_auth(Refusal::LoopDetected));
+        }
+        // 2b. A session interval too small for us (RFC 4028 §6, §9).
+        let asked = session_timer::Asked::of(&req.common);
+        if let Err(small) = session_timer::as_uas(&asked, &self.session) {
+            let r = Refusal::SessionIntervalTooSmall {
+                min_se: small.min_se,
+            };
+            return Err((r, Bill::Nobody));
         }
         // 3. The caller.
         let from_user = match &req.common.from.uri {
@@ -324,7 +340,11 @@ mod tests {
             DOMAIN,
             std::time::Duration::from_secs(20),
         ));
-        CallRouter::new(endpoint, directory, auth, location, ours, callees)
+        let session = crate::call::session_timer::Policy {
+            session_expires: 1800,
+            min_se: 90,
+        };
+        CallRouter::new(endpoint, directory, auth, location, ours, callees, session)
     }
 
     fn invite(ruri: &str, extra: &str) -> Request {

@@ -92,6 +92,8 @@ pub(super) struct MidCall {
     held_since: Option<SystemTime>,
     /// The time on hold before `held_since`.
     held: Duration,
+    /// Each party's session clock (RFC 4028, `session.rs`): A, then the B-leg.
+    pub(super) sessions: [Option<super::session::Clock>; 2],
 }
 
 /// The ACK awaited for a relayed re-INVITE's 2xx.
@@ -107,6 +109,12 @@ struct Awaiting {
 }
 
 impl MidCall {
+    /// A re-INVITE or UPDATE is in flight between the parties, or a relayed
+    /// re-INVITE's ACK is awaited.
+    pub(super) fn offer_in_flight(&self) -> bool {
+        self.in_flight.is_some() || self.awaiting_ack.is_some()
+    }
+
     fn is_held(&self) -> bool {
         self.holding.iter().any(|h| *h)
     }
@@ -141,7 +149,7 @@ impl MidCall {
 
 impl CallMachine {
     /// The other party of `leg` in the connected call.
-    fn peer_of(&self, leg: LegId) -> Option<LegId> {
+    pub(super) fn peer_of(&self, leg: LegId) -> Option<LegId> {
         let w = self.winner?;
         if leg == LegId::A {
             Some(w)
@@ -156,11 +164,11 @@ impl CallMachine {
         usize::from(leg != LegId::A)
     }
 
-    fn mid(&self) -> Option<&MidCall> {
+    pub(super) fn mid(&self) -> Option<&MidCall> {
         self.extra.as_ref().and_then(|e| e.mid.as_ref())
     }
 
-    fn mid_mut(&mut self) -> Option<&mut MidCall> {
+    pub(super) fn mid_mut(&mut self) -> Option<&mut MidCall> {
         self.extra.as_mut().and_then(|e| e.mid.as_mut())
     }
 

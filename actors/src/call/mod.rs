@@ -34,10 +34,15 @@
 //! - A never ACKs our 2xx (64·T1): BYE to both.
 //! - The call ends (its CDR is written, then it counts as ended) once A has its final
 //!   non-2xx and every B-leg is settled, or after the BYEs of a connected call.
+//! - Session timers (RFC 4028, `session.rs`): each party's session is refreshed by its
+//!   refresher (the switch at half the interval where the phone cannot); one not
+//!   refreshed in time ends the call: BYE to both, hung up by the switch.
 
 mod midcall;
+mod session;
 
 pub use midcall::{Kind, Offer, Refuse};
+pub use session::{expiry_after, refresh_after, Clock, Due, Refresher, Session};
 use std::time::{Duration, SystemTime};
 
 pub mod forward;
@@ -74,6 +79,9 @@ pub enum CallTimer {
     AckWait,
     /// How long a BYE we sent may go unanswered before the call ends anyway.
     ByeWait,
+    /// A party's session clock (RFC 4028, `session.rs`): the switch's refresh, or the
+    /// session's end.
+    Session(LegId),
 }
 
 /// What happened.
@@ -183,6 +191,19 @@ pub enum Event {
         /// The leg.
         leg: LegId,
     },
+    /// `leg`'s session (RFC 4028) was set up or refreshed: a 2xx to its INVITE,
+    /// re-INVITE or UPDATE, sent or received.
+    SessionRefreshed {
+        /// The leg.
+        leg: LegId,
+        /// What its dialog negotiated.
+        session: Session,
+    },
+    /// The switch's refresh on `leg` got 408 or 481, or no answer.
+    RefreshFailed {
+        /// The leg.
+        leg: LegId,
+    },
 }
 
 /// What the machine needs of the callee being rung: its ring time and which of its
@@ -285,6 +306,13 @@ pub enum Command {
     AckRelayed {
         /// The leg.
         leg: LegId,
+    },
+    /// Refresh `leg`'s session (RFC 4028): the switch is its refresher.
+    Refresh {
+        /// The leg.
+        leg: LegId,
+        /// The session interval to ask for, seconds.
+        interval: u32,
     },
 }
 
@@ -700,6 +728,9 @@ impl CallMachine {
             Event::RelayFailed { leg, kind } => self.on_relay_failed(leg, kind),
             Event::RelayAck { leg } => self.on_relay_ack(leg, now),
             Event::AckTimeout { leg } => self.on_ack_timeout(leg, now),
+            Event::SessionRefreshed { leg, session } => self.on_session_refreshed(leg, session),
+            Event::Timer(CallTimer::Session(leg)) => self.on_session_due(leg, now),
+            Event::RefreshFailed { leg } => self.on_refresh_failed(leg, now),
             Event::Timer(CallTimer::ByeWait) => {
                 self.byes_out.clear();
                 for l in self.legs.iter_mut() {
