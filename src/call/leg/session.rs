@@ -33,7 +33,7 @@ impl Leg {
     /// version: no change); only where that refresh is needed (no UPDATE at the peer).
     pub(super) fn sent_sdp(&mut self, body: &bytes::Bytes) {
         if !self.update && !body.is_empty() {
-            self.rare().sdp = Some(body.clone());
+            self.rare().sdp = Some(bytes::Bytes::copy_from_slice(body));
         }
     }
 
@@ -109,7 +109,7 @@ impl Leg {
             if kind == Kind::Reinvite {
                 let via = via_for(&self.settings, self.peer.transport);
                 if let Some(ack) = self.dialog.as_ref().and_then(|d| d.ack(seq, via, None)) {
-                    self.rare().reack = Some((seq, Some(ack.clone())));
+                    self.rare().reack = Some((seq, Some(Box::new(ack.clone()))));
                     self.send(CallOutput::Ack {
                         to: self.peer,
                         request: ack,
