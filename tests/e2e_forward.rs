@@ -6,13 +6,13 @@
 mod common;
 
 use common::digest::{header_values, parse_challenge, Alg, Conn, DigestInput, RegClient};
+use common::ua::{is_request, is_status, response_to, try_wait_for, wait_for, WAIT};
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 const SDP_OFFER: &str = "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 const SDP_ANSWER: &str = "v=0\r\no=carol 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-const WAIT: Duration = Duration::from_secs(5);
 
 /// The users: bob forwards to carol on busy and (after 1 s) on no answer; dave forwards
 /// every call to carol; kim and lee forward to each other on busy (a loop at run time);
@@ -88,67 +88,6 @@ call_waiting = true
 
 fn start() -> Switch {
     Switch::start_with_config("127.0.0.1", USERS, &[])
-}
-
-/// Reads datagrams until one satisfies `pred`, within `within`.
-fn try_wait_for(
-    sock: &UdpSocket,
-    within: Duration,
-    pred: impl Fn(&str) -> bool,
-) -> Option<(String, SocketAddr)> {
-    let deadline = Instant::now() + within;
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        sock.set_read_timeout(Some(left)).ok()?;
-        if let Ok((n, from)) = sock.recv_from(&mut buf) {
-            let m = String::from_utf8_lossy(&buf[..n]).to_string();
-            if pred(&m) {
-                return Some((m, from));
-            }
-        }
-    }
-}
-
-fn wait_for(sock: &UdpSocket, what: &str, pred: impl Fn(&str) -> bool) -> (String, SocketAddr) {
-    try_wait_for(sock, WAIT, pred).unwrap_or_else(|| panic!("no {what} within {WAIT:?}"))
-}
-
-fn is_status(m: &str, code: u16) -> bool {
-    status_of(m) == Some(code)
-}
-
-fn is_request(m: &str, method: &str) -> bool {
-    m.starts_with(&format!("{method} "))
-}
-
-/// The response to `req` (the headers §8.2.6.2 copies), To tag `to_tag`.
-fn response_to(
-    req: &str,
-    status: u16,
-    reason: &str,
-    to_tag: &str,
-    extra: &str,
-    body: &str,
-) -> String {
-    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
-    for name in ["Via", "From", "Call-ID", "CSeq"] {
-        for v in header_values(req, name, None) {
-            out.push_str(&format!("{name}: {v}\r\n"));
-        }
-    }
-    let to = header(req, "To").expect("To");
-    if to.contains(";tag=") {
-        out.push_str(&format!("To: {to}\r\n"));
-    } else {
-        out.push_str(&format!("To: {to};tag={to_tag}\r\n"));
-    }
-    out.push_str(extra);
-    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    out
 }
 
 /// A registered phone of `user`.
