@@ -40,6 +40,8 @@
 
 mod midcall;
 mod session;
+#[cfg(test)]
+mod testing;
 
 pub use midcall::{Kind, Offer, Refuse};
 pub use session::{expiry_after, refresh_after, Clock, Due, Refresher, Session};

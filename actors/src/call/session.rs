@@ -166,38 +166,7 @@ impl CallMachine {
 mod tests {
     use super::*;
 
-    const T: CallTimers = CallTimers {
-        ring: Duration::from_secs(20),
-        ack_wait: Duration::from_secs(32),
-        bye_wait: Duration::from_secs(32),
-    };
-    const B: LegId = LegId(1);
-
-    fn at(s: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
-    }
-
-    fn connected() -> CallMachine {
-        let mut m = CallMachine::new(std::sync::Arc::new(T));
-        let t = at(0);
-        m.handle(
-            Event::Start {
-                targets: 1,
-                offer: Some(b"v=0".to_vec()),
-            },
-            t,
-        );
-        m.handle(
-            Event::Final {
-                leg: B,
-                status: 200,
-                sdp: Some(b"v=0".to_vec()),
-            },
-            t,
-        );
-        m.handle(Event::AckFromA { sdp: None }, t);
-        m
-    }
+    use crate::call::testing::*;
 
     fn refreshed(leg: LegId, interval: u32, refresher: Refresher) -> Event {
         Event::SessionRefreshed {
